@@ -1,0 +1,28 @@
+//! The sans-IO heart of blobswarm.
+//!
+//! Digests, chunk maps, signed releases, the wire codec, the piece scheduler and
+//! the chunk store live here as plain data and state machines. Nothing in this
+//! crate opens a socket, reads the clock or spawns a task: time comes in as an
+//! argument, so the libp2p agent, the unit tests and the simulator drive the very
+//! same code. (The chunk store does file I/O, synchronously, and is called by
+//! drivers from blocking threads.)
+
+mod bitfield;
+mod chunk_map;
+pub mod codec;
+mod digest;
+pub mod node;
+mod release;
+pub mod store;
+pub mod wire;
+
+pub use bitfield::{Bitfield, BitfieldError};
+pub use chunk_map::{
+    BlobHasher, ChunkError, ChunkMap, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_CHUNKS,
+    MIN_CHUNK_SIZE, chunk_count, chunk_map_of,
+};
+pub use digest::{Digest, DigestParseError};
+pub use release::{
+    Document, MAX_BLOBS, MAX_MANIFESTS, MAX_REFERENCE_LEN, MAX_RELEASE_BYTES, Release, ReleaseBlob,
+    ReleaseError, ReleaseId, SignedRelease, TrustedSeeders, release_blob,
+};

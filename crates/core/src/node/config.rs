@@ -1,0 +1,65 @@
+//! Tunables of one node's scheduler.
+
+use std::time::Duration;
+
+/// Limits and timings of the piece scheduler; one per node, validated before use.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Chunk requests in flight to one peer: enough to keep a link busy across a round trip.
+    pub max_requests_per_peer: usize,
+    /// Chunk requests in flight in total: bounds memory held by chunks being received.
+    pub max_requests_total: usize,
+    /// A request unanswered for this long fails and its peer is backed off.
+    pub request_timeout: Duration,
+    /// How long a peer that failed a request is left alone.
+    pub failure_backoff: Duration,
+    /// How long a peer that served corrupt data is ignored.
+    pub ban_duration: Duration,
+    /// Seed of the random choices (tie-breaks, peer order); fixed seeds make runs repeatable.
+    pub rng_seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_requests_per_peer: 2,
+            max_requests_total: 8,
+            request_timeout: Duration::from_secs(30),
+            failure_backoff: Duration::from_secs(3),
+            ban_duration: Duration::from_secs(600),
+            rng_seed: 0,
+        }
+    }
+}
+
+/// A config value that breaks an invariant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid scheduler config: {0}")]
+pub struct ConfigError(pub &'static str);
+
+impl Config {
+    /// Sets the random seed.
+    pub fn with_rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = seed;
+        self
+    }
+
+    /// Checks invariants.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the broken invariant.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_requests_per_peer == 0 {
+            return Err(ConfigError("max_requests_per_peer must be at least 1"));
+        }
+        if self.max_requests_total < self.max_requests_per_peer {
+            return Err(ConfigError(
+                "max_requests_total must be at least max_requests_per_peer",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError("request_timeout must be positive"));
+        }
+        Ok(())
+    }
+}

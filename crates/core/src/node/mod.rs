@@ -1,0 +1,755 @@
+//! The per-node state machine: which releases a node carries, which chunks it holds,
+//! what it asks of whom, and when.
+//!
+//! # Driving a `Node`
+//! Feed every input through a `handle_*` method, passing the current time; then drain
+//! [`Node::poll_action`] until it returns `None`, and arm a timer for
+//! [`Node::poll_timeout`], calling [`Node::handle_timeout`] when it fires. Time must never
+//! go backwards between calls. Chunk bytes never enter the node: the driver verifies them
+//! against [`Node::chunk_target`] (off its async threads), stores them, and reports the
+//! outcome with [`Node::handle_chunk`].
+//!
+//! The node is generic over the peer identity `P` so the libp2p agent uses `PeerId`
+//! and tests and the simulator can use whatever identity type suits them.
+
+mod config;
+mod pick;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Debug;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+pub use config::{Config, ConfigError};
+use state::{BlobState, Outstanding, PeerState, ReleaseState};
+
+use crate::wire::{ErrorCode, HaveUpdate, Request, Response};
+use crate::{
+    Bitfield, ChunkError, ChunkMap, Digest, Release, ReleaseError, ReleaseId, SignedRelease,
+    TrustedSeeders,
+};
+
+/// A peer identity the node can compare with the seeder bytes inside a release.
+pub trait PeerKey: Clone + Ord + Debug {
+    /// The identity as bytes, in the form releases name their seeder.
+    fn key_bytes(&self) -> Vec<u8>;
+}
+
+impl PeerKey for libp2p_identity::PeerId {
+    fn key_bytes(&self) -> Vec<u8> {
+        self.to_bytes()
+    }
+}
+
+/// Matches a request with its answer, failure or timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Something the driver must do.
+#[derive(Debug, Clone)]
+pub enum Action<P> {
+    /// Send `request` to `peer`; report its answer with the same id.
+    Send {
+        /// Destination.
+        peer: P,
+        /// Id to report the outcome under.
+        id: RequestId,
+        /// The request.
+        request: Request,
+    },
+    /// Announce a release on gossip (seeders only).
+    Publish(SignedRelease),
+    /// A release was accepted and its download starts.
+    ReleaseAccepted(ReleaseId),
+    /// Every chunk of a blob is verified and stored; the driver can finalize it.
+    BlobComplete(Digest),
+    /// Every blob of a release is complete; the driver hands it to the importer.
+    ReleaseComplete(ReleaseId),
+    /// A peer broke the protocol or served bad data and is now ignored.
+    Misbehaved {
+        /// The peer.
+        peer: P,
+        /// What it did.
+        reason: String,
+    },
+}
+
+/// How to answer an inbound request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// Answer with this response.
+    Respond(Response),
+    /// Read this byte range of the blob from the store and answer with it as a chunk.
+    ServeChunk {
+        /// The blob.
+        blob: Digest,
+        /// Chunk index.
+        index: u32,
+        /// Byte range within the blob.
+        range: Range<u64>,
+    },
+    /// Answer with the driver's known peers (the node holds no addresses).
+    Peers,
+}
+
+/// What became of a chunk the driver received.
+#[derive(Debug, Clone)]
+pub enum ChunkOutcome {
+    /// Verified against the chunk map and stored.
+    Stored,
+    /// Failed verification: the sender is banned.
+    Corrupt(ChunkError),
+    /// Could not be stored locally (disk); not the sender's fault.
+    LocalError(String),
+}
+
+/// Counters a driver exposes as metrics and the demo prints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Chunk bytes verified from seeders.
+    pub bytes_from_seeders: u64,
+    /// Chunk bytes verified from other peers.
+    pub bytes_from_peers: u64,
+    /// Chunks that failed verification.
+    pub chunks_rejected: u64,
+    /// Requests that failed or timed out.
+    pub requests_failed: u64,
+    /// Releases refused (untrusted, bad signature, expired, malformed).
+    pub releases_rejected: u64,
+}
+
+/// Progress of one blob, for progress bars and status reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobProgress {
+    /// The blob.
+    pub blob: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Bytes verified and stored.
+    pub have_bytes: u64,
+    /// Whether it is complete.
+    pub complete: bool,
+}
+
+/// One node of the swarm; see the module docs for the calling protocol.
+pub struct Node<P> {
+    config: Config,
+    trusted: TrustedSeeders,
+    rng: StdRng,
+    peers: BTreeMap<P, PeerState>,
+    blobs: BTreeMap<Digest, BlobState>,
+    releases: BTreeMap<ReleaseId, ReleaseState>,
+    requests: HashMap<RequestId, Outstanding<P>>,
+    next_id: u64,
+    chunks_inflight: usize,
+    actions: VecDeque<Action<P>>,
+    new_haves: BTreeMap<Digest, Vec<u32>>,
+    seeder_keys: Vec<Vec<u8>>,
+    stats: Stats,
+}
+
+impl<P: PeerKey> Node<P> {
+    /// A node that accepts releases signed by `trusted`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the config is invalid.
+    pub fn new(config: Config, trusted: TrustedSeeders) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            rng: StdRng::seed_from_u64(config.rng_seed),
+            config,
+            trusted,
+            peers: BTreeMap::new(),
+            blobs: BTreeMap::new(),
+            releases: BTreeMap::new(),
+            requests: HashMap::new(),
+            next_id: 0,
+            chunks_inflight: 0,
+            actions: VecDeque::new(),
+            new_haves: BTreeMap::new(),
+            seeder_keys: Vec::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    // ---- inputs ----------------------------------------------------------------------
+
+    /// A connection to `peer` is up: exchange releases and have-information.
+    pub fn handle_peer_connected(&mut self, peer: P, now: Instant) {
+        if self.peers.contains_key(&peer) {
+            return;
+        }
+        let is_seeder = self.seeder_keys.contains(&peer.key_bytes());
+        self.peers.insert(
+            peer.clone(),
+            PeerState {
+                is_seeder,
+                ..PeerState::default()
+            },
+        );
+        let deadline = now + self.config.request_timeout;
+        let id = self.next_request_id();
+        self.requests.insert(
+            id,
+            Outstanding::Releases {
+                peer: peer.clone(),
+                deadline,
+            },
+        );
+        self.actions.push_back(Action::Send {
+            peer,
+            id,
+            request: Request::Releases,
+        });
+        self.after_input(now);
+    }
+
+    /// The last connection to `peer` closed: forget its haves, re-queue its requests.
+    pub fn handle_peer_disconnected(&mut self, peer: &P, now: Instant) {
+        let Some(state) = self.peers.remove(peer) else {
+            return;
+        };
+        if !state.is_seeder {
+            for (blob, bits) in &state.haves {
+                if let Some(b) = self.blobs.get_mut(blob) {
+                    for i in bits.ones() {
+                        if let Some(a) = b.availability.get_mut(i as usize) {
+                            *a = a.saturating_sub(1);
+                        }
+                    }
+                }
+            }
+        }
+        let ids: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, o)| o.peer() == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.fail_request(id, now, false);
+        }
+        self.after_input(now);
+    }
+
+    /// A signed release arrived (gossip, sync response, or a local publish).
+    ///
+    /// # Errors
+    /// The [`ReleaseError`] that made the node refuse it (counted in [`Stats`]).
+    pub fn handle_release(
+        &mut self,
+        signed: SignedRelease,
+        now: Instant,
+        now_unix_ms: u64,
+    ) -> Result<ReleaseId, ReleaseError> {
+        let id = signed.id();
+        if self.releases.contains_key(&id) {
+            return Ok(id);
+        }
+        let release = match signed.verify(&self.trusted, now_unix_ms) {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.releases_rejected += 1;
+                return Err(e);
+            }
+        };
+        self.add_release(id, signed, release);
+        self.actions.push_back(Action::ReleaseAccepted(id));
+        self.after_input(now);
+        Ok(id)
+    }
+
+    /// Seeder side: registers a blob whose bytes are already stored and verified locally.
+    pub fn add_local_blob(&mut self, map: ChunkMap, media_type: &str, now: Instant) {
+        let entry = crate::release_blob(&map, media_type);
+        let count = map.count();
+        let state = self
+            .blobs
+            .entry(map.blob())
+            .or_insert_with(|| BlobState::new(entry));
+        state.have = Bitfield::full(count);
+        state.pending = Bitfield::new(count);
+        state.availability = vec![0; count as usize];
+        state.map = Some(Arc::new(map));
+        state.complete = true;
+        self.after_input(now);
+    }
+
+    /// Seeder side: starts carrying and announcing a release signed by this node.
+    ///
+    /// # Errors
+    /// [`ReleaseError`] when the release does not verify against the trust set (the
+    /// seeder must trust its own key).
+    pub fn publish_release(
+        &mut self,
+        signed: SignedRelease,
+        now: Instant,
+        now_unix_ms: u64,
+    ) -> Result<ReleaseId, ReleaseError> {
+        let id = self.handle_release(signed.clone(), now, now_unix_ms)?;
+        self.actions.push_back(Action::Publish(signed));
+        Ok(id)
+    }
+
+    /// Answers an inbound request from `from`.
+    pub fn handle_request(&mut self, from: &P, request: Request, now: Instant) -> Inbound {
+        let inbound = match request {
+            Request::Releases => Inbound::Respond(Response::Releases(
+                self.releases
+                    .values()
+                    .take(crate::wire::MAX_RELEASES)
+                    .map(|r| r.signed.clone())
+                    .collect(),
+            )),
+            Request::Peers => Inbound::Peers,
+            Request::ChunkMap { blob } => {
+                match self.blobs.get(&blob).and_then(|b| b.map.as_ref()) {
+                    Some(map) => Inbound::Respond(Response::ChunkMap((**map).clone())),
+                    None => Inbound::Respond(Response::Error(ErrorCode::NotFound)),
+                }
+            }
+            Request::Chunk { blob, index } => match self.blobs.get(&blob) {
+                Some(b) if b.have.get(index) => match b.map.as_ref().map(|m| m.range(index)) {
+                    Some(Ok(range)) => Inbound::ServeChunk { blob, index, range },
+                    _ => Inbound::Respond(Response::Error(ErrorCode::BadRequest)),
+                },
+                _ => Inbound::Respond(Response::Error(ErrorCode::NotFound)),
+            },
+            Request::Have { blob, update } => {
+                self.apply_have(from, blob, update);
+                Inbound::Respond(Response::Ack)
+            }
+        };
+        self.after_input(now);
+        inbound
+    }
+
+    /// The answer to request `id` arrived (for chunks use [`Node::handle_chunk`]).
+    pub fn handle_response(
+        &mut self,
+        id: RequestId,
+        response: Response,
+        now: Instant,
+        now_unix_ms: u64,
+    ) {
+        let Some(out) = self.requests.remove(&id) else {
+            return;
+        };
+        match (out, response) {
+            (Outstanding::Releases { .. }, Response::Releases(list)) => {
+                for signed in list {
+                    // Refusals are counted in stats; a neighbour relaying an untrusted
+                    // release is not itself misbehaving.
+                    let _ = self.handle_release(signed, now, now_unix_ms);
+                }
+            }
+            (Outstanding::ChunkMap { peer, blob, .. }, Response::ChunkMap(map)) => {
+                self.accept_chunk_map(&peer, blob, map, now);
+            }
+            (Outstanding::ChunkMap { peer, blob, .. }, _) => {
+                if let Some(b) = self.blobs.get_mut(&blob) {
+                    b.map_request = false;
+                    b.map_tried.insert(peer.key_bytes());
+                }
+            }
+            (out @ Outstanding::Chunk { .. }, _) => {
+                // A chunk answer without a payload path (e.g. NotFound or Busy): try elsewhere.
+                self.requests.insert(id, out);
+                self.fail_request(id, now, true);
+            }
+            _ => {}
+        }
+        self.after_input(now);
+    }
+
+    /// Which chunk request `id` is for, so the driver can verify the payload.
+    pub fn chunk_target(&self, id: RequestId) -> Option<(Arc<ChunkMap>, u32)> {
+        match self.requests.get(&id)? {
+            Outstanding::Chunk { blob, index, .. } => {
+                Some((self.blobs.get(blob)?.map.clone()?, *index))
+            }
+            _ => None,
+        }
+    }
+
+    /// The outcome of a chunk the driver received for request `id`.
+    pub fn handle_chunk(&mut self, id: RequestId, outcome: ChunkOutcome, now: Instant) {
+        let Some(Outstanding::Chunk {
+            peer, blob, index, ..
+        }) = self.requests.remove(&id)
+        else {
+            return;
+        };
+        self.release_slot(&peer, &blob, index);
+        match outcome {
+            ChunkOutcome::Stored => self.chunk_stored(&peer, blob, index),
+            ChunkOutcome::Corrupt(err) => {
+                self.stats.chunks_rejected += 1;
+                self.ban(&peer, now, err.to_string());
+            }
+            ChunkOutcome::LocalError(_) => {}
+        }
+        self.after_input(now);
+    }
+
+    /// Request `id` failed in transport (connection lost, stream error, remote timeout).
+    pub fn handle_failure(&mut self, id: RequestId, now: Instant) {
+        self.fail_request(id, now, true);
+        self.after_input(now);
+    }
+
+    /// Advances timers: expires requests and ends back-offs.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, o)| o.deadline() <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.fail_request(id, now, true);
+        }
+        for p in self.peers.values_mut() {
+            if p.unavailable_until.is_some_and(|t| t <= now) {
+                p.unavailable_until = None;
+            }
+        }
+        self.after_input(now);
+    }
+
+    // ---- outputs ---------------------------------------------------------------------
+
+    /// The next thing the driver must do, if any.
+    pub fn poll_action(&mut self) -> Option<Action<P>> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let requests = self.requests.values().map(Outstanding::deadline);
+        let backoffs = self.peers.values().filter_map(|p| p.unavailable_until);
+        requests.chain(backoffs).min()
+    }
+
+    // ---- getters ---------------------------------------------------------------------
+
+    /// Counters for metrics and summaries.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// An accepted release.
+    pub fn release(&self, id: &ReleaseId) -> Option<&Arc<Release>> {
+        self.releases.get(id).map(|r| &r.release)
+    }
+
+    /// Ids of all accepted releases.
+    pub fn release_ids(&self) -> impl Iterator<Item = &ReleaseId> {
+        self.releases.keys()
+    }
+
+    /// Whether every blob of release `id` is complete.
+    pub fn release_complete(&self, id: &ReleaseId) -> bool {
+        self.releases.get(id).is_some_and(|r| r.complete)
+    }
+
+    /// Progress of every blob the node carries.
+    pub fn progress(&self) -> Vec<BlobProgress> {
+        self.blobs
+            .values()
+            .map(|b| BlobProgress {
+                blob: b.entry.digest,
+                size: b.entry.size,
+                have_bytes: b.map.as_ref().map_or(0, |m| {
+                    b.have
+                        .ones()
+                        .map(|i| m.range(i).map_or(0, |r| r.end - r.start))
+                        .sum()
+                }),
+                complete: b.complete,
+            })
+            .collect()
+    }
+
+    /// The chunk map of a blob, once known.
+    pub fn chunk_map(&self, blob: &Digest) -> Option<&Arc<ChunkMap>> {
+        self.blobs.get(blob)?.map.as_ref()
+    }
+
+    /// Number of connected neighbours.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    // ---- internals -------------------------------------------------------------------
+
+    fn next_request_id(&mut self) -> RequestId {
+        self.next_id += 1;
+        RequestId(self.next_id)
+    }
+
+    fn add_release(&mut self, id: ReleaseId, signed: SignedRelease, release: Release) {
+        if !self.seeder_keys.contains(&release.seeder) {
+            self.seeder_keys.push(release.seeder.clone());
+            for (peer, state) in &mut self.peers {
+                if peer.key_bytes() == release.seeder {
+                    state.is_seeder = true;
+                }
+            }
+        }
+        for entry in &release.blobs {
+            let state = self
+                .blobs
+                .entry(entry.digest)
+                .or_insert_with(|| BlobState::new(entry.clone()));
+            if state.map.is_none() && entry.size == 0 {
+                // An empty blob has an empty chunk map; trust it only if it hashes as signed.
+                if let Ok(map) = ChunkMap::new(entry.digest, 0, entry.chunk_size, vec![]) {
+                    if map.digest() == entry.chunk_map {
+                        Self::install_map(state, map);
+                        state.complete = true;
+                        self.actions.push_back(Action::BlobComplete(entry.digest));
+                    }
+                }
+            }
+        }
+        self.releases.insert(
+            id,
+            ReleaseState {
+                signed,
+                release: Arc::new(release),
+                complete: false,
+            },
+        );
+    }
+
+    fn install_map(state: &mut BlobState, map: ChunkMap) {
+        let n = map.count();
+        state.have = Bitfield::new(n);
+        state.pending = Bitfield::new(n);
+        state.availability = vec![0; n as usize];
+        state.map = Some(Arc::new(map));
+        state.map_request = false;
+    }
+
+    fn accept_chunk_map(&mut self, peer: &P, blob: Digest, map: ChunkMap, now: Instant) {
+        let Some(state) = self.blobs.get_mut(&blob) else {
+            return;
+        };
+        state.map_request = false;
+        if state.map.is_some() {
+            return;
+        }
+        if map.validate().is_err() || map.blob() != blob || map.digest() != state.entry.chunk_map {
+            state.map_tried.insert(peer.key_bytes());
+            let reason = format!("served a chunk map for {blob} that does not match the release");
+            self.stats.chunks_rejected += 1;
+            self.ban(peer, now, reason);
+            return;
+        }
+        Self::install_map(state, map);
+        // Rebuild availability from have-information received before the map.
+        let count = state.have.len();
+        for p in self.peers.values_mut() {
+            if p.is_seeder {
+                continue;
+            }
+            if let Some(bits) = p.haves.get(&blob) {
+                if bits.len() != count {
+                    p.haves.remove(&blob);
+                    continue;
+                }
+                for i in bits.ones() {
+                    state.availability[i as usize] += 1;
+                }
+            }
+        }
+    }
+
+    fn apply_have(&mut self, from: &P, blob: Digest, update: HaveUpdate) {
+        let Some(peer) = self.peers.get_mut(from) else {
+            return;
+        };
+        if peer.is_seeder {
+            return;
+        }
+        let state = self.blobs.get_mut(&blob);
+        let expected_len = state
+            .as_ref()
+            .and_then(|s| s.map.as_ref())
+            .map(|m| m.count());
+        match update {
+            HaveUpdate::Full(bits) => {
+                if bits.validate().is_err() || expected_len.is_some_and(|n| n != bits.len()) {
+                    return;
+                }
+                let old = peer.haves.insert(blob, bits.clone());
+                if let Some(s) = state.filter(|s| s.map.is_some()) {
+                    if let Some(old) = old {
+                        for i in old.ones() {
+                            s.availability[i as usize] =
+                                s.availability[i as usize].saturating_sub(1);
+                        }
+                    }
+                    for i in bits.ones() {
+                        s.availability[i as usize] += 1;
+                    }
+                }
+            }
+            HaveUpdate::Added(indices) => {
+                let Some(bits) = peer.haves.get_mut(&blob) else {
+                    return;
+                };
+                let track = state.filter(|s| s.map.is_some());
+                let mut track = track;
+                for i in indices {
+                    if bits.set(i) {
+                        if let Some(s) = track.as_deref_mut() {
+                            s.availability[i as usize] += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn chunk_stored(&mut self, peer: &P, blob: Digest, index: u32) {
+        let from_seeder = self.peers.get(peer).is_some_and(|p| p.is_seeder);
+        let Some(state) = self.blobs.get_mut(&blob) else {
+            return;
+        };
+        if !state.have.set(index) {
+            return;
+        }
+        let len = state
+            .map
+            .as_ref()
+            .and_then(|m| m.range(index).ok())
+            .map_or(0, |r| r.end - r.start);
+        if from_seeder {
+            self.stats.bytes_from_seeders += len;
+        } else {
+            self.stats.bytes_from_peers += len;
+        }
+        self.new_haves.entry(blob).or_default().push(index);
+        if state.have.is_full() && !state.complete {
+            state.complete = true;
+            self.actions.push_back(Action::BlobComplete(blob));
+        }
+    }
+
+    fn release_slot(&mut self, peer: &P, blob: &Digest, index: u32) {
+        self.chunks_inflight = self.chunks_inflight.saturating_sub(1);
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.inflight = p.inflight.saturating_sub(1);
+        }
+        if let Some(b) = self.blobs.get_mut(blob) {
+            b.pending.clear(index);
+        }
+    }
+
+    fn fail_request(&mut self, id: RequestId, now: Instant, penalize: bool) {
+        let Some(out) = self.requests.remove(&id) else {
+            return;
+        };
+        match &out {
+            Outstanding::Chunk {
+                peer, blob, index, ..
+            } => {
+                self.stats.requests_failed += 1;
+                self.release_slot(peer, blob, *index);
+            }
+            Outstanding::ChunkMap { peer, blob, .. } => {
+                if let Some(b) = self.blobs.get_mut(blob) {
+                    b.map_request = false;
+                    b.map_tried.insert(peer.key_bytes());
+                }
+            }
+            Outstanding::Releases { .. } | Outstanding::Have { .. } => return,
+        }
+        if penalize {
+            let backoff = self.config.failure_backoff;
+            if let Some(p) = self.peers.get_mut(out.peer()) {
+                let until = now + backoff;
+                p.unavailable_until = Some(p.unavailable_until.map_or(until, |t| t.max(until)));
+            }
+        }
+    }
+
+    fn ban(&mut self, peer: &P, now: Instant, reason: String) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.unavailable_until = Some(now + self.config.ban_duration);
+        }
+        self.actions.push_back(Action::Misbehaved {
+            peer: peer.clone(),
+            reason,
+        });
+    }
+
+    fn after_input(&mut self, now: Instant) {
+        self.complete_releases();
+        self.flush_haves(now);
+        self.request_chunk_maps(now);
+        self.schedule_chunks(now);
+    }
+
+    fn complete_releases(&mut self) {
+        for (id, r) in &mut self.releases {
+            if !r.complete
+                && r.release
+                    .blobs
+                    .iter()
+                    .all(|b| self.blobs.get(&b.digest).is_some_and(|s| s.complete))
+            {
+                r.complete = true;
+                self.actions.push_back(Action::ReleaseComplete(*id));
+            }
+        }
+    }
+
+    fn flush_haves(&mut self, now: Instant) {
+        let new = std::mem::take(&mut self.new_haves);
+        let deadline = now + self.config.request_timeout;
+        let mut sends = Vec::new();
+        for (peer, p) in &mut self.peers {
+            if p.is_seeder {
+                continue;
+            }
+            for (digest, b) in &self.blobs {
+                if b.map.is_none() || p.has_complete(digest) {
+                    continue;
+                }
+                if !p.sent_full.contains(digest) {
+                    if b.have.count() > 0 {
+                        p.sent_full.insert(*digest);
+                        sends.push((peer.clone(), *digest, HaveUpdate::Full(b.have.clone())));
+                    }
+                } else if let Some(idx) = new.get(digest) {
+                    sends.push((peer.clone(), *digest, HaveUpdate::Added(idx.clone())));
+                }
+            }
+        }
+        for (peer, blob, update) in sends {
+            let id = self.next_request_id();
+            self.requests.insert(
+                id,
+                Outstanding::Have {
+                    peer: peer.clone(),
+                    deadline,
+                },
+            );
+            self.actions.push_back(Action::Send {
+                peer,
+                id,
+                request: Request::Have { blob, update },
+            });
+        }
+    }
+}

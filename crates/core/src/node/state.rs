@@ -1,0 +1,124 @@
+//! Per-peer, per-blob and per-request bookkeeping of a [`super::Node`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::{Bitfield, ChunkMap, Digest, Release, ReleaseBlob, SignedRelease};
+
+/// What we know about one connected neighbour.
+#[derive(Debug, Default)]
+pub(super) struct PeerState {
+    /// Have-information per blob, as last announced.
+    pub(super) haves: BTreeMap<Digest, Bitfield>,
+    /// Chunk requests in flight to this peer.
+    pub(super) inflight: usize,
+    /// Not asked again before this time (failure back-off or ban).
+    pub(super) unavailable_until: Option<Instant>,
+    /// Signed a release we accepted: holds everything, asked only as a last resort.
+    pub(super) is_seeder: bool,
+    /// Blobs for which this peer was sent our full bitfield.
+    pub(super) sent_full: BTreeSet<Digest>,
+}
+
+impl PeerState {
+    pub(super) fn available(&self, now: Instant) -> bool {
+        self.unavailable_until.is_none_or(|t| t <= now)
+    }
+
+    pub(super) fn has(&self, blob: &Digest, index: u32) -> bool {
+        self.is_seeder || self.haves.get(blob).is_some_and(|b| b.get(index))
+    }
+
+    pub(super) fn has_complete(&self, blob: &Digest) -> bool {
+        self.is_seeder || self.haves.get(blob).is_some_and(|b| b.is_full())
+    }
+}
+
+/// Download state of one blob, shared by every release that lists it.
+#[derive(Debug)]
+pub(super) struct BlobState {
+    pub(super) entry: ReleaseBlob,
+    pub(super) map: Option<Arc<ChunkMap>>,
+    /// Verified and stored chunks.
+    pub(super) have: Bitfield,
+    /// Chunks requested and not yet answered.
+    pub(super) pending: Bitfield,
+    /// Number of non-seeder neighbours holding each chunk.
+    pub(super) availability: Vec<u16>,
+    pub(super) map_request: bool,
+    /// Peers that already failed to give us the chunk map.
+    pub(super) map_tried: BTreeSet<Vec<u8>>,
+    pub(super) complete: bool,
+}
+
+impl BlobState {
+    pub(super) fn new(entry: ReleaseBlob) -> Self {
+        Self {
+            entry,
+            map: None,
+            have: Bitfield::new(0),
+            pending: Bitfield::new(0),
+            availability: Vec::new(),
+            map_request: false,
+            map_tried: BTreeSet::new(),
+            complete: false,
+        }
+    }
+
+    pub(super) fn downloading(&self) -> bool {
+        self.map.is_some() && !self.complete
+    }
+}
+
+/// One accepted release.
+#[derive(Debug)]
+pub(super) struct ReleaseState {
+    pub(super) signed: SignedRelease,
+    pub(super) release: Arc<Release>,
+    pub(super) complete: bool,
+}
+
+/// What an outstanding request was for, so its answer or failure can be applied.
+#[derive(Debug, Clone)]
+pub(super) enum Outstanding<P> {
+    Chunk {
+        peer: P,
+        blob: Digest,
+        index: u32,
+        deadline: Instant,
+    },
+    ChunkMap {
+        peer: P,
+        blob: Digest,
+        deadline: Instant,
+    },
+    Releases {
+        peer: P,
+        deadline: Instant,
+    },
+    Have {
+        peer: P,
+        deadline: Instant,
+    },
+}
+
+impl<P> Outstanding<P> {
+    pub(super) fn deadline(&self) -> Instant {
+        match self {
+            Self::Chunk { deadline, .. }
+            | Self::ChunkMap { deadline, .. }
+            | Self::Releases { deadline, .. }
+            | Self::Have { deadline, .. } => *deadline,
+        }
+    }
+
+    pub(super) fn peer(&self) -> &P {
+        match self {
+            Self::Chunk { peer, .. }
+            | Self::ChunkMap { peer, .. }
+            | Self::Releases { peer, .. }
+            | Self::Have { peer, .. } => peer,
+        }
+    }
+}

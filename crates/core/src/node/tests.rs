@@ -1,0 +1,300 @@
+//! Scripted swarms of `Node`s with instant in-memory delivery and real chunk verification.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use libp2p_identity::{Keypair, PeerId};
+
+use super::*;
+use crate::wire::{Request, Response};
+use crate::{Document, MIN_CHUNK_SIZE, Release, chunk_map_of, release_blob};
+
+struct Swarm {
+    ids: Vec<PeerId>,
+    nodes: Vec<Node<PeerId>>,
+    data: HashMap<Digest, Vec<u8>>,
+    corrupt: HashSet<usize>,
+    dead: HashSet<usize>,
+    /// Requests to dead nodes, held so a test can fail or time them out.
+    black_holed: Vec<(usize, RequestId)>,
+    served: Vec<u64>,
+    misbehaved: Vec<(usize, PeerId)>,
+    complete: Vec<Vec<ReleaseId>>,
+    now: Instant,
+}
+
+const SEEDER: usize = 0;
+
+impl Swarm {
+    /// Node 0 is the seeder holding `blobs`; nodes 1..n start empty; all connected.
+    fn new(
+        n: usize,
+        blobs: &[Vec<u8>],
+        seeder_key: &Keypair,
+        trust: PeerId,
+    ) -> (Self, SignedRelease) {
+        let now = Instant::now();
+        let mut ids = vec![seeder_key.public().to_peer_id()];
+        ids.extend((1..n).map(|_| PeerId::random()));
+        let nodes = (0..n)
+            .map(|i| {
+                Node::new(
+                    Config::default().with_rng_seed(i as u64),
+                    TrustedSeeders::new([trust]),
+                )
+                .unwrap()
+            })
+            .collect();
+        let mut s = Self {
+            ids,
+            nodes,
+            data: HashMap::new(),
+            corrupt: HashSet::new(),
+            dead: HashSet::new(),
+            black_holed: Vec::new(),
+            served: vec![0; n],
+            misbehaved: Vec::new(),
+            complete: vec![Vec::new(); n],
+            now,
+        };
+        let mut entries = Vec::new();
+        for b in blobs {
+            let map = chunk_map_of(b, MIN_CHUNK_SIZE).unwrap();
+            entries.push(release_blob(&map, "application/octet-stream"));
+            s.data.insert(map.blob(), b.clone());
+            s.nodes[SEEDER].add_local_blob(map, "application/octet-stream", now);
+        }
+        let manifest = b"{}".to_vec();
+        let release = Release {
+            reference: "test/image:1".into(),
+            root: Document {
+                digest: Digest::of(&manifest),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                bytes: manifest,
+            },
+            manifests: vec![],
+            blobs: entries,
+            seeder: seeder_key.public().to_peer_id().to_bytes(),
+            sequence: 1,
+            created_unix_ms: 0,
+            expires_unix_ms: 0,
+        };
+        let signed = SignedRelease::sign(&release, seeder_key).unwrap();
+        (s, signed)
+    }
+
+    fn idx(&self, p: &PeerId) -> usize {
+        self.ids.iter().position(|x| x == p).unwrap()
+    }
+
+    fn connect_all(&mut self) {
+        let n = self.nodes.len();
+        for i in 0..n {
+            for j in 0..n {
+                if i != j {
+                    let pid = self.ids[j];
+                    self.nodes[i].handle_peer_connected(pid, self.now);
+                }
+            }
+        }
+    }
+
+    /// Delivers actions until every node is idle; fails on livelock.
+    fn drive(&mut self) {
+        for _round in 0..100_000 {
+            let mut any = false;
+            for i in 0..self.nodes.len() {
+                while let Some(a) = self.nodes[i].poll_action() {
+                    any = true;
+                    self.apply(i, a);
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+        panic!("swarm did not go idle");
+    }
+
+    fn apply(&mut self, i: usize, action: Action<PeerId>) {
+        let now = self.now;
+        match action {
+            Action::Send { peer, id, request } => {
+                let j = self.idx(&peer);
+                if self.dead.contains(&j) {
+                    self.black_holed.push((i, id));
+                    return;
+                }
+                let from = self.ids[i];
+                match self.nodes[j].handle_request(&from, request.clone(), now) {
+                    Inbound::Respond(r) => self.nodes[i].handle_response(id, r, now, 0),
+                    Inbound::Peers => {
+                        self.nodes[i].handle_response(id, Response::Peers(vec![]), now, 0)
+                    }
+                    Inbound::ServeChunk { blob, range, .. } => {
+                        self.served[j] += range.end - range.start;
+                        let mut bytes =
+                            self.data[&blob][range.start as usize..range.end as usize].to_vec();
+                        if self.corrupt.contains(&j) {
+                            bytes[0] ^= 0x40;
+                        }
+                        let (map, index) = self.nodes[i].chunk_target(id).expect("chunk request");
+                        assert!(matches!(request, Request::Chunk { .. }));
+                        let outcome = match map.verify(index, &bytes) {
+                            Ok(()) => ChunkOutcome::Stored,
+                            Err(e) => ChunkOutcome::Corrupt(e),
+                        };
+                        self.nodes[i].handle_chunk(id, outcome, now);
+                    }
+                }
+            }
+            Action::Publish(signed) => {
+                for j in 0..self.nodes.len() {
+                    if j != i && !self.dead.contains(&j) {
+                        let _ = self.nodes[j].handle_release(signed.clone(), now, 0);
+                    }
+                }
+            }
+            Action::ReleaseComplete(id) => self.complete[i].push(id),
+            Action::Misbehaved { peer, .. } => self.misbehaved.push((i, peer)),
+            Action::ReleaseAccepted(_) | Action::BlobComplete(_) => {}
+        }
+    }
+}
+
+fn blob(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed))
+        .collect()
+}
+
+fn key() -> Keypair {
+    Keypair::generate_ed25519()
+}
+
+#[test]
+fn every_peer_completes_and_peers_serve_each_other() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let blobs = vec![
+        blob(20 * cs + 7, 3),
+        blob(5 * cs, 5),
+        blob(0, 1),
+        blob(100, 9),
+    ];
+    let (mut s, signed) = Swarm::new(6, &blobs, &k, k.public().to_peer_id());
+    s.connect_all();
+    let id = s.nodes[SEEDER].publish_release(signed, s.now, 0).unwrap();
+    s.drive();
+    let total: u64 = blobs.iter().map(|b| b.len() as u64).sum();
+    for i in 1..6 {
+        assert_eq!(s.complete[i], vec![id], "node {i} did not complete");
+        let st = s.nodes[i].stats();
+        assert_eq!(
+            st.bytes_from_seeders + st.bytes_from_peers,
+            total,
+            "node {i}"
+        );
+        assert_eq!(st.chunks_rejected, 0);
+    }
+    let peer_served: u64 = s.served[1..].iter().sum();
+    assert!(peer_served > 0, "peers never served each other");
+    // With instant delivery the first node to ask drains the seeder; what matters here is
+    // that the seeder never sends more than one copy per peer.
+    assert!(s.served[SEEDER] <= 5 * total);
+}
+
+#[test]
+fn corrupting_peer_is_banned_and_chunks_come_from_elsewhere() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let blobs = vec![blob(16 * cs, 7)];
+    let (mut s, signed) = Swarm::new(4, &blobs, &k, k.public().to_peer_id());
+    // Node 1 completes first, then turns hostile.
+    s.nodes[SEEDER].handle_peer_connected(s.ids[1], s.now);
+    s.nodes[1].handle_peer_connected(s.ids[SEEDER], s.now);
+    s.nodes[SEEDER].publish_release(signed, s.now, 0).unwrap();
+    s.drive();
+    assert_eq!(s.complete[1].len(), 1);
+    s.corrupt.insert(1);
+    s.connect_all();
+    s.drive();
+    for i in 2..4 {
+        assert_eq!(s.complete[i].len(), 1, "node {i} incomplete");
+        assert!(
+            s.nodes[i].stats().chunks_rejected >= 1,
+            "node {i} never met the corrupt peer"
+        );
+        assert!(s.misbehaved.contains(&(i, s.ids[1])));
+    }
+}
+
+#[test]
+fn release_from_untrusted_seeder_is_ignored() {
+    let k = key();
+    let other = key();
+    let (mut s, signed) = Swarm::new(3, &[blob(1000, 1)], &k, other.public().to_peer_id());
+    s.connect_all();
+    assert!(matches!(
+        s.nodes[SEEDER].publish_release(signed.clone(), s.now, 0),
+        Err(ReleaseError::Untrusted(_))
+    ));
+    assert!(matches!(
+        s.nodes[1].handle_release(signed, s.now, 0),
+        Err(ReleaseError::Untrusted(_))
+    ));
+    s.drive();
+    assert_eq!(s.nodes[1].release_ids().count(), 0);
+    assert_eq!(s.nodes[1].stats().releases_rejected, 1);
+}
+
+#[test]
+fn requests_to_a_dead_peer_time_out_and_go_elsewhere() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let blobs = vec![blob(8 * cs, 11)];
+    let (mut s, signed) = Swarm::new(3, &blobs, &k, k.public().to_peer_id());
+    s.nodes[SEEDER].handle_peer_connected(s.ids[1], s.now);
+    s.nodes[1].handle_peer_connected(s.ids[SEEDER], s.now);
+    s.nodes[SEEDER].publish_release(signed, s.now, 0).unwrap();
+    s.drive();
+    // Node 1 has everything; node 2 connects to both, but node 1 dies silently.
+    s.dead.insert(1);
+    s.nodes[2].handle_peer_connected(s.ids[1], s.now);
+    s.nodes[2].handle_peer_connected(s.ids[SEEDER], s.now);
+    s.nodes[SEEDER].handle_peer_connected(s.ids[2], s.now);
+    s.drive();
+    assert!(s.complete[2].is_empty() || !s.black_holed.is_empty());
+    // Node 2 learned node 1 has chunks only if a Have got through; either way, after the
+    // request timeout everything must come from the seeder.
+    let deadline = s.nodes[2].poll_timeout().expect("a timer is armed");
+    assert!(deadline <= s.now + Config::default().request_timeout);
+    s.now += Config::default().request_timeout + Duration::from_millis(1);
+    s.nodes[2].handle_timeout(s.now);
+    s.drive();
+    assert_eq!(
+        s.complete[2].len(),
+        1,
+        "node 2 did not complete after timeouts"
+    );
+}
+
+#[test]
+fn disconnect_requeues_outstanding_chunks() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let blobs = vec![blob(6 * cs, 13)];
+    let (mut s, signed) = Swarm::new(3, &blobs, &k, k.public().to_peer_id());
+    s.nodes[SEEDER].handle_peer_connected(s.ids[1], s.now);
+    s.nodes[1].handle_peer_connected(s.ids[SEEDER], s.now);
+    s.nodes[SEEDER].publish_release(signed, s.now, 0).unwrap();
+    s.drive();
+    s.dead.insert(1);
+    s.nodes[2].handle_peer_connected(s.ids[1], s.now);
+    s.nodes[2].handle_peer_connected(s.ids[SEEDER], s.now);
+    s.nodes[SEEDER].handle_peer_connected(s.ids[2], s.now);
+    s.drive();
+    s.nodes[2].handle_peer_disconnected(&s.ids[1], s.now);
+    s.drive();
+    assert_eq!(s.complete[2].len(), 1);
+}

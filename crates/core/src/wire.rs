@@ -1,0 +1,327 @@
+//! The blobswarm wire protocol.
+//!
+//! # Streams
+//! One request-response protocol, [`PROTOCOL`] (`/blobswarm/chunk/1`), carries every
+//! peer-to-peer exchange; releases are also announced on the gossipsub topic
+//! [`RELEASE_TOPIC`]. Every message is one [`codec`](crate::codec) frame: a bincode header
+//! and, for chunks only, a raw payload.
+//!
+//! | request | response | why |
+//! |---|---|---|
+//! | `Releases` | `Releases(Vec<SignedRelease>)` | a node that joins late learns current releases from its first neighbour |
+//! | `Peers` | `Peers(Vec<PeerRecord>)` | peer exchange: a node bootstraps from the seeder and finds other peers |
+//! | `ChunkMap { blob }` | `ChunkMap(ChunkMap)` | any node holding a blob serves its map; the receiver checks it against the digest in the signed release |
+//! | `Chunk { blob, index }` | `Chunk { blob, index }` + payload | the payload is verified against the chunk map before it is stored or served on |
+//! | `Have { blob, update }` | `Ack` | push of have-information to neighbours: full bitfield once, then added indices |
+//!
+//! # Limits
+//! Headers are at most [`crate::codec::MAX_HEADER`] bytes, payloads at most one chunk
+//! ([`crate::codec::MAX_PAYLOAD`]); lists in messages are capped by the constants here and
+//! checked by [`Request::validate`] / [`Response::validate`] after decoding.
+//!
+//! # Versioning
+//! A change to any message bumps the protocol name's version; libp2p's multistream
+//! negotiation then keeps old and new nodes from misreading each other.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Bitfield, ChunkMap, Digest, SignedRelease};
+
+/// Request-response protocol name for all peer-to-peer exchanges.
+pub const PROTOCOL: &str = "/blobswarm/chunk/1";
+/// Gossipsub topic on which seeders announce signed releases.
+pub const RELEASE_TOPIC: &str = "blobswarm/releases/1";
+/// Most releases returned in one `Releases` response.
+pub const MAX_RELEASES: usize = 64;
+/// Most peers returned in one `Peers` response.
+pub const MAX_PEER_RECORDS: usize = 64;
+/// Most addresses per peer record.
+pub const MAX_ADDRS_PER_PEER: usize = 8;
+/// Most indices in one incremental `Have` update.
+pub const MAX_HAVE_INDICES: usize = 4096;
+
+/// What a node asks of a neighbour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// The signed releases the neighbour currently carries.
+    Releases,
+    /// Other peers the neighbour knows, for peer exchange.
+    Peers,
+    /// The chunk map of a blob.
+    ChunkMap {
+        /// The blob.
+        blob: Digest,
+    },
+    /// One chunk of a blob.
+    Chunk {
+        /// The blob.
+        blob: Digest,
+        /// Chunk index.
+        index: u32,
+    },
+    /// Have-information pushed to a neighbour.
+    Have {
+        /// The blob.
+        blob: Digest,
+        /// Full bitfield or added indices.
+        update: HaveUpdate,
+    },
+}
+
+/// A change in what a node holds of one blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HaveUpdate {
+    /// Everything the node holds of the blob.
+    Full(Bitfield),
+    /// Chunks verified since the last update.
+    Added(Vec<u32>),
+}
+
+/// A peer's identity and dial addresses, as raw bytes so core needs no multiaddr parser.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    /// The peer id's bytes.
+    pub peer: Vec<u8>,
+    /// Multiaddrs' bytes.
+    pub addrs: Vec<Vec<u8>>,
+}
+
+/// What a neighbour answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Signed releases.
+    Releases(Vec<SignedRelease>),
+    /// Known peers.
+    Peers(Vec<PeerRecord>),
+    /// A chunk map.
+    ChunkMap(ChunkMap),
+    /// A chunk header; the chunk bytes follow as the frame payload.
+    Chunk {
+        /// The blob.
+        blob: Digest,
+        /// Chunk index.
+        index: u32,
+    },
+    /// Acknowledges a `Have`.
+    Ack,
+    /// The request could not be served.
+    Error(ErrorCode),
+}
+
+/// Why a request was not served; lets the requester pick another peer at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The node does not hold what was asked for.
+    NotFound,
+    /// The node is at its upload limit; ask someone else or later.
+    Busy,
+    /// The request was malformed or out of range.
+    BadRequest,
+}
+
+/// A decoded message that breaks a protocol limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// A list is longer than its cap.
+    #[error("{what} lists {len} entries, at most {limit} allowed")]
+    TooMany {
+        /// Which list.
+        what: &'static str,
+        /// Entries received.
+        len: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// A bitfield is inconsistent.
+    #[error(transparent)]
+    Bitfield(#[from] crate::BitfieldError),
+    /// A chunk map is inconsistent.
+    #[error(transparent)]
+    ChunkMap(#[from] crate::ChunkError),
+}
+
+fn cap(what: &'static str, len: usize, limit: usize) -> Result<(), MessageError> {
+    if len > limit {
+        return Err(MessageError::TooMany { what, len, limit });
+    }
+    Ok(())
+}
+
+impl Request {
+    /// Checks list caps and bitfield shape after decoding.
+    ///
+    /// # Errors
+    /// [`MessageError`] naming the offending field.
+    pub fn validate(&self) -> Result<(), MessageError> {
+        match self {
+            Self::Have {
+                update: HaveUpdate::Full(b),
+                ..
+            } => Ok(b.validate()?),
+            Self::Have {
+                update: HaveUpdate::Added(v),
+                ..
+            } => cap("have indices", v.len(), MAX_HAVE_INDICES),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Response {
+    /// Checks list caps and embedded structures after decoding.
+    ///
+    /// # Errors
+    /// [`MessageError`] naming the offending field.
+    pub fn validate(&self) -> Result<(), MessageError> {
+        match self {
+            Self::Releases(r) => cap("releases", r.len(), MAX_RELEASES),
+            Self::Peers(p) => {
+                cap("peer records", p.len(), MAX_PEER_RECORDS)?;
+                p.iter()
+                    .try_for_each(|r| cap("peer addresses", r.addrs.len(), MAX_ADDRS_PER_PEER))
+            }
+            Self::ChunkMap(m) => Ok(m.validate()?),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, CodecError};
+
+    fn sample_map() -> ChunkMap {
+        crate::chunk_map_of(&vec![7u8; 100_000], crate::MIN_CHUNK_SIZE).unwrap()
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let reqs = vec![
+            Request::Releases,
+            Request::Peers,
+            Request::ChunkMap {
+                blob: Digest::of(b"a"),
+            },
+            Request::Chunk {
+                blob: Digest::of(b"a"),
+                index: 7,
+            },
+            Request::Have {
+                blob: Digest::of(b"a"),
+                update: HaveUpdate::Full(Bitfield::full(13)),
+            },
+            Request::Have {
+                blob: Digest::of(b"a"),
+                update: HaveUpdate::Added(vec![1, 2, 3]),
+            },
+        ];
+        for r in reqs {
+            let f = codec::encode_frame(&r, &[]).unwrap();
+            let (back, payload): (Request, _) = codec::decode_frame(&f).unwrap();
+            assert_eq!(back, r);
+            assert!(payload.is_empty());
+            back.validate().unwrap();
+        }
+        let resps = vec![
+            Response::Peers(vec![PeerRecord {
+                peer: vec![1, 2],
+                addrs: vec![vec![3]],
+            }]),
+            Response::ChunkMap(sample_map()),
+            Response::Ack,
+            Response::Error(ErrorCode::Busy),
+        ];
+        for r in resps {
+            let f = codec::encode_frame(&r, &[]).unwrap();
+            let (back, _): (Response, _) = codec::decode_frame(&f).unwrap();
+            assert_eq!(back, r);
+            back.validate().unwrap();
+        }
+        let chunk = Response::Chunk {
+            blob: Digest::of(b"x"),
+            index: 1,
+        };
+        let f = codec::encode_frame(&chunk, b"payload bytes").unwrap();
+        let (back, payload): (Response, _) = codec::decode_frame(&f).unwrap();
+        assert_eq!(back, chunk);
+        assert_eq!(payload, b"payload bytes");
+    }
+
+    #[test]
+    fn truncated_frames_are_errors_at_every_cut() {
+        let f = codec::encode_frame(&Response::ChunkMap(sample_map()), b"xyz").unwrap();
+        for cut in 0..f.len() {
+            let r = codec::decode_frame::<Response>(&f[..cut]);
+            assert!(r.is_err(), "cut at {cut} decoded");
+        }
+        let mut longer = f.clone();
+        longer.push(0);
+        assert!(matches!(
+            codec::decode_frame::<Response>(&longer),
+            Err(CodecError::Trailing(1))
+        ));
+    }
+
+    #[test]
+    fn truncated_header_is_truncation_not_panic() {
+        let h = codec::encode(&Response::ChunkMap(sample_map())).unwrap();
+        for cut in 0..h.len() {
+            assert!(codec::decode::<Response>(&h[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn oversized_prefix_is_refused_before_allocation() {
+        let mut p = [0u8; codec::PREFIX_LEN];
+        p[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            codec::parse_prefix(p),
+            Err(CodecError::TooLarge { what: "header", .. })
+        ));
+        let mut p = [0u8; codec::PREFIX_LEN];
+        p[4..].copy_from_slice(&((codec::MAX_PAYLOAD as u32) + 1).to_be_bytes());
+        assert!(matches!(
+            codec::parse_prefix(p),
+            Err(CodecError::TooLarge {
+                what: "payload",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn huge_length_field_inside_header_does_not_allocate() {
+        // Variant 1 (Peers) followed by a varint length of u64::MAX: a naive decoder would
+        // try to allocate 2^64 records.
+        let bytes = [1u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let err = codec::decode::<Response>(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CodecError::TooLarge { .. } | CodecError::Truncated(_) | CodecError::Malformed(_)
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert!(codec::decode::<Request>(&[200, 1, 2]).is_err());
+        assert!(codec::decode::<Request>(&[]).is_err());
+    }
+
+    #[test]
+    fn caps_are_enforced_after_decode() {
+        let r = Response::Peers(vec![
+            PeerRecord {
+                peer: vec![],
+                addrs: vec![],
+            };
+            MAX_PEER_RECORDS + 1
+        ]);
+        let f = codec::encode_frame(&r, &[]).unwrap();
+        let (back, _): (Response, _) = codec::decode_frame(&f).unwrap();
+        assert!(matches!(back.validate(), Err(MessageError::TooMany { .. })));
+    }
+}
