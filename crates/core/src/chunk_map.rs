@@ -242,21 +242,20 @@ impl std::fmt::Debug for ChunkMap {
     }
 }
 
-/// Hashes a blob as it streams in, producing its digest and chunk map in one pass over the bytes.
+/// Hashes the chunks of a blob as it streams in (not the whole-blob digest).
 ///
-/// The seeder uses this on ingest: each byte is read once from the source and fed to both
-/// the whole-blob and the per-chunk SHA-256, so the registry is read exactly once.
-pub struct BlobHasher {
+/// Split from [`BlobHasher`] so an ingest can run the chunk hashes and the whole-blob
+/// SHA-256 on two threads over the same buffers: each is a full pass over the bytes.
+pub struct ChunkHasher {
     chunk_size: u32,
-    whole: Sha256,
     current: Sha256,
     current_len: u32,
     chunks: Vec<Digest>,
     size: u64,
 }
 
-impl BlobHasher {
-    /// Starts hashing a blob cut into `chunk_size` chunks.
+impl ChunkHasher {
+    /// Starts hashing chunks of `chunk_size` bytes.
     ///
     /// # Errors
     /// [`ChunkError::ChunkSize`] when the chunk size is out of bounds.
@@ -264,7 +263,6 @@ impl BlobHasher {
         chunk_count(0, chunk_size)?;
         Ok(Self {
             chunk_size,
-            whole: Sha256::new(),
             current: Sha256::new(),
             current_len: 0,
             chunks: Vec::new(),
@@ -274,7 +272,6 @@ impl BlobHasher {
 
     /// Feeds the next bytes of the blob.
     pub fn update(&mut self, mut bytes: &[u8]) {
-        self.whole.update(bytes);
         self.size += bytes.len() as u64;
         while !bytes.is_empty() {
             let room = (self.chunk_size - self.current_len) as usize;
@@ -295,27 +292,80 @@ impl BlobHasher {
         self.size
     }
 
+    /// Finishes into a chunk map for `blob`, whose whole digest the caller has checked.
+    ///
+    /// # Errors
+    /// [`ChunkError`] when the blob needs too many chunks.
+    pub fn finish(mut self, blob: Digest) -> Result<ChunkMap, ChunkError> {
+        if self.current_len > 0 {
+            self.chunks
+                .push(Digest::from_bytes(self.current.finalize().into()));
+        }
+        ChunkMap::new(blob, self.size, self.chunk_size, self.chunks)
+    }
+}
+
+/// Hashes a blob as it streams in, producing its digest and chunk map in one pass over the
+/// bytes on one thread; the simple form of an ingest, used for in-memory blobs and tests.
+pub struct BlobHasher {
+    whole: Sha256,
+    chunks: ChunkHasher,
+}
+
+impl BlobHasher {
+    /// Starts hashing a blob cut into `chunk_size` chunks.
+    ///
+    /// # Errors
+    /// [`ChunkError::ChunkSize`] when the chunk size is out of bounds.
+    pub fn new(chunk_size: u32) -> Result<Self, ChunkError> {
+        Ok(Self {
+            whole: Sha256::new(),
+            chunks: ChunkHasher::new(chunk_size)?,
+        })
+    }
+
+    /// Feeds the next bytes of the blob.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.whole.update(bytes);
+        self.chunks.update(bytes);
+    }
+
+    /// Bytes fed so far.
+    pub fn size(&self) -> u64 {
+        self.chunks.size()
+    }
+
     /// Finishes and checks the blob against the digest and size its source promised.
     ///
     /// # Errors
     /// [`ChunkError::BlobMismatch`] when digest or size differ, or a size error when
     /// the blob needs too many chunks.
-    pub fn finish(mut self, expected: Digest, expected_size: u64) -> Result<ChunkMap, ChunkError> {
-        if self.current_len > 0 {
-            self.chunks
-                .push(Digest::from_bytes(self.current.finalize().into()));
-        }
+    pub fn finish(self, expected: Digest, expected_size: u64) -> Result<ChunkMap, ChunkError> {
         let actual = Digest::from_bytes(self.whole.finalize().into());
-        if actual != expected || self.size != expected_size {
-            return Err(ChunkError::BlobMismatch {
-                expected,
-                actual,
-                expected_size,
-                actual_size: self.size,
-            });
-        }
-        ChunkMap::new(expected, self.size, self.chunk_size, self.chunks)
+        check_blob(expected, expected_size, actual, self.chunks.size())?;
+        self.chunks.finish(expected)
     }
+}
+
+/// Compares a blob's computed digest and size with what its source promised.
+///
+/// # Errors
+/// [`ChunkError::BlobMismatch`] when either differs.
+pub fn check_blob(
+    expected: Digest,
+    expected_size: u64,
+    actual: Digest,
+    actual_size: u64,
+) -> Result<(), ChunkError> {
+    if actual != expected || actual_size != expected_size {
+        return Err(ChunkError::BlobMismatch {
+            expected,
+            actual,
+            expected_size,
+            actual_size,
+        });
+    }
+    Ok(())
 }
 
 /// Builds the chunk map of an in-memory blob; convenient for tests and the demo generator.

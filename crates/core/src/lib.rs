@@ -18,8 +18,8 @@ pub mod wire;
 
 pub use bitfield::{Bitfield, BitfieldError};
 pub use chunk_map::{
-    BlobHasher, ChunkError, ChunkMap, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_CHUNKS,
-    MIN_CHUNK_SIZE, chunk_count, chunk_map_of,
+    BlobHasher, ChunkError, ChunkHasher, ChunkMap, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_CHUNKS,
+    MIN_CHUNK_SIZE, check_blob, chunk_count, chunk_map_of,
 };
 pub use digest::{Digest, DigestParseError};
 pub use release::{

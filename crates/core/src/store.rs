@@ -197,6 +197,11 @@ impl FsStore {
         }
     }
 
+    /// Removes a partial blob after a failed download or ingest.
+    pub fn discard_partial(&self, blob: &Digest) {
+        let _ = fs::remove_file(self.partial_path(blob));
+    }
+
     /// Starts writing a whole blob sequentially (seeder ingest); see [`BlobWriter`].
     ///
     /// # Errors

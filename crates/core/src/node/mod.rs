@@ -511,12 +511,12 @@ impl<P: PeerKey> Node<P> {
                 .or_insert_with(|| BlobState::new(entry.clone()));
             if state.map.is_none() && entry.size == 0 {
                 // An empty blob has an empty chunk map; trust it only if it hashes as signed.
-                if let Ok(map) = ChunkMap::new(entry.digest, 0, entry.chunk_size, vec![]) {
-                    if map.digest() == entry.chunk_map {
-                        Self::install_map(state, map);
-                        state.complete = true;
-                        self.actions.push_back(Action::BlobComplete(entry.digest));
-                    }
+                if let Ok(map) = ChunkMap::new(entry.digest, 0, entry.chunk_size, vec![])
+                    && map.digest() == entry.chunk_map
+                {
+                    Self::install_map(state, map);
+                    state.complete = true;
+                    self.actions.push_back(Action::BlobComplete(entry.digest));
                 }
             }
         }
@@ -607,13 +607,12 @@ impl<P: PeerKey> Node<P> {
                 let Some(bits) = peer.haves.get_mut(&blob) else {
                     return;
                 };
-                let track = state.filter(|s| s.map.is_some());
-                let mut track = track;
+                let mut track = state.filter(|s| s.map.is_some());
                 for i in indices {
-                    if bits.set(i) {
-                        if let Some(s) = track.as_deref_mut() {
-                            s.availability[i as usize] += 1;
-                        }
+                    if bits.set(i)
+                        && let Some(s) = track.as_deref_mut()
+                    {
+                        s.availability[i as usize] += 1;
                     }
                 }
             }

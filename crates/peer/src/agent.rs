@@ -1,0 +1,734 @@
+//! The agent's event loop: owns the swarm, the core node and the store, and turns
+//! network events into node inputs and node actions into network calls.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use blobswarm_containerd_import::OciLayoutTarget;
+use blobswarm_core::node::{self, Action, ChunkOutcome, Inbound, Node, RequestId};
+use blobswarm_core::store::FsStore;
+use blobswarm_core::wire::{
+    ErrorCode, MAX_PEER_RECORDS, PeerRecord, RELEASE_TOPIC, Request, Response,
+};
+use blobswarm_core::{ChunkMap, Digest, ReleaseId, SignedRelease, TrustedSeeders, codec};
+use bytes::Bytes;
+use futures::StreamExt;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{
+    Multiaddr, PeerId, Swarm, gossipsub, identify, identity::Keypair, multiaddr::Protocol,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::behaviour::{Behaviour, BehaviourEvent, build_swarm};
+use crate::status::{AgentStatus, ReleaseStatus};
+
+/// Fault injection for tests of hostile peers: what a misbehaving agent does when serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeFault {
+    /// Flip one byte of every chunk served.
+    FlipByte,
+}
+
+/// Everything an agent needs to start; built from CLI flags at the edge.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Swarm identity (and, for seeders, the release signing key).
+    pub keypair: Keypair,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial first (the seeder's service address in a cluster).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Seeder identities whose releases are accepted.
+    pub trusted: Vec<PeerId>,
+    /// Chunk store directory.
+    pub store_dir: PathBuf,
+    /// Where completed releases are written as an OCI layout (None: keep only in the store).
+    pub layout_dir: Option<PathBuf>,
+    /// Scheduler tunables.
+    pub node: node::Config,
+    /// Neighbours to keep; peer exchange dials more until this many are connected.
+    pub max_peers: usize,
+    /// Test-only fault injection.
+    pub serve_fault: Option<ServeFault>,
+}
+
+impl AgentConfig {
+    /// A config with defaults for everything but identity, trust and directories.
+    pub fn new(keypair: Keypair, store_dir: PathBuf) -> Self {
+        Self {
+            keypair,
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("static multiaddr")],
+            bootstrap: Vec::new(),
+            trusted: Vec::new(),
+            store_dir,
+            layout_dir: None,
+            node: node::Config::default(),
+            max_peers: 32,
+            serve_fault: None,
+        }
+    }
+}
+
+/// A blob the local node holds in full (seeder side).
+#[derive(Debug, Clone)]
+pub struct LocalBlob {
+    /// Its chunk map, built while ingesting.
+    pub map: ChunkMap,
+    /// Media type from the manifest.
+    pub media_type: String,
+}
+
+enum Command {
+    Publish {
+        blobs: Vec<LocalBlob>,
+        release: SignedRelease,
+        reply: oneshot::Sender<Result<ReleaseId, String>>,
+    },
+}
+
+/// Controls a running agent; cheap to clone.
+#[derive(Clone)]
+pub struct AgentHandle {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<AgentStatus>,
+    peer_id: PeerId,
+    store: Arc<FsStore>,
+}
+
+impl AgentHandle {
+    /// This agent's identity.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The agent's chunk store (the seeder ingests into it before publishing).
+    pub fn store(&self) -> &Arc<FsStore> {
+        &self.store
+    }
+
+    /// A receiver of status snapshots, updated a few times a second.
+    pub fn status(&self) -> watch::Receiver<AgentStatus> {
+        self.status.clone()
+    }
+
+    /// Seeder side: registers locally stored blobs and announces a signed release.
+    ///
+    /// # Errors
+    /// When the agent has stopped or refuses the release (e.g. it does not trust its own key).
+    pub async fn publish(
+        &self,
+        blobs: Vec<LocalBlob>,
+        release: SignedRelease,
+    ) -> anyhow::Result<ReleaseId> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Publish {
+                blobs,
+                release,
+                reply,
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("agent stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("agent stopped"))?
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Waits until the agent listens on at least one address and returns them.
+    ///
+    /// # Errors
+    /// When the agent stops first.
+    pub async fn listen_addrs(&self) -> anyhow::Result<Vec<Multiaddr>> {
+        let mut rx = self.status.clone();
+        let s = rx
+            .wait_for(|s| !s.listen_addrs.is_empty())
+            .await
+            .map_err(|_| anyhow::anyhow!("agent stopped before listening"))?;
+        Ok(s.listen_addrs.clone())
+    }
+}
+
+/// Starts an agent on the current tokio runtime.
+///
+/// # Errors
+/// When the store cannot be opened, the swarm cannot be built or a listen address is refused.
+pub async fn spawn(
+    config: AgentConfig,
+) -> anyhow::Result<(AgentHandle, tokio::task::JoinHandle<()>)> {
+    let store = Arc::new(FsStore::open(&config.store_dir)?);
+    let layout = match &config.layout_dir {
+        Some(dir) => Some(Arc::new(OciLayoutTarget::open(dir)?)),
+        None => None,
+    };
+    let peer_id = config.keypair.public().to_peer_id();
+    let mut swarm = build_swarm(config.keypair.clone(), config.node.request_timeout)?;
+    for addr in &config.listen {
+        swarm.listen_on(addr.clone())?;
+    }
+    for addr in &config.bootstrap {
+        if let Err(e) = swarm.dial(addr.clone()) {
+            warn!(%addr, error = %e, "cannot dial bootstrap peer");
+        }
+    }
+    let node = Node::new(
+        config.node.clone(),
+        TrustedSeeders::new(config.trusted.iter().copied()),
+    )?;
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let (internal_tx, internal_rx) = mpsc::channel(256);
+    let (status_tx, status_rx) = watch::channel(AgentStatus {
+        peer_id: Some(peer_id),
+        ..AgentStatus::default()
+    });
+    let event_loop = EventLoop {
+        swarm,
+        node,
+        store: store.clone(),
+        layout,
+        config,
+        commands: cmd_rx,
+        internal_tx,
+        internal_rx,
+        status: status_tx,
+        outbound: HashMap::new(),
+        addr_book: HashMap::new(),
+        listen_addrs: Vec::new(),
+        uploaded_bytes: 0,
+        chunks_served: 0,
+        releases: HashMap::new(),
+    };
+    let task = tokio::spawn(event_loop.run());
+    Ok((
+        AgentHandle {
+            commands: cmd_tx,
+            status: status_rx,
+            peer_id,
+            store,
+        },
+        task,
+    ))
+}
+
+/// Why we sent an outbound request.
+enum Origin {
+    Node(RequestId),
+    PeerExchange,
+    ReleaseSync,
+}
+
+/// Results of work done off the event loop.
+enum Internal {
+    ChunkDone {
+        id: RequestId,
+        outcome: ChunkOutcome,
+    },
+    Serve {
+        channel: ResponseChannel<(Response, Bytes)>,
+        blob: Digest,
+        index: u32,
+        bytes: Option<Vec<u8>>,
+    },
+    Imported {
+        id: ReleaseId,
+        result: Result<(), String>,
+    },
+}
+
+#[derive(Default)]
+struct ReleaseTiming {
+    accepted: Option<Instant>,
+    completed: Option<Duration>,
+    imported: bool,
+    import_error: Option<String>,
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    node: Node<PeerId>,
+    store: Arc<FsStore>,
+    layout: Option<Arc<OciLayoutTarget>>,
+    config: AgentConfig,
+    commands: mpsc::Receiver<Command>,
+    internal_tx: mpsc::Sender<Internal>,
+    internal_rx: mpsc::Receiver<Internal>,
+    status: watch::Sender<AgentStatus>,
+    outbound: HashMap<OutboundRequestId, Origin>,
+    addr_book: HashMap<PeerId, Vec<Multiaddr>>,
+    listen_addrs: Vec<Multiaddr>,
+    uploaded_bytes: u64,
+    chunks_served: u64,
+    releases: HashMap<ReleaseId, ReleaseTiming>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        let mut status_tick = tokio::time::interval(Duration::from_millis(200));
+        let mut maintenance = tokio::time::interval(Duration::from_secs(3));
+        loop {
+            let timeout = self.node.poll_timeout();
+            let sleep = async move {
+                match timeout {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+                Some(msg) = self.internal_rx.recv() => self.on_internal(msg),
+                cmd = self.commands.recv() => match cmd {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                () = sleep => self.node.handle_timeout(Instant::now()),
+                _ = status_tick.tick() => self.publish_status(),
+                _ = maintenance.tick() => self.maintain(),
+            }
+            self.drain_actions();
+        }
+        debug!("agent event loop stopped");
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Publish {
+                blobs,
+                release,
+                reply,
+            } => {
+                let now = Instant::now();
+                for b in blobs {
+                    self.node.add_local_blob(b.map, &b.media_type, now);
+                }
+                let result = self
+                    .node
+                    .publish_release(release, now, unix_ms())
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn drain_actions(&mut self) {
+        while let Some(action) = self.node.poll_action() {
+            match action {
+                Action::Send { peer, id, request } => {
+                    let out = self.swarm.behaviour_mut().rr.send_request(&peer, request);
+                    self.outbound.insert(out, Origin::Node(id));
+                }
+                Action::Publish(signed) => self.gossip_release(&signed),
+                Action::ReleaseAccepted(id) => {
+                    if let Some(r) = self.node.release(&id) {
+                        info!(release = %id.short(), reference = %r.reference, bytes = r.total_bytes(), "release accepted");
+                    }
+                    self.releases.entry(id).or_default().accepted = Some(Instant::now());
+                }
+                Action::BlobComplete(blob) => self.finalize_blob(blob),
+                Action::ReleaseComplete(id) => self.release_complete(id),
+                Action::Misbehaved { peer, reason } => {
+                    warn!(%peer, %reason, "peer misbehaved; ignoring it");
+                }
+            }
+        }
+    }
+
+    fn gossip_release(&mut self, signed: &SignedRelease) {
+        let Ok(bytes) = codec::encode(signed) else {
+            return;
+        };
+        let topic = gossipsub::IdentTopic::new(RELEASE_TOPIC);
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+            Ok(_) | Err(gossipsub::PublishError::Duplicate) => {}
+            // Peers that join later learn the release through the sync on connect.
+            Err(e) => debug!(error = %e, "release gossip not sent"),
+        }
+    }
+
+    fn finalize_blob(&self, blob: Digest) {
+        let Some(size) = self.node.chunk_map(&blob).map(|m| m.size()) else {
+            return;
+        };
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.finalize(&blob, size) {
+                warn!(%blob, error = %e, "cannot finalize blob");
+            }
+        });
+    }
+
+    fn release_complete(&mut self, id: ReleaseId) {
+        let timing = self.releases.entry(id).or_default();
+        timing.completed = timing.accepted.map(|t| t.elapsed());
+        let Some(release) = self.node.release(&id).cloned() else {
+            return;
+        };
+        info!(release = %id.short(), reference = %release.reference, secs = timing.completed.map(|d| d.as_secs_f64()), "release complete");
+        let Some(layout) = self.layout.clone() else {
+            return;
+        };
+        let store = self.store.clone();
+        let sizes: Vec<(Digest, u64)> = release.blobs.iter().map(|b| (b.digest, b.size)).collect();
+        let tx = self.internal_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = sizes
+                .iter()
+                .try_for_each(|(d, s)| store.finalize(d, *s).map(|_| ()))
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    layout
+                        .import(&release, |d| store.blob_path(d))
+                        .map_err(|e| e.to_string())
+                });
+            let _ = tx.blocking_send(Internal::Imported { id, result });
+        });
+    }
+
+    fn on_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::ChunkDone { id, outcome } => {
+                if let ChunkOutcome::LocalError(e) = &outcome {
+                    warn!(error = %e, "cannot store chunk");
+                }
+                self.node.handle_chunk(id, outcome, Instant::now());
+            }
+            Internal::Serve {
+                channel,
+                blob,
+                index,
+                bytes,
+            } => {
+                let response = match bytes {
+                    Some(mut bytes) => {
+                        if self.config.serve_fault == Some(ServeFault::FlipByte)
+                            && !bytes.is_empty()
+                        {
+                            let mid = bytes.len() / 2;
+                            bytes[mid] ^= 0x01;
+                        }
+                        self.uploaded_bytes += bytes.len() as u64;
+                        self.chunks_served += 1;
+                        (Response::Chunk { blob, index }, Bytes::from(bytes))
+                    }
+                    None => (Response::Error(ErrorCode::NotFound), Bytes::new()),
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_response(channel, response);
+            }
+            Internal::Imported { id, result } => {
+                let t = self.releases.entry(id).or_default();
+                match result {
+                    Ok(()) => {
+                        info!(release = %id.short(), "release imported into OCI layout");
+                        t.imported = true;
+                    }
+                    Err(e) => {
+                        warn!(release = %id.short(), error = %e, "import failed");
+                        t.import_error = Some(e);
+                    }
+                }
+                self.publish_status();
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        let now = Instant::now();
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.with(Protocol::P2p(*self.swarm.local_peer_id()));
+                info!(address = %full, "listening");
+                self.listen_addrs.push(full);
+                self.publish_status();
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } if num_established.get() == 1 => {
+                debug!(peer = %peer_id, "connected");
+                self.node.handle_peer_connected(peer_id, now);
+                let out = self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_request(&peer_id, Request::Peers);
+                self.outbound.insert(out, Origin::PeerExchange);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                debug!(peer = %peer_id, "disconnected");
+                self.node.handle_peer_disconnected(&peer_id, now);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let addrs: Vec<Multiaddr> = info
+                    .listen_addrs
+                    .into_iter()
+                    .filter(|a| !a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
+                    .take(blobswarm_core::wire::MAX_ADDRS_PER_PEER)
+                    .collect();
+                for a in &addrs {
+                    self.swarm.add_peer_address(peer_id, a.clone());
+                }
+                self.addr_book.insert(peer_id, addrs);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                message,
+                ..
+            })) => match codec::decode::<SignedRelease>(&message.data) {
+                Ok(signed) => self.accept_release(signed),
+                Err(e) => {
+                    warn!(source = ?message.source, error = %e, "malformed release on gossip")
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(event)) => self.on_rr_event(event),
+            _ => {}
+        }
+    }
+
+    fn accept_release(&mut self, signed: SignedRelease) {
+        if let Err(e) = self.node.handle_release(signed, Instant::now(), unix_ms()) {
+            warn!(error = %e, "release refused");
+        }
+    }
+
+    fn on_rr_event(&mut self, event: request_response::Event<Request, (Response, Bytes)>) {
+        let now = Instant::now();
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.on_request(peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => self.on_response(request_id, response),
+            },
+            request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
+                if let Some(Origin::Node(id)) = self.outbound.remove(&request_id) {
+                    debug!(%peer, %error, "request failed");
+                    self.node.handle_failure(id, now);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        request: Request,
+        channel: ResponseChannel<(Response, Bytes)>,
+    ) {
+        match self.node.handle_request(&peer, request, Instant::now()) {
+            Inbound::Respond(r) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_response(channel, (r, Bytes::new()));
+            }
+            Inbound::Peers => {
+                let records = self.peer_records(&peer);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_response(channel, (Response::Peers(records), Bytes::new()));
+            }
+            Inbound::ServeChunk { blob, index, range } => {
+                let store = self.store.clone();
+                let tx = self.internal_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let bytes = store.read_range(&blob, range).ok();
+                    let _ = tx.blocking_send(Internal::Serve {
+                        channel,
+                        blob,
+                        index,
+                        bytes,
+                    });
+                });
+            }
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        request_id: OutboundRequestId,
+        (response, payload): (Response, Bytes),
+    ) {
+        let now = Instant::now();
+        match self.outbound.remove(&request_id) {
+            Some(Origin::Node(id)) => match response {
+                Response::Chunk { .. } => self.verify_and_store(id, payload),
+                other => self.node.handle_response(id, other, now, unix_ms()),
+            },
+            Some(Origin::PeerExchange) => {
+                if let Response::Peers(records) = response {
+                    self.dial_records(records);
+                }
+            }
+            Some(Origin::ReleaseSync) => {
+                if let Response::Releases(list) = response {
+                    for signed in list {
+                        if !self.node.release_ids().any(|id| *id == signed.id()) {
+                            self.accept_release(signed);
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Hashes the chunk against its map on a blocking thread, stores it if it matches,
+    /// and reports the outcome back to the loop. Unverified bytes never reach the store.
+    fn verify_and_store(&mut self, id: RequestId, payload: Bytes) {
+        let Some((map, index)) = self.node.chunk_target(id) else {
+            return;
+        };
+        let store = self.store.clone();
+        let tx = self.internal_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = match map.verify(index, &payload) {
+                Err(e) => ChunkOutcome::Corrupt(e),
+                Ok(()) => match store.write_chunk(&map, index, &payload) {
+                    Ok(()) => ChunkOutcome::Stored,
+                    Err(e) => ChunkOutcome::LocalError(e.to_string()),
+                },
+            };
+            let _ = tx.blocking_send(Internal::ChunkDone { id, outcome });
+        });
+    }
+
+    fn peer_records(&self, asking: &PeerId) -> Vec<PeerRecord> {
+        self.addr_book
+            .iter()
+            .filter(|(p, addrs)| *p != asking && !addrs.is_empty() && self.swarm.is_connected(p))
+            .take(MAX_PEER_RECORDS)
+            .map(|(p, addrs)| PeerRecord {
+                peer: p.to_bytes(),
+                addrs: addrs.iter().map(|a| a.to_vec()).collect(),
+            })
+            .collect()
+    }
+
+    fn dial_records(&mut self, records: Vec<PeerRecord>) {
+        let me = *self.swarm.local_peer_id();
+        for r in records {
+            if self.swarm.connected_peers().count() >= self.config.max_peers {
+                return;
+            }
+            let Ok(peer) = PeerId::from_bytes(&r.peer) else {
+                continue;
+            };
+            if peer == me || self.swarm.is_connected(&peer) {
+                continue;
+            }
+            let addrs: Vec<Multiaddr> = r
+                .addrs
+                .into_iter()
+                .filter_map(|a| Multiaddr::try_from(a).ok())
+                .collect();
+            if addrs.is_empty() {
+                continue;
+            }
+            let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(%peer, error = %e, "peer exchange dial failed");
+            }
+        }
+    }
+
+    /// Periodic upkeep: re-dial bootstrap peers when alone, ask a neighbour for releases
+    /// (covers gossip sent before we were subscribed), and refresh peer exchange.
+    fn maintain(&mut self) {
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        if connected.is_empty() {
+            for addr in self.config.bootstrap.clone() {
+                let _ = self.swarm.dial(addr);
+            }
+            return;
+        }
+        let pick = connected[rand::random::<usize>() % connected.len()];
+        let rr = &mut self.swarm.behaviour_mut().rr;
+        let out = rr.send_request(&pick, Request::Releases);
+        self.outbound.insert(out, Origin::ReleaseSync);
+        if connected.len() < self.config.max_peers {
+            let out = self
+                .swarm
+                .behaviour_mut()
+                .rr
+                .send_request(&pick, Request::Peers);
+            self.outbound.insert(out, Origin::PeerExchange);
+        }
+    }
+
+    fn publish_status(&mut self) {
+        let progress: HashMap<Digest, u64> = self
+            .node
+            .progress()
+            .into_iter()
+            .map(|p| (p.blob, p.have_bytes))
+            .collect();
+        let releases = self
+            .node
+            .release_ids()
+            .filter_map(|id| {
+                let r = self.node.release(id)?;
+                let t = self.releases.get(id);
+                Some(ReleaseStatus {
+                    id: *id,
+                    reference: r.reference.clone(),
+                    total_bytes: r.total_bytes(),
+                    have_bytes: r
+                        .blobs
+                        .iter()
+                        .map(|b| progress.get(&b.digest).copied().unwrap_or(0))
+                        .sum(),
+                    complete: self.node.release_complete(id),
+                    imported: t.is_some_and(|t| t.imported),
+                    import_error: t.and_then(|t| t.import_error.clone()),
+                    download_time: t.and_then(|t| t.completed),
+                })
+            })
+            .collect();
+        let status = AgentStatus {
+            peer_id: Some(*self.swarm.local_peer_id()),
+            listen_addrs: self.listen_addrs.clone(),
+            peers: self.node.peer_count(),
+            releases,
+            stats: self.node.stats().clone(),
+            uploaded_bytes: self.uploaded_bytes,
+            chunks_served: self.chunks_served,
+        };
+        self.status.send_replace(status);
+    }
+}

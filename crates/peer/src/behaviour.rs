@@ -1,0 +1,72 @@
+//! The composed libp2p behaviour and the one constructor that builds the swarm.
+
+use std::time::Duration;
+
+use blobswarm_core::wire::{PROTOCOL, RELEASE_TOPIC};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    StreamProtocol, Swarm, SwarmBuilder, gossipsub, identify, identity::Keypair, noise,
+    request_response, tcp, yamux,
+};
+
+use crate::protocol::WireCodec;
+
+/// Stock behaviours only: they translate network events to core inputs and back.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) rr: request_response::Behaviour<WireCodec>,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) identify: identify::Behaviour,
+}
+
+/// Inbound streams served at once per connection; bounds memory spent on serving.
+const MAX_CONCURRENT_STREAMS: usize = 32;
+
+/// Builds a TCP + Noise + Yamux swarm around [`Behaviour`].
+pub(crate) fn build_swarm(
+    keypair: Keypair,
+    request_timeout: Duration,
+) -> anyhow::Result<Swarm<Behaviour>> {
+    let swarm = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
+        .with_behaviour(|key| {
+            let rr = request_response::Behaviour::new(
+                [(
+                    StreamProtocol::new(PROTOCOL),
+                    request_response::ProtocolSupport::Full,
+                )],
+                request_response::Config::default()
+                    .with_request_timeout(request_timeout)
+                    .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
+            );
+            let gs_config = gossipsub::ConfigBuilder::default()
+                .max_transmit_size(blobswarm_core::MAX_RELEASE_BYTES + (64 << 10))
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .heartbeat_interval(Duration::from_millis(500))
+                .build()
+                .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
+            let mut gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gs_config,
+            )
+            .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+            gossipsub.subscribe(&gossipsub::IdentTopic::new(RELEASE_TOPIC))?;
+            let identify = identify::Behaviour::new(identify::Config::new(
+                "/blobswarm/id/1".into(),
+                key.public(),
+            ));
+            Ok(Behaviour {
+                rr,
+                gossipsub,
+                identify,
+            })
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    Ok(swarm)
+}

@@ -1,0 +1,13 @@
+//! The blobswarm agent: a libp2p swarm (TCP + Noise + Yamux, gossipsub, request-response,
+//! identify) driven around the sans-IO core node.
+//!
+//! Network events become node inputs; node actions become network calls. Hashing and
+//! disk I/O run on blocking threads so the event loop never stalls on them.
+
+mod agent;
+mod behaviour;
+mod protocol;
+mod status;
+
+pub use agent::{AgentConfig, AgentHandle, LocalBlob, ServeFault, spawn};
+pub use status::{AgentStatus, ReleaseStatus};

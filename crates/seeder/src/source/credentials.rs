@@ -1,0 +1,190 @@
+//! Registry credentials from the docker CLI's `config.json`.
+//!
+//! Only the `auths` section is read (`auth` = base64 `user:password`, or
+//! `username`/`password`). Credential helpers (`credsStore`, `credHelpers`) run
+//! external programs and are not supported: pass the credentials explicitly.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::SourceError;
+
+/// The largest config file read; anything bigger is not a docker config.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DockerConfig {
+    #[serde(default)]
+    auths: HashMap<String, AuthEntry>,
+    #[serde(default)]
+    creds_store: Option<String>,
+    #[serde(default)]
+    cred_helpers: HashMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthEntry {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
+}
+
+/// `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`.
+fn config_path() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("config.json"));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|home| PathBuf::from(home).join(".docker").join("config.json"))
+}
+
+/// Credentials for `registry` (as written in the reference, e.g. `host:5000` or
+/// `docker.io`) from the docker config, if it exists and has an entry.
+pub(super) fn lookup(registry: &str) -> Result<Option<(String, String)>, SourceError> {
+    let Some(path) = config_path() else {
+        return Ok(None);
+    };
+    let bytes = match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(unreadable(&path, &e.to_string())),
+        Ok(m) if m.len() > MAX_CONFIG_BYTES => {
+            return Err(unreadable(&path, "file is larger than 1 MiB"));
+        }
+        Ok(_) => std::fs::read(&path).map_err(|e| unreadable(&path, &e.to_string()))?,
+    };
+    from_config(&bytes, &path, registry)
+}
+
+fn unreadable(path: &Path, reason: &str) -> SourceError {
+    SourceError::Credentials {
+        reason: format!("docker config {}: {reason}", path.display()),
+    }
+}
+
+/// The names a registry may be filed under in `auths`.
+fn candidate_keys(registry: &str) -> Vec<&str> {
+    match registry {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
+            vec!["index.docker.io", "docker.io", "registry-1.docker.io"]
+        }
+        other => vec![other],
+    }
+}
+
+/// `https://host:port/v1/` → `host:port`.
+fn normalize_key(key: &str) -> &str {
+    let key = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    key.split('/').next().unwrap_or(key)
+}
+
+pub(super) fn from_config(
+    bytes: &[u8],
+    path: &Path,
+    registry: &str,
+) -> Result<Option<(String, String)>, SourceError> {
+    let config: DockerConfig = serde_json::from_slice(bytes)
+        .map_err(|e| unreadable(path, &format!("not valid JSON: {e}")))?;
+    let candidates = candidate_keys(registry);
+    let entry = config
+        .auths
+        .iter()
+        .find(|(key, _)| candidates.contains(&normalize_key(key)))
+        .map(|(_, entry)| entry);
+    let Some(entry) = entry else {
+        if config.creds_store.is_some()
+            || candidates
+                .iter()
+                .any(|c| config.cred_helpers.contains_key(*c))
+        {
+            tracing::warn!(
+                registry,
+                config = %path.display(),
+                "docker config names a credential helper, which blobswarm does not run; \
+                 pulling anonymously (pass --username/--password to authenticate)"
+            );
+        }
+        return Ok(None);
+    };
+    if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .map_err(|_| unreadable(path, &format!("auths.{registry}.auth is not base64")))?;
+        let decoded = String::from_utf8(decoded)
+            .map_err(|_| unreadable(path, &format!("auths.{registry}.auth is not UTF-8")))?;
+        let (user, password) = decoded.split_once(':').ok_or_else(|| {
+            unreadable(
+                path,
+                &format!("auths.{registry}.auth is not base64 of user:password"),
+            )
+        })?;
+        return Ok(Some((user.to_owned(), password.to_owned())));
+    }
+    if let (Some(user), Some(password)) = (&entry.username, &entry.password) {
+        return Ok(Some((user.clone(), password.clone())));
+    }
+    if entry.identitytoken.is_some() {
+        tracing::warn!(
+            registry,
+            config = %path.display(),
+            "docker config holds an identity token, which blobswarm does not support; \
+             pulling anonymously"
+        );
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn finds_auth_by_registry_name() {
+        let json = format!(
+            r#"{{"auths":{{"127.0.0.1:5000":{{"auth":"{}"}},"https://index.docker.io/v1/":{{"auth":"{}"}},"other.example":{{"username":"u","password":"p"}}}}}}"#,
+            b64("alice:s3cr:et"),
+            b64("bob:pw")
+        );
+        let p = Path::new("config.json");
+        assert_eq!(
+            from_config(json.as_bytes(), p, "127.0.0.1:5000").unwrap(),
+            Some(("alice".into(), "s3cr:et".into()))
+        );
+        assert_eq!(
+            from_config(json.as_bytes(), p, "docker.io").unwrap(),
+            Some(("bob".into(), "pw".into()))
+        );
+        assert_eq!(
+            from_config(json.as_bytes(), p, "other.example").unwrap(),
+            Some(("u".into(), "p".into()))
+        );
+        assert_eq!(from_config(json.as_bytes(), p, "nowhere:1").unwrap(), None);
+    }
+
+    #[test]
+    fn bad_config_is_an_error_naming_the_file() {
+        let p = Path::new("/x/config.json");
+        let err = from_config(b"{nope", p, "r").unwrap_err();
+        assert!(err.to_string().contains("/x/config.json"), "{err}");
+        let json = r#"{"auths":{"r":{"auth":"!!!"}}}"#;
+        let err = from_config(json.as_bytes(), p, "r").unwrap_err();
+        assert!(matches!(err, SourceError::Credentials { .. }));
+    }
+}

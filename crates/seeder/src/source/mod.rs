@@ -1,0 +1,1086 @@
+//! Image sources: turn an image reference into immutable digests and stream each blob.
+//!
+//! A [`Source`] is either a registry reference (`registry/repo:tag`,
+//! `registry/repo@sha256:…`) or an OCI image layout on disk
+//! (`oci-layout:DIR[:tag]`). [`Source::resolve`] fetches the manifest or index the
+//! reference names, verifies every document against the digest it was asked for
+//! (for a tag, the digest of the bytes becomes the immutable identity), and lists
+//! the blobs (configs and layers) once each. [`Source::open_blob`] then streams
+//! one blob's raw bytes.
+//!
+//! Everything read here is untrusted: documents are bounded to
+//! [`MAX_DOCUMENT_BYTES`] before they are buffered, the number of manifests and
+//! blobs is capped, and each document is hashed and checked. Blob streams are
+//! *not* hashed here — the caller hashes each blob exactly once — but they are
+//! cut off with an error if they run longer or shorter than the descriptor says.
+
+mod credentials;
+mod layout;
+mod registry;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use blobswarm_core::Digest;
+use futures::{Stream, StreamExt as _};
+use serde::Deserialize;
+
+pub use layout::LayoutSource;
+pub use registry::RegistrySource;
+
+/// Largest manifest or index accepted, in bytes (the limit distribution enforces).
+pub const MAX_DOCUMENT_BYTES: u64 = 4 * 1024 * 1024;
+/// Most image manifests one resolved image may consist of.
+pub const MAX_MANIFESTS: usize = 64;
+/// Most distinct blobs (configs and layers) one resolved image may consist of.
+pub const MAX_BLOBS: usize = 10_000;
+
+/// Media types of the documents a source understands.
+pub mod media_type {
+    /// OCI image manifest.
+    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    /// OCI image index.
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    /// Docker image manifest, schema 2.
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    /// Docker manifest list (schema 2).
+    pub const DOCKER_MANIFEST_LIST: &str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
+    /// Docker schema 1 manifest: refused (unsigned content, no content-addressed config).
+    pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+
+    /// Whether `media_type` is an image manifest (OCI or Docker).
+    pub fn is_manifest(media_type: &str) -> bool {
+        media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
+    }
+
+    /// Whether `media_type` is an image index or manifest list (OCI or Docker).
+    pub fn is_index(media_type: &str) -> bool {
+        media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
+    }
+
+    /// The `Accept` header value a registry is asked with.
+    pub(crate) fn accept_header() -> String {
+        [
+            OCI_INDEX,
+            OCI_MANIFEST,
+            DOCKER_MANIFEST_LIST,
+            DOCKER_MANIFEST,
+        ]
+        .join(", ")
+    }
+}
+
+/// A manifest or index whose bytes have been checked against its digest.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Document {
+    /// sha256 of `bytes`.
+    pub digest: Digest,
+    /// One of the media types in [`media_type`].
+    pub media_type: String,
+    /// The exact bytes, as the registry or layout holds them.
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for Document {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Document")
+            .field("digest", &self.digest)
+            .field("media_type", &self.media_type)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// A config or layer blob an image needs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlobDescriptor {
+    /// sha256 of the blob's bytes.
+    pub digest: Digest,
+    /// Size in bytes, as the manifest declares it.
+    pub size: u64,
+    /// Media type, as the manifest declares it.
+    pub media_type: String,
+}
+
+/// What a reference resolved to: immutable documents and the blobs they need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// Canonical name to record, e.g. `127.0.0.1:5000/test/img:v1` or
+    /// `…@sha256:…` for digest references; the tag for OCI layout sources.
+    pub reference: String,
+    /// What the reference resolves to: an image index, or an image manifest (also
+    /// when a platform was selected from an index).
+    pub root: Document,
+    /// When `root` is an index: each child manifest, verified against its
+    /// descriptor, in index order. Empty when `root` is a manifest.
+    pub manifests: Vec<Document>,
+    /// Configs and layers of all selected manifests, deduplicated by digest, each
+    /// manifest's config before its layers, in manifest order.
+    pub blobs: Vec<BlobDescriptor>,
+}
+
+/// Raw bytes of one blob. Not hashed by the source: the caller verifies them.
+pub type BlobStream =
+    Pin<Box<dyn Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static>>;
+
+/// How to reach an image.
+#[derive(Clone, Default)]
+pub struct SourceOptions {
+    /// Select one platform (`os/arch[/variant]`, e.g. `linux/arm64/v8`) from an index.
+    pub platform: Option<String>,
+    /// Registries (`host:port`, as written in references) reached over plain http.
+    pub insecure_registries: Vec<String>,
+    /// Registry user name (HTTP basic, or sent to the token endpoint).
+    pub username: Option<String>,
+    /// Registry password; never printed.
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for SourceOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceOptions")
+            .field("platform", &self.platform)
+            .field("insecure_registries", &self.insecure_registries)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Why a source could not be parsed, resolved or read. Each variant names what
+/// was wrong and where, and never contains a password.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The reference string is not a valid image reference or layout spec.
+    #[error("invalid image reference {reference:?}: {reason}")]
+    BadReference {
+        /// The reference as given.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The platform string is not `os/arch[/variant]`.
+    #[error("invalid platform {platform:?}: expected os/arch[/variant], e.g. linux/amd64")]
+    BadPlatform {
+        /// The platform as given.
+        platform: String,
+    },
+    /// Credentials could not be determined (e.g. unreadable docker config).
+    #[error("registry credentials: {reason}")]
+    Credentials {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The registry could not be reached (connection refused, DNS, TLS, timeout).
+    #[error("registry {registry} is unreachable: {cause}")]
+    Unreachable {
+        /// `host[:port]` of the registry.
+        registry: String,
+        /// The underlying error.
+        cause: String,
+    },
+    /// The registry refused the credentials or denied access.
+    #[error("authentication to registry {registry} failed: {cause}")]
+    AuthFailed {
+        /// `host[:port]` of the registry.
+        registry: String,
+        /// What the registry said.
+        cause: String,
+    },
+    /// The registry answered in a way that is not allowed or not understood.
+    #[error("registry {registry}: {cause}")]
+    Registry {
+        /// `host[:port]` of the registry.
+        registry: String,
+        /// What went wrong.
+        cause: String,
+    },
+    /// The tag or digest does not exist.
+    #[error("manifest {reference} not found")]
+    NotFound {
+        /// What was looked up.
+        reference: String,
+    },
+    /// A manifest or index is larger than [`MAX_DOCUMENT_BYTES`].
+    #[error(
+        "manifest {reference} is too large: {} (limit {limit} bytes)",
+        .size.map_or_else(|| "more than the limit".to_owned(), |s| format!("{s} bytes"))
+    )]
+    ManifestTooLarge {
+        /// What was being fetched.
+        reference: String,
+        /// The limit in bytes.
+        limit: u64,
+        /// The size, when it was declared.
+        size: Option<u64>,
+    },
+    /// A manifest or index does not hash to the digest it was requested by.
+    #[error("manifest digest mismatch: expected {expected}, content hashes to {actual}")]
+    ManifestDigestMismatch {
+        /// The digest it was requested by (or the registry announced).
+        expected: Digest,
+        /// The digest of the bytes received.
+        actual: Digest,
+    },
+    /// A manifest or index does not have the size its descriptor declares.
+    #[error("manifest {digest} is {actual} bytes but its descriptor says {expected}")]
+    DocumentSizeMismatch {
+        /// The document's digest.
+        digest: Digest,
+        /// Declared size.
+        expected: u64,
+        /// Actual size.
+        actual: u64,
+    },
+    /// A document (or a descriptor in it) has a media type that is not supported.
+    #[error("{digest} has unsupported media type {media_type:?}")]
+    UnsupportedMediaType {
+        /// Digest of the document or descriptor.
+        digest: Digest,
+        /// Its media type.
+        media_type: String,
+    },
+    /// A document is not a well-formed manifest or index.
+    #[error("invalid manifest {digest}: {reason}")]
+    InvalidDocument {
+        /// Digest of the document.
+        digest: Digest,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No manifest in the index matches the wanted platform.
+    #[error(
+        "platform {wanted} not found in the image index; available: {}",
+        if .available.is_empty() { "none (no entry names a platform)".to_owned() } else { .available.join(", ") }
+    )]
+    PlatformNotFound {
+        /// The platform asked for.
+        wanted: String,
+        /// The platforms the index offers.
+        available: Vec<String>,
+    },
+    /// The index lists more manifests than [`MAX_MANIFESTS`].
+    #[error("image index lists {count} manifests, more than the limit of {limit}")]
+    TooManyManifests {
+        /// How many it lists.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The image needs more blobs than [`MAX_BLOBS`].
+    #[error("image has more than {limit} blobs")]
+    TooManyBlobs {
+        /// The limit.
+        limit: usize,
+    },
+    /// The same blob digest is declared with two different sizes.
+    #[error("blob {digest} is declared with size {first} and with size {second}")]
+    InconsistentBlobSize {
+        /// The blob.
+        digest: Digest,
+        /// Size first seen.
+        first: u64,
+        /// Conflicting size.
+        second: u64,
+    },
+    /// A blob is missing from the registry or layout.
+    #[error("blob {digest} not found in {location}")]
+    BlobNotFound {
+        /// The blob.
+        digest: Digest,
+        /// Repository or layout path.
+        location: String,
+    },
+    /// A blob's stored or announced size differs from its descriptor.
+    #[error("blob {digest} is {actual} bytes but its descriptor says {expected}")]
+    BlobSizeMismatch {
+        /// The blob.
+        digest: Digest,
+        /// Declared size.
+        expected: u64,
+        /// Stored or announced size.
+        actual: u64,
+    },
+    /// The OCI layout is malformed or does not contain what was asked for.
+    #[error("OCI layout {}: {reason}", .path.display())]
+    Layout {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The tag is not in the OCI layout.
+    #[error(
+        "OCI layout {}: no image tagged {tag:?}; tags present: {}",
+        .path.display(),
+        if .available.is_empty() { "none".to_owned() } else { .available.join(", ") }
+    )]
+    LayoutRefNotFound {
+        /// The layout directory.
+        path: PathBuf,
+        /// The tag asked for.
+        tag: String,
+        /// The tags the layout has.
+        available: Vec<String>,
+    },
+    /// No tag was given and the layout holds more than one image.
+    #[error(
+        "OCI layout {} holds {} images; name one as oci-layout:DIR:TAG (tags: {})",
+        .path.display(), .available.len(), .available.join(", ")
+    )]
+    LayoutAmbiguous {
+        /// The layout directory.
+        path: PathBuf,
+        /// The tags (or digests of untagged entries) the layout has.
+        available: Vec<String>,
+    },
+    /// Reading a file of the OCI layout failed.
+    #[error("OCI layout: reading {} failed: {source}", .path.display())]
+    LayoutIo {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where an image comes from. Cheap to clone, so blob streams can be opened from
+/// several tasks.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A registry reached over the OCI distribution API.
+    Registry(RegistrySource),
+    /// An OCI image layout directory.
+    Layout(LayoutSource),
+}
+
+impl Source {
+    /// Parses `oci-layout:DIR[:TAG]` (split at the first `:` after the prefix, like
+    /// skopeo's `oci:` transport; TAG may be left out when the layout holds one
+    /// image) or else a registry reference such as `registry:5000/repo:tag` or
+    /// `repo@sha256:…`. Does no I/O apart from reading the docker config for
+    /// registry credentials.
+    pub fn parse(spec: &str, opts: SourceOptions) -> Result<Self, SourceError> {
+        let platform = opts.platform.as_deref().map(Platform::parse).transpose()?;
+        if let Some(rest) = spec.strip_prefix("oci-layout:") {
+            Ok(Self::Layout(LayoutSource::new(spec, rest, platform)?))
+        } else {
+            Ok(Self::Registry(RegistrySource::new(spec, platform, opts)?))
+        }
+    }
+
+    /// Fetches and verifies the documents the reference names and lists the blobs.
+    pub async fn resolve(&self) -> Result<ResolvedImage, SourceError> {
+        match self {
+            Self::Registry(s) => s.resolve().await,
+            Self::Layout(s) => s.resolve().await,
+        }
+    }
+
+    /// Streams the raw bytes of `blob`. The stream fails if it carries more or fewer
+    /// bytes than `blob.size`; the content itself is not hashed here.
+    pub async fn open_blob(&self, blob: &BlobDescriptor) -> Result<BlobStream, SourceError> {
+        match self {
+            Self::Registry(s) => s.open_blob(blob).await,
+            Self::Layout(s) => s.open_blob(blob).await,
+        }
+    }
+}
+
+/// A platform to select from an index: `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Platform {
+    os: String,
+    arch: String,
+    variant: Option<String>,
+}
+
+impl Platform {
+    pub(crate) fn parse(s: &str) -> Result<Self, SourceError> {
+        let bad = || SourceError::BadPlatform {
+            platform: s.to_owned(),
+        };
+        let parts: Vec<&str> = s.split('/').collect();
+        if !(2..=3).contains(&parts.len())
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            return Err(bad());
+        }
+        Ok(Self {
+            os: parts[0].to_ascii_lowercase(),
+            arch: normalize_arch(parts[1]),
+            variant: parts.get(2).map(|v| v.to_ascii_lowercase()),
+        })
+    }
+
+    /// Whether an index entry's platform satisfies this one. Architecture aliases
+    /// (`x86_64`, `aarch64`) are normalised; without a wanted variant any variant
+    /// matches; an arm64 entry without a variant counts as `v8`.
+    fn matches(&self, p: &RawPlatform) -> bool {
+        if !p.os.eq_ignore_ascii_case(&self.os) || normalize_arch(&p.architecture) != self.arch {
+            return false;
+        }
+        let Some(want) = &self.variant else {
+            return true;
+        };
+        let have = p
+            .variant
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .or_else(|| (self.arch == "arm64").then(|| "v8".to_owned()));
+        have.as_deref() == Some(want.as_str())
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+fn normalize_arch(arch: &str) -> String {
+    match arch.to_ascii_lowercase().as_str() {
+        "x86_64" | "x86-64" => "amd64".to_owned(),
+        "aarch64" => "arm64".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct RawPlatform {
+    architecture: String,
+    os: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+impl fmt::Display for RawPlatform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDescriptor {
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    platform: Option<RawPlatform>,
+    #[serde(default)]
+    annotations: Option<HashMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDocument {
+    #[serde(default)]
+    schema_version: Option<u64>,
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    config: Option<RawDescriptor>,
+    #[serde(default)]
+    layers: Option<Vec<RawDescriptor>>,
+    #[serde(default)]
+    manifests: Option<Vec<RawDescriptor>>,
+}
+
+/// A checked descriptor of an index entry.
+#[derive(Debug, Clone)]
+struct Entry {
+    digest: Digest,
+    size: u64,
+    media_type: String,
+    platform: Option<RawPlatform>,
+    annotations: HashMap<String, String>,
+}
+
+/// What a verified document contains.
+#[derive(Debug)]
+enum Parsed {
+    Manifest {
+        config: BlobDescriptor,
+        layers: Vec<BlobDescriptor>,
+    },
+    Index {
+        manifests: Vec<Entry>,
+    },
+}
+
+fn descriptor(parent: &Digest, raw: RawDescriptor) -> Result<Entry, SourceError> {
+    let digest = raw
+        .digest
+        .parse::<Digest>()
+        .map_err(|e| SourceError::InvalidDocument {
+            digest: *parent,
+            reason: format!("descriptor digest: {e}"),
+        })?;
+    Ok(Entry {
+        digest,
+        size: raw.size,
+        media_type: raw.media_type,
+        platform: raw.platform,
+        annotations: raw.annotations.unwrap_or_default(),
+    })
+}
+
+fn blob(parent: &Digest, raw: RawDescriptor) -> Result<BlobDescriptor, SourceError> {
+    let e = descriptor(parent, raw)?;
+    Ok(BlobDescriptor {
+        digest: e.digest,
+        size: e.size,
+        media_type: e.media_type,
+    })
+}
+
+/// Works out the media type of verified bytes and parses them. `hint` is the
+/// media type the transport announced (Content-Type or descriptor); the document's
+/// own `mediaType` field wins because it is covered by the digest.
+fn parse_document(
+    digest: &Digest,
+    bytes: &[u8],
+    hint: Option<&str>,
+) -> Result<(String, Parsed), SourceError> {
+    let invalid = |reason: String| SourceError::InvalidDocument {
+        digest: *digest,
+        reason,
+    };
+    let raw: RawDocument =
+        serde_json::from_slice(bytes).map_err(|e| invalid(format!("not a JSON manifest: {e}")))?;
+    match raw.schema_version {
+        Some(2) => {}
+        Some(1) => {
+            return Err(SourceError::UnsupportedMediaType {
+                digest: *digest,
+                media_type: media_type::DOCKER_SCHEMA1.to_owned(),
+            });
+        }
+        Some(v) => return Err(invalid(format!("unsupported schemaVersion {v}"))),
+        None => return Err(invalid("missing schemaVersion".to_owned())),
+    }
+    let hint = hint
+        .map(|h| h.split(';').next().unwrap_or("").trim())
+        .filter(|h| media_type::is_manifest(h) || media_type::is_index(h));
+    let media_type = match (raw.media_type.as_deref(), hint) {
+        (Some(m), _) => m.to_owned(),
+        (None, Some(h)) => h.to_owned(),
+        (None, None) if raw.manifests.is_some() => media_type::OCI_INDEX.to_owned(),
+        (None, None) if raw.config.is_some() => media_type::OCI_MANIFEST.to_owned(),
+        (None, None) => return Err(invalid("neither a manifest nor an index".to_owned())),
+    };
+    if media_type::is_index(&media_type) {
+        if raw.config.is_some() || raw.layers.is_some() {
+            return Err(invalid(
+                "an index must not have config or layers".to_owned(),
+            ));
+        }
+        let manifests = raw
+            .manifests
+            .ok_or_else(|| invalid("index without manifests".to_owned()))?
+            .into_iter()
+            .map(|d| descriptor(digest, d))
+            .collect::<Result<_, _>>()?;
+        Ok((media_type, Parsed::Index { manifests }))
+    } else if media_type::is_manifest(&media_type) {
+        if raw.manifests.is_some() {
+            return Err(invalid("a manifest must not list manifests".to_owned()));
+        }
+        let config = blob(
+            digest,
+            raw.config
+                .ok_or_else(|| invalid("manifest without config".to_owned()))?,
+        )?;
+        let raw_layers = raw
+            .layers
+            .ok_or_else(|| invalid("manifest without layers".to_owned()))?;
+        if raw_layers.len() > MAX_BLOBS {
+            return Err(SourceError::TooManyBlobs { limit: MAX_BLOBS });
+        }
+        let layers = raw_layers
+            .into_iter()
+            .map(|d| blob(digest, d))
+            .collect::<Result<_, _>>()?;
+        Ok((media_type, Parsed::Manifest { config, layers }))
+    } else {
+        Err(SourceError::UnsupportedMediaType {
+            digest: *digest,
+            media_type,
+        })
+    }
+}
+
+/// Checks fetched bytes against what they were requested by and parses them.
+/// `expected`: the digest the document was requested by (None for a tag: the
+/// digest of the bytes becomes its identity). `declared_size`: from a descriptor.
+fn verify_document(
+    expected: Option<&Digest>,
+    declared_size: Option<u64>,
+    bytes: Vec<u8>,
+    hint: Option<&str>,
+) -> Result<(Document, Parsed), SourceError> {
+    let actual = Digest::of(&bytes);
+    if let Some(expected) = expected
+        && *expected != actual
+    {
+        return Err(SourceError::ManifestDigestMismatch {
+            expected: *expected,
+            actual,
+        });
+    }
+    if let Some(size) = declared_size
+        && size != bytes.len() as u64
+    {
+        return Err(SourceError::DocumentSizeMismatch {
+            digest: actual,
+            expected: size,
+            actual: bytes.len() as u64,
+        });
+    }
+    let (media_type, parsed) = parse_document(&actual, &bytes, hint)?;
+    Ok((
+        Document {
+            digest: actual,
+            media_type,
+            bytes,
+        },
+        parsed,
+    ))
+}
+
+/// Something child manifests can be fetched from by digest.
+pub(crate) trait DocumentStore {
+    /// The bytes stored under `digest` (at most [`MAX_DOCUMENT_BYTES`]) and the
+    /// media type the transport announced, if any. Verification is the caller's.
+    async fn fetch_document(
+        &self,
+        digest: &Digest,
+    ) -> Result<(Vec<u8>, Option<String>), SourceError>;
+}
+
+/// Fetches and verifies the child manifest an index entry names.
+async fn fetch_child(
+    store: &impl DocumentStore,
+    entry: &Entry,
+) -> Result<(Document, BlobDescriptor, Vec<BlobDescriptor>), SourceError> {
+    if !media_type::is_manifest(&entry.media_type) {
+        // Nested indexes and non-image artifacts are not distributed.
+        return Err(SourceError::UnsupportedMediaType {
+            digest: entry.digest,
+            media_type: entry.media_type.clone(),
+        });
+    }
+    if entry.size > MAX_DOCUMENT_BYTES {
+        return Err(SourceError::ManifestTooLarge {
+            reference: entry.digest.to_string(),
+            limit: MAX_DOCUMENT_BYTES,
+            size: Some(entry.size),
+        });
+    }
+    let (bytes, _announced) = store.fetch_document(&entry.digest).await?;
+    let (doc, parsed) = verify_document(
+        Some(&entry.digest),
+        Some(entry.size),
+        bytes,
+        Some(&entry.media_type),
+    )?;
+    match parsed {
+        Parsed::Manifest { config, layers } => Ok((doc, config, layers)),
+        Parsed::Index { .. } => Err(SourceError::InvalidDocument {
+            digest: doc.digest,
+            reason: format!(
+                "its descriptor says {} but the document is an index",
+                entry.media_type
+            ),
+        }),
+    }
+}
+
+/// Deduplicating, bounded list of blobs in first-seen order.
+#[derive(Default)]
+struct BlobSet {
+    sizes: HashMap<Digest, u64>,
+    list: Vec<BlobDescriptor>,
+}
+
+impl BlobSet {
+    fn add(&mut self, blob: BlobDescriptor) -> Result<(), SourceError> {
+        if let Some(&first) = self.sizes.get(&blob.digest) {
+            if first != blob.size {
+                return Err(SourceError::InconsistentBlobSize {
+                    digest: blob.digest,
+                    first,
+                    second: blob.size,
+                });
+            }
+            return Ok(());
+        }
+        if self.list.len() >= MAX_BLOBS {
+            return Err(SourceError::TooManyBlobs { limit: MAX_BLOBS });
+        }
+        self.sizes.insert(blob.digest, blob.size);
+        self.list.push(blob);
+        Ok(())
+    }
+
+    fn add_manifest(
+        &mut self,
+        config: BlobDescriptor,
+        layers: Vec<BlobDescriptor>,
+    ) -> Result<(), SourceError> {
+        self.add(config)?;
+        layers.into_iter().try_for_each(|l| self.add(l))
+    }
+}
+
+/// From a verified root document to a [`ResolvedImage`]: selects a platform or
+/// fetches every child manifest, and collects the blobs.
+async fn complete(
+    store: &impl DocumentStore,
+    reference: String,
+    root: Document,
+    parsed: Parsed,
+    platform: Option<&Platform>,
+) -> Result<ResolvedImage, SourceError> {
+    let mut blobs = BlobSet::default();
+    match parsed {
+        Parsed::Manifest { config, layers } => {
+            // A single-platform image: nothing to select (its config names the
+            // platform, which is for the runtime to check).
+            blobs.add_manifest(config, layers)?;
+            Ok(ResolvedImage {
+                reference,
+                root,
+                manifests: Vec::new(),
+                blobs: blobs.list,
+            })
+        }
+        Parsed::Index { manifests } => {
+            if let Some(wanted) = platform {
+                let entry = manifests
+                    .iter()
+                    .find(|e| e.platform.as_ref().is_some_and(|p| wanted.matches(p)))
+                    .ok_or_else(|| {
+                        let mut available: Vec<String> = Vec::new();
+                        for p in manifests.iter().filter_map(|e| e.platform.as_ref()) {
+                            let p = p.to_string();
+                            if !available.contains(&p) {
+                                available.push(p);
+                            }
+                        }
+                        SourceError::PlatformNotFound {
+                            wanted: wanted.to_string(),
+                            available,
+                        }
+                    })?;
+                let (doc, config, layers) = fetch_child(store, entry).await?;
+                blobs.add_manifest(config, layers)?;
+                return Ok(ResolvedImage {
+                    reference,
+                    root: doc,
+                    manifests: Vec::new(),
+                    blobs: blobs.list,
+                });
+            }
+            let mut seen = HashSet::new();
+            let unique: Vec<&Entry> = manifests.iter().filter(|e| seen.insert(e.digest)).collect();
+            if unique.len() > MAX_MANIFESTS {
+                return Err(SourceError::TooManyManifests {
+                    count: unique.len(),
+                    limit: MAX_MANIFESTS,
+                });
+            }
+            if unique.is_empty() {
+                return Err(SourceError::InvalidDocument {
+                    digest: root.digest,
+                    reason: "the index lists no manifests".to_owned(),
+                });
+            }
+            let mut docs = Vec::with_capacity(unique.len());
+            for entry in unique {
+                let (doc, config, layers) = fetch_child(store, entry).await?;
+                blobs.add_manifest(config, layers)?;
+                docs.push(doc);
+            }
+            Ok(ResolvedImage {
+                reference,
+                root,
+                manifests: docs,
+                blobs: blobs.list,
+            })
+        }
+    }
+}
+
+/// Wraps a blob's byte stream so that it fails, rather than ends quietly, when the
+/// bytes run past or stop short of the declared size.
+struct ExactSize {
+    inner: BlobStream,
+    digest: Digest,
+    expected: u64,
+    seen: u64,
+    done: bool,
+}
+
+fn exact_size(inner: BlobStream, blob: &BlobDescriptor) -> BlobStream {
+    Box::pin(ExactSize {
+        inner,
+        digest: blob.digest,
+        expected: blob.size,
+        seen: 0,
+        done: false,
+    })
+}
+
+impl Stream for ExactSize {
+    type Item = Result<bytes::Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.seen += chunk.len() as u64;
+                if self.seen > self.expected {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "blob {} is longer than the {} bytes its descriptor declares",
+                            self.digest, self.expected
+                        ),
+                    ))));
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                if self.seen < self.expected {
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "blob {} ended after {} of {} bytes",
+                            self.digest, self.seen, self.expected
+                        ),
+                    ))));
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt as _;
+
+    fn d(s: &str) -> String {
+        Digest::of(s.as_bytes()).to_string()
+    }
+
+    #[test]
+    fn source_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Source>();
+        check::<SourceError>();
+    }
+
+    #[test]
+    fn platform_parsing_and_matching() {
+        let p = Platform::parse("linux/arm64").unwrap();
+        let entry = |os: &str, arch: &str, variant: Option<&str>| RawPlatform {
+            os: os.into(),
+            architecture: arch.into(),
+            variant: variant.map(Into::into),
+        };
+        assert!(p.matches(&entry("linux", "arm64", Some("v8"))));
+        assert!(p.matches(&entry("linux", "aarch64", None)));
+        assert!(!p.matches(&entry("linux", "amd64", None)));
+        let v8 = Platform::parse("linux/arm64/v8").unwrap();
+        assert!(v8.matches(&entry("linux", "arm64", None)));
+        let v7 = Platform::parse("linux/arm/v7").unwrap();
+        assert!(!v7.matches(&entry("linux", "arm", Some("v6"))));
+        assert!(v7.matches(&entry("linux", "arm", Some("v7"))));
+        assert_eq!(
+            Platform::parse("linux/x86_64").unwrap().to_string(),
+            "linux/amd64"
+        );
+        for bad in ["linux", "linux/", "/amd64", "a/b/c/d", "linux/amd 64"] {
+            assert!(
+                matches!(Platform::parse(bad), Err(SourceError::BadPlatform { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn parses_manifests_of_both_families() {
+        let oci = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"c","digest":"{}","size":3}},"layers":[{{"mediaType":"l","digest":"{}","size":5}}]}}"#,
+            media_type::OCI_MANIFEST,
+            d("cfg"),
+            d("layer")
+        );
+        let (doc, parsed) = verify_document(None, None, oci.into_bytes(), None).unwrap();
+        assert_eq!(doc.media_type, media_type::OCI_MANIFEST);
+        assert!(matches!(parsed, Parsed::Manifest { ref layers, .. } if layers.len() == 1));
+
+        // No mediaType field: the announced type is used.
+        let docker = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"{}","size":3}},"layers":[]}}"#,
+            d("cfg")
+        );
+        let (doc, _) = verify_document(
+            None,
+            None,
+            docker.into_bytes(),
+            Some("application/vnd.docker.distribution.manifest.v2+json; charset=utf-8"),
+        )
+        .unwrap();
+        assert_eq!(doc.media_type, media_type::DOCKER_MANIFEST);
+
+        let list = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{}","size":7,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+            media_type::DOCKER_MANIFEST_LIST,
+            media_type::DOCKER_MANIFEST,
+            d("m")
+        );
+        let (doc, parsed) = verify_document(None, None, list.into_bytes(), None).unwrap();
+        assert_eq!(doc.media_type, media_type::DOCKER_MANIFEST_LIST);
+        assert!(matches!(parsed, Parsed::Index { ref manifests } if manifests.len() == 1));
+    }
+
+    #[test]
+    fn refuses_bad_documents_with_reasons() {
+        let bytes = b"{\"schemaVersion\":1,\"name\":\"x\"}".to_vec();
+        assert!(matches!(
+            verify_document(None, None, bytes, None),
+            Err(SourceError::UnsupportedMediaType { .. })
+        ));
+        let bytes = b"not json".to_vec();
+        assert!(matches!(
+            verify_document(None, None, bytes, None),
+            Err(SourceError::InvalidDocument { .. })
+        ));
+        let artifact = br#"{"schemaVersion":2,"mediaType":"application/x-foo","config":{"mediaType":"c","digest":"sha256:00","size":1}}"#.to_vec();
+        assert!(matches!(
+            verify_document(None, None, artifact, None),
+            Err(SourceError::UnsupportedMediaType { media_type, .. }) if media_type == "application/x-foo"
+        ));
+        let bad_digest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"c","digest":"md5:00","size":1}},"layers":[]}}"#,
+            media_type::OCI_MANIFEST
+        );
+        assert!(matches!(
+            verify_document(None, None, bad_digest.into_bytes(), None),
+            Err(SourceError::InvalidDocument { .. })
+        ));
+        let expected = Digest::of(b"other");
+        let err = verify_document(Some(&expected), None, b"{}".to_vec(), None).unwrap_err();
+        assert!(
+            matches!(err, SourceError::ManifestDigestMismatch { expected: e, .. } if e == expected)
+        );
+        let doc = br#"{"schemaVersion":2,"manifests":[]}"#.to_vec();
+        let err = verify_document(None, Some(3), doc, None).unwrap_err();
+        assert!(matches!(
+            err,
+            SourceError::DocumentSizeMismatch { expected: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn blob_set_dedups_and_bounds() {
+        let b = |s: &str, size| BlobDescriptor {
+            digest: Digest::of(s.as_bytes()),
+            size,
+            media_type: "x".into(),
+        };
+        let mut set = BlobSet::default();
+        set.add_manifest(b("c1", 1), vec![b("l1", 2), b("l2", 3)])
+            .unwrap();
+        set.add_manifest(b("c2", 1), vec![b("l1", 2), b("l2", 3)])
+            .unwrap();
+        let names: Vec<_> = set.list.iter().map(|x| x.digest).collect();
+        assert_eq!(
+            names,
+            ["c1", "l1", "l2", "c2"].map(|s| Digest::of(s.as_bytes()))
+        );
+        assert!(matches!(
+            set.add(b("l1", 9)),
+            Err(SourceError::InconsistentBlobSize {
+                first: 2,
+                second: 9,
+                ..
+            })
+        ));
+        let mut big = BlobSet::default();
+        for i in 0..MAX_BLOBS {
+            big.add(b(&i.to_string(), 1)).unwrap();
+        }
+        assert!(matches!(
+            big.add(b("one more", 1)),
+            Err(SourceError::TooManyBlobs { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn exact_size_catches_short_and_long_streams() {
+        let blob = BlobDescriptor {
+            digest: Digest::of(b"abc"),
+            size: 3,
+            media_type: "x".into(),
+        };
+        let chunks = |parts: Vec<&'static [u8]>| -> BlobStream {
+            Box::pin(futures::stream::iter(
+                parts.into_iter().map(|p| Ok(bytes::Bytes::from_static(p))),
+            ))
+        };
+        let ok: Vec<_> = exact_size(chunks(vec![b"a", b"bc"]), &blob)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(ok.concat(), b"abc");
+        let short = exact_size(chunks(vec![b"ab"]), &blob)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap_err();
+        assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof);
+        let long = exact_size(chunks(vec![b"ab", b"cd"]), &blob)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap_err();
+        assert_eq!(long.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn options_debug_hides_password() {
+        let opts = SourceOptions {
+            password: Some("hunter2".into()),
+            ..SourceOptions::default()
+        };
+        assert!(!format!("{opts:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,497 @@
+//! Images in a registry, over the OCI distribution API.
+//!
+//! `oci-client` does the authentication dance (anonymous, HTTP basic, or a bearer
+//! token from the registry's token service). Manifests and blobs are fetched with
+//! a plain HTTP client carrying that authorization, because `oci-client` buffers
+//! whole manifests without a size bound and hashes every blob it streams; here
+//! manifests are bounded before they are buffered and blobs are passed through
+//! unhashed for the caller to hash once.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blobswarm_core::Digest;
+use futures::TryStreamExt as _;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Reference, RegistryOperation};
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
+use tokio::sync::Mutex;
+
+use super::{
+    BlobDescriptor, BlobStream, DocumentStore, MAX_DOCUMENT_BYTES, Platform, ResolvedImage,
+    SourceError, SourceOptions, complete, credentials, exact_size, media_type, verify_document,
+};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest silence while reading a response before giving up.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+const USER_AGENT: &str = concat!("blobswarm/", env!("CARGO_PKG_VERSION"));
+
+/// The authorization negotiated with the registry.
+#[derive(Clone)]
+enum Authz {
+    Anonymous,
+    Basic(String, String),
+    Bearer(String),
+}
+
+/// An image in a registry. Cheap to clone: clones share the HTTP connections and
+/// the negotiated authorization.
+#[derive(Clone)]
+pub struct RegistrySource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    reference: Reference,
+    /// The registry as written in the reference (`host[:port]`, `docker.io`).
+    registry: String,
+    /// `scheme://host[:port]/v2/<repository>`.
+    base_url: String,
+    platform: Option<Platform>,
+    auth: RegistryAuth,
+    oci: oci_client::Client,
+    http: reqwest::Client,
+    authz: Mutex<Option<Authz>>,
+}
+
+impl fmt::Debug for RegistrySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistrySource")
+            .field("reference", &self.inner.reference.whole())
+            .field("base_url", &self.inner.base_url)
+            .field("platform", &self.inner.platform)
+            .field(
+                "auth",
+                &match &self.inner.auth {
+                    RegistryAuth::Anonymous => "anonymous",
+                    RegistryAuth::Basic(..) => "basic",
+                    RegistryAuth::Bearer(_) => "bearer",
+                },
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The error chain of `e`, one cause after the other.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+impl RegistrySource {
+    pub(super) fn new(
+        spec: &str,
+        platform: Option<Platform>,
+        opts: SourceOptions,
+    ) -> Result<Self, SourceError> {
+        let bad = |reason: String| SourceError::BadReference {
+            reference: spec.to_owned(),
+            reason,
+        };
+        if spec.is_empty() {
+            return Err(bad("empty reference".to_owned()));
+        }
+        let reference: Reference = spec.parse().map_err(|e| bad(format!("{e}")))?;
+        if let Some(d) = reference.digest() {
+            d.parse::<Digest>().map_err(|e| bad(e.to_string()))?;
+        }
+        let registry = reference.registry().to_owned();
+        let host = reference.resolve_registry().to_owned();
+        let insecure = opts
+            .insecure_registries
+            .iter()
+            .any(|r| *r == registry || *r == host);
+        let scheme = if insecure { "http" } else { "https" };
+        let base_url = format!("{scheme}://{host}/v2/{}", reference.repository());
+
+        let auth = match (opts.username, opts.password) {
+            (Some(user), Some(password)) => RegistryAuth::Basic(user, password),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(SourceError::Credentials {
+                    reason: "a username needs a password and a password needs a username"
+                        .to_owned(),
+                });
+            }
+            (None, None) => match credentials::lookup(&registry)? {
+                Some((user, password)) => RegistryAuth::Basic(user, password),
+                None => RegistryAuth::Anonymous,
+            },
+        };
+
+        let oci = oci_client::Client::new(ClientConfig {
+            protocol: if insecure {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            user_agent: USER_AGENT,
+            platform_resolver: None,
+            ..ClientConfig::default()
+        });
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| SourceError::Registry {
+                registry: registry.clone(),
+                cause: format!("cannot build an HTTP client: {}", chain(&e)),
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                reference,
+                registry,
+                base_url,
+                platform,
+                auth,
+                oci,
+                http,
+                authz: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The parsed reference, canonical form (`registry/repository:tag[@digest]`).
+    pub fn reference(&self) -> String {
+        self.inner.reference.whole()
+    }
+
+    /// The registry as written in the reference.
+    pub fn registry(&self) -> &str {
+        &self.inner.registry
+    }
+
+    fn oci_error(&self, e: OciDistributionError) -> SourceError {
+        match e {
+            OciDistributionError::RequestError(e) => self.request_error(&e),
+            OciDistributionError::AuthenticationFailure(cause) => SourceError::AuthFailed {
+                registry: self.inner.registry.clone(),
+                cause: excerpt(&cause),
+            },
+            OciDistributionError::RegistryTokenDecodeError(cause) => SourceError::AuthFailed {
+                registry: self.inner.registry.clone(),
+                cause: format!("unreadable token from the token service: {cause}"),
+            },
+            other => SourceError::Registry {
+                registry: self.inner.registry.clone(),
+                cause: other.to_string(),
+            },
+        }
+    }
+
+    fn request_error(&self, e: &reqwest::Error) -> SourceError {
+        if e.is_connect() || e.is_timeout() {
+            SourceError::Unreachable {
+                registry: self.inner.registry.clone(),
+                cause: chain(e),
+            }
+        } else {
+            SourceError::Registry {
+                registry: self.inner.registry.clone(),
+                cause: chain(e),
+            }
+        }
+    }
+
+    /// The authorization to send; negotiated on first use and again when `renew`.
+    async fn authz(&self, renew: bool) -> Result<Authz, SourceError> {
+        let mut guard = self.inner.authz.lock().await;
+        if let (Some(a), false) = (guard.as_ref(), renew) {
+            return Ok(a.clone());
+        }
+        let negotiated = match self
+            .inner
+            .oci
+            .auth(
+                &self.inner.reference,
+                &self.inner.auth,
+                RegistryOperation::Pull,
+            )
+            .await
+        {
+            Ok(Some(token)) => Authz::Bearer(token),
+            Ok(None) => match &self.inner.auth {
+                RegistryAuth::Basic(user, password) => Authz::Basic(user.clone(), password.clone()),
+                _ => Authz::Anonymous,
+            },
+            Err(e) => return Err(self.oci_error(e)),
+        };
+        *guard = Some(negotiated.clone());
+        Ok(negotiated)
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        renew: bool,
+    ) -> Result<reqwest::Response, SourceError> {
+        let authz = self.authz(renew).await?;
+        let mut req = self.inner.http.get(url);
+        if let Some(accept) = accept {
+            req = req.header(ACCEPT, accept);
+        }
+        req = match &authz {
+            Authz::Anonymous => req,
+            Authz::Basic(user, password) => req.basic_auth(user, Some(password)),
+            Authz::Bearer(token) => req.bearer_auth(token),
+        };
+        req.send().await.map_err(|e| self.request_error(&e))
+    }
+
+    /// GET with authorization; on 401 the authorization is negotiated again (an
+    /// expired token) and the request retried once.
+    async fn get(&self, url: &str, accept: Option<&str>) -> Result<reqwest::Response, SourceError> {
+        let resp = self.send(url, accept, false).await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        self.send(url, accept, true).await
+    }
+
+    /// Maps a non-success status to an error; `what` names the object for 404.
+    async fn check_status(
+        &self,
+        resp: reqwest::Response,
+        not_found: impl FnOnce() -> SourceError,
+    ) -> Result<reqwest::Response, SourceError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let url = resp.url().clone();
+        let body = read_excerpt(resp).await;
+        Err(match status {
+            StatusCode::NOT_FOUND => not_found(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => SourceError::AuthFailed {
+                registry: self.inner.registry.clone(),
+                cause: format!("{status} for {url}: {body}"),
+            },
+            _ => SourceError::Registry {
+                registry: self.inner.registry.clone(),
+                cause: format!("unexpected {status} for {url}: {body}"),
+            },
+        })
+    }
+
+    /// Fetches the manifest or index `reference` (a tag or a digest), reading at most
+    /// [`MAX_DOCUMENT_BYTES`]. Returns the bytes and the response headers.
+    async fn fetch_manifest(&self, reference: &str) -> Result<(Vec<u8>, HeaderMap), SourceError> {
+        let url = format!("{}/manifests/{reference}", self.inner.base_url);
+        let shown = format!(
+            "{}/{}",
+            self.inner.registry,
+            self.inner.reference.repository()
+        );
+        let named = || {
+            if reference.starts_with("sha256:") {
+                format!("{shown}@{reference}")
+            } else {
+                format!("{shown}:{reference}")
+            }
+        };
+        let resp = self.get(&url, Some(&media_type::accept_header())).await?;
+        let mut resp = self
+            .check_status(resp, || SourceError::NotFound { reference: named() })
+            .await?;
+        let too_large = |size| SourceError::ManifestTooLarge {
+            reference: named(),
+            limit: MAX_DOCUMENT_BYTES,
+            size,
+        };
+        if let Some(len) = resp.content_length()
+            && len > MAX_DOCUMENT_BYTES
+        {
+            return Err(too_large(Some(len)));
+        }
+        let headers = resp.headers().clone();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.request_error(&e))? {
+            if (body.len() + chunk.len()) as u64 > MAX_DOCUMENT_BYTES {
+                return Err(too_large(None));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, headers))
+    }
+
+    pub(super) async fn resolve(&self) -> Result<ResolvedImage, SourceError> {
+        let (bytes, headers, expected) = if let Some(digest) = self.inner.reference.digest() {
+            let expected: Digest = digest.parse().map_err(|e| SourceError::BadReference {
+                reference: self.inner.reference.whole(),
+                reason: format!("{e}"),
+            })?;
+            let (bytes, headers) = self.fetch_manifest(digest).await?;
+            (bytes, headers, Some(expected))
+        } else {
+            let tag = self.inner.reference.tag().unwrap_or("latest");
+            let (bytes, headers) = self.fetch_manifest(tag).await?;
+            // For a tag the bytes are the identity; a registry that announces a
+            // different digest for them is lying or broken.
+            let announced = headers
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Digest>().ok());
+            (bytes, headers, announced)
+        };
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (root, parsed) =
+            verify_document(expected.as_ref(), None, bytes, content_type.as_deref())?;
+        complete(
+            self,
+            self.inner.reference.whole(),
+            root,
+            parsed,
+            self.inner.platform.as_ref(),
+        )
+        .await
+    }
+
+    pub(super) async fn open_blob(&self, blob: &BlobDescriptor) -> Result<BlobStream, SourceError> {
+        let url = format!("{}/blobs/{}", self.inner.base_url, blob.digest);
+        let resp = self.get(&url, None).await?;
+        let resp = self
+            .check_status(resp, || SourceError::BlobNotFound {
+                digest: blob.digest,
+                location: format!(
+                    "{}/{}",
+                    self.inner.registry,
+                    self.inner.reference.repository()
+                ),
+            })
+            .await?;
+        if let Some(len) = resp.content_length()
+            && len != blob.size
+        {
+            return Err(SourceError::BlobSizeMismatch {
+                digest: blob.digest,
+                expected: blob.size,
+                actual: len,
+            });
+        }
+        let stream = resp.bytes_stream().map_err(std::io::Error::other);
+        Ok(exact_size(Box::pin(stream), blob))
+    }
+}
+
+impl DocumentStore for RegistrySource {
+    async fn fetch_document(
+        &self,
+        digest: &Digest,
+    ) -> Result<(Vec<u8>, Option<String>), SourceError> {
+        let (bytes, headers) = self.fetch_manifest(&digest.to_string()).await?;
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((bytes, content_type))
+    }
+}
+
+/// At most 512 characters of an error body, for messages.
+fn excerpt(s: &str) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(512) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// Reads at most 4 KiB of an error response body.
+async fn read_excerpt(mut resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < 4096 {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(4096);
+    excerpt(&String::from_utf8_lossy(&body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> SourceOptions {
+        SourceOptions {
+            insecure_registries: vec!["127.0.0.1:5000".into()],
+            username: Some("u".into()),
+            password: Some("p".into()),
+            ..SourceOptions::default()
+        }
+    }
+
+    #[test]
+    fn builds_urls_and_canonical_names() {
+        let s = RegistrySource::new("127.0.0.1:5000/test/img:v1", None, opts()).unwrap();
+        assert_eq!(s.inner.base_url, "http://127.0.0.1:5000/v2/test/img");
+        assert_eq!(s.reference(), "127.0.0.1:5000/test/img:v1");
+        let s = RegistrySource::new("example.com/a/b", None, opts()).unwrap();
+        assert_eq!(s.inner.base_url, "https://example.com/v2/a/b");
+        assert_eq!(s.reference(), "example.com/a/b:latest");
+        let d = Digest::of(b"x");
+        let s = RegistrySource::new(&format!("example.com/a@{d}"), None, opts()).unwrap();
+        assert_eq!(s.reference(), format!("example.com/a@{d}"));
+        let s = RegistrySource::new("busybox", None, opts()).unwrap();
+        assert_eq!(
+            s.inner.base_url,
+            "https://index.docker.io/v2/library/busybox"
+        );
+        assert_eq!(s.registry(), "docker.io");
+    }
+
+    #[test]
+    fn refuses_bad_references_and_half_credentials() {
+        for bad in [
+            "",
+            "example.com/UPPER:v1",
+            "a b",
+            "repo@md5:0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(
+                matches!(
+                    RegistrySource::new(bad, None, opts()),
+                    Err(SourceError::BadReference { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let half = SourceOptions {
+            username: Some("u".into()),
+            ..SourceOptions::default()
+        };
+        assert!(matches!(
+            RegistrySource::new("example.com/a:b", None, half),
+            Err(SourceError::Credentials { .. })
+        ));
+    }
+
+    #[test]
+    fn debug_does_not_show_the_password() {
+        let s = RegistrySource::new("127.0.0.1:5000/test/img:v1", None, opts()).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("\"p\""), "{shown}");
+        assert!(shown.contains("basic"), "{shown}");
+    }
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The full check CI runs: test dependencies, formatting, lints, then every test.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p blobswarm-seeder`).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/test-deps.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+# Release: the end-to-end tests move tens of MiB and hash them; debug is too slow.
+cargo test --workspace --release "$@"

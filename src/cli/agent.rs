@@ -1,0 +1,69 @@
+//! `blobswarm agent`: the per-node daemon.
+
+use std::path::PathBuf;
+
+use blobswarm_peer::{AgentConfig, ServeFault};
+use libp2p::{Multiaddr, PeerId};
+
+use super::keys;
+
+/// Arguments of `blobswarm agent`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// State directory: chunk store, OCI layout of completed images, identity key.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address to serve other peers on.
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4002")]
+    listen: Vec<Multiaddr>,
+    /// Peers to dial at start (usually the seeder's address, `/p2p/<id>` optional).
+    #[arg(long)]
+    bootstrap: Vec<Multiaddr>,
+    /// Seeder peer id whose signed releases are accepted; repeat for several.
+    #[arg(long, required = true)]
+    trust_seeder: Vec<PeerId>,
+    /// Neighbours to keep connected.
+    #[arg(long, default_value_t = 32)]
+    max_peers: usize,
+    /// Testing only: corrupt one byte of every chunk served (hostile-peer tests).
+    #[arg(long, hide = true)]
+    corrupt_serving: bool,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let key = keys::load_or_create(&args.data_dir.join("identity.key"))?;
+    let mut config = AgentConfig::new(key, args.data_dir.join("store"));
+    config.listen = args.listen;
+    config.bootstrap = args.bootstrap;
+    config.trusted = args.trust_seeder;
+    config.layout_dir = Some(args.data_dir.join("oci"));
+    config.max_peers = args.max_peers;
+    if args.corrupt_serving {
+        tracing::warn!("serving corrupted chunks (test mode)");
+        config.serve_fault = Some(ServeFault::FlipByte);
+    }
+    let (agent, mut task) = blobswarm_peer::spawn(config).await?;
+    for addr in agent.listen_addrs().await? {
+        println!("listening {addr}");
+    }
+    let mut status = agent.status();
+    let mut announced = std::collections::HashSet::new();
+    loop {
+        tokio::select! {
+            () = super::shutdown_signal() => break,
+            _ = &mut task => anyhow::bail!("agent stopped unexpectedly"),
+            changed = status.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let s = status.borrow_and_update().clone();
+                for r in s.releases.iter().filter(|r| r.imported) {
+                    if announced.insert(r.id) {
+                        println!("imported {} {}", r.id, r.reference);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! `blobswarm keygen`: make the seeder's identity ahead of time, so agents can be told
+//! which peer id to trust before the seeder first runs.
+
+use std::path::PathBuf;
+
+/// Arguments of `blobswarm keygen`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Where to write the key (refuses to overwrite).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    super::keys::write_new(&args.out, &key)?;
+    println!("{}", key.public().to_peer_id());
+    Ok(())
+}

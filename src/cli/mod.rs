@@ -1,0 +1,72 @@
+//! Subcommands, one module each, plus the small helpers they share.
+
+mod agent;
+mod demo;
+mod demo_image;
+mod keygen;
+mod keys;
+mod seed;
+mod units;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Move container images to every node of a cluster peer-to-peer: the registry serves
+/// each blob once, peers verify every chunk with SHA-256 and serve it onward at once.
+#[derive(Debug, Parser)]
+#[command(name = "blobswarm", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run an in-process swarm (seeder + N peers over loopback) moving a generated image.
+    Demo(demo::Args),
+    /// Resolve an image, read each blob once, sign a release and serve it to the swarm.
+    Seed(seed::Args),
+    /// Join the swarm, fetch and verify releases from trusted seeders, write them out.
+    Agent(agent::Args),
+    /// Create an identity key file and print its peer id (the id agents trust).
+    Keygen(keygen::Args),
+}
+
+impl Command {
+    pub(crate) fn default_log_level(&self) -> &'static str {
+        match self {
+            Self::Demo(_) => "warn",
+            _ => "info",
+        }
+    }
+
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Demo(a) => demo::run(a).await,
+            Self::Seed(a) => seed::run(a).await,
+            Self::Agent(a) => agent::run(a).await,
+            Self::Keygen(a) => keygen::run(a),
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries the few machine-readable lines tests and scripts read).
+pub(crate) fn init_tracing(default_level: &str) {
+    let filter = EnvFilter::try_from_env("BLOBSWARM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},libp2p_gossipsub=warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Waits for Ctrl-C or SIGTERM (what Kubernetes sends on pod shutdown).
+pub(crate) async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
