@@ -1,0 +1,230 @@
+//! Agents over real libp2p TCP connections on loopback, in one process.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use blobswarm_core::store::FsStore;
+use blobswarm_core::{
+    Digest, Document, MIN_CHUNK_SIZE, Release, SignedRelease, chunk_map_of, release_blob,
+};
+use blobswarm_peer::{AgentConfig, AgentHandle, AgentStatus, LocalBlob, ServeFault};
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+
+const CHUNK: u32 = 4 * MIN_CHUNK_SIZE;
+
+fn blobs() -> Vec<Vec<u8>> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as u8
+    };
+    vec![
+        (0..(12 * CHUNK as usize + 333)).map(|_| next()).collect(),
+        (0..5000).map(|_| next()).collect(),
+    ]
+}
+
+/// Stores `blobs` in a fresh seeder store and signs a release for them.
+fn prepare(store_dir: &Path, key: &Keypair, blobs: &[Vec<u8>]) -> (Vec<LocalBlob>, SignedRelease) {
+    let store = FsStore::open(store_dir).unwrap();
+    let mut local = Vec::new();
+    for b in blobs {
+        let map = chunk_map_of(b, CHUNK).unwrap();
+        let mut w = store.blob_writer(&map.blob()).unwrap();
+        w.write(b).unwrap();
+        w.finish().unwrap();
+        store.finalize(&map.blob(), map.size()).unwrap();
+        local.push(LocalBlob {
+            map,
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        });
+    }
+    let manifest = br#"{"schemaVersion":2}"#.to_vec();
+    let release = Release {
+        reference: "127.0.0.1/test/app:v1".into(),
+        root: Document {
+            digest: Digest::of(&manifest),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            bytes: manifest,
+        },
+        manifests: vec![],
+        blobs: local
+            .iter()
+            .map(|b| release_blob(&b.map, &b.media_type))
+            .collect(),
+        seeder: key.public().to_peer_id().to_bytes(),
+        sequence: 1,
+        created_unix_ms: 0,
+        expires_unix_ms: 0,
+    };
+    (local, SignedRelease::sign(&release, key).unwrap())
+}
+
+async fn start(
+    dir: &Path,
+    key: Keypair,
+    trusted: PeerId,
+    bootstrap: Vec<Multiaddr>,
+    fault: Option<ServeFault>,
+) -> AgentHandle {
+    let mut cfg = AgentConfig::new(key, dir.join("store"));
+    cfg.trusted = vec![trusted];
+    cfg.bootstrap = bootstrap;
+    cfg.layout_dir = Some(dir.join("oci"));
+    cfg.serve_fault = fault;
+    let (handle, _task) = blobswarm_peer::spawn(cfg).await.unwrap();
+    handle
+}
+
+async fn wait_for(
+    agent: &AgentHandle,
+    what: &str,
+    timeout: Duration,
+    f: impl Fn(&AgentStatus) -> bool,
+) -> AgentStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = agent.status().borrow().clone();
+        if f(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last status {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn imported(s: &AgentStatus) -> bool {
+    s.releases.iter().any(|r| r.imported)
+}
+
+fn assert_layout_holds(dir: &Path, blobs: &[Vec<u8>]) {
+    for b in blobs {
+        let path = dir.join("oci/blobs/sha256").join(Digest::of(b).hex());
+        let got = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(got == *b, "{} differs from the seeded blob", path.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_chunks_are_rejected_and_fetched_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seeder_key = Keypair::generate_ed25519();
+    let seeder_id = seeder_key.public().to_peer_id();
+    let data = blobs();
+    let (local, signed) = prepare(&tmp.path().join("seeder/store"), &seeder_key, &data);
+    let seeder = start(
+        &tmp.path().join("seeder"),
+        seeder_key,
+        seeder_id,
+        vec![],
+        None,
+    )
+    .await;
+    let seeder_addr = seeder.listen_addrs().await.unwrap()[0].clone();
+
+    // The hostile peer downloads honestly, then corrupts one byte of every chunk it serves.
+    let hostile = start(
+        &tmp.path().join("hostile"),
+        Keypair::generate_ed25519(),
+        seeder_id,
+        vec![seeder_addr.clone()],
+        Some(ServeFault::FlipByte),
+    )
+    .await;
+    seeder.publish(local, signed).await.unwrap();
+    wait_for(
+        &hostile,
+        "hostile peer to complete",
+        Duration::from_secs(30),
+        imported,
+    )
+    .await;
+    let hostile_addr = hostile.listen_addrs().await.unwrap()[0].clone();
+
+    // The receiver prefers non-seeder peers, so it asks the hostile peer first.
+    let receiver = start(
+        &tmp.path().join("receiver"),
+        Keypair::generate_ed25519(),
+        seeder_id,
+        vec![hostile_addr, seeder_addr],
+        None,
+    )
+    .await;
+    let s = wait_for(
+        &receiver,
+        "receiver to complete",
+        Duration::from_secs(60),
+        imported,
+    )
+    .await;
+    assert!(
+        s.stats.chunks_rejected >= 1,
+        "receiver never rejected a chunk: {s:?}"
+    );
+    assert_layout_holds(&tmp.path().join("receiver"), &data);
+    // Status snapshots refresh every 200 ms; the transfer can be quicker than that.
+    wait_for(
+        &hostile,
+        "the hostile peer to have served a chunk",
+        Duration::from_secs(5),
+        |h| h.chunks_served >= 1,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_signed_by_untrusted_key_is_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seeder_key = Keypair::generate_ed25519();
+    let seeder_id = seeder_key.public().to_peer_id();
+    let data = blobs();
+    let (local, signed) = prepare(&tmp.path().join("seeder/store"), &seeder_key, &data);
+    let seeder = start(
+        &tmp.path().join("seeder"),
+        seeder_key,
+        seeder_id,
+        vec![],
+        None,
+    )
+    .await;
+    let seeder_addr = seeder.listen_addrs().await.unwrap()[0].clone();
+    let someone_else = Keypair::generate_ed25519().public().to_peer_id();
+    let agent = start(
+        &tmp.path().join("agent"),
+        Keypair::generate_ed25519(),
+        someone_else,
+        vec![seeder_addr],
+        None,
+    )
+    .await;
+    wait_for(
+        &agent,
+        "connection to the seeder",
+        Duration::from_secs(20),
+        |s| s.peers >= 1,
+    )
+    .await;
+    seeder.publish(local, signed).await.unwrap();
+    // Gossip and the periodic release sync both deliver it; both must be refused.
+    let s = wait_for(
+        &agent,
+        "the release to be refused",
+        Duration::from_secs(20),
+        |s| s.stats.releases_rejected >= 1,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s2 = agent.status().borrow().clone();
+    assert!(
+        s.releases.is_empty() && s2.releases.is_empty(),
+        "untrusted release accepted: {s2:?}"
+    );
+    assert_eq!(s2.stats.bytes_from_seeders + s2.stats.bytes_from_peers, 0);
+    assert!(!tmp.path().join("agent/oci/index.json").exists());
+}

@@ -1,0 +1,162 @@
+//! End to end against real components: a `docker-registry` on 127.0.0.1, an image built
+//! with umoci (busybox-static rootfs + a 64 MiB random layer) and pushed with skopeo,
+//! then `blobswarm seed` and four `blobswarm agent`s as separate OS processes.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use blobswarm_testkit::{
+    Registry, build_test_image, push_image, require_tools, run, sha256_digest,
+};
+use support::Proc;
+
+const AGENTS: usize = 4;
+const RANDOM_LAYER: u64 = 64 << 20;
+
+fn blobswarm(args: &[&str]) -> String {
+    let out = run(Command::new(env!("CARGO_BIN_EXE_blobswarm")).args(args));
+    String::from_utf8(out.stdout)
+        .expect("utf-8 output")
+        .trim()
+        .to_owned()
+}
+
+fn blob_bytes(layout: &Path, digest: &str) -> Vec<u8> {
+    let path = layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn registry_image_reaches_four_agent_processes_with_one_get_per_blob() {
+    if !require_tools(&["docker-registry", "umoci", "skopeo", "busybox"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+
+    // Build and push the image; count only registry requests made after the push.
+    let registry = Registry::start(&root.join("registry"));
+    let src = root.join("src-layout");
+    let image = build_test_image(&src, "v1", RANDOM_LAYER, 7);
+    assert!(
+        image.layers.len() >= 3,
+        "test image needs at least 3 layers: {image:?}"
+    );
+    let reference = push_image(&src, "v1", &registry.addr(), "test/img");
+    let mark = registry.mark_log();
+
+    let key = root.join("seeder.key");
+    let seeder_id = blobswarm(&["keygen", "--out", key.to_str().unwrap()]);
+    let mut seeder = Proc::start(
+        "seeder",
+        &[
+            "seed",
+            &reference,
+            "--key-file",
+            key.to_str().unwrap(),
+            "--data-dir",
+            root.join("seeder").to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--insecure-registry",
+            &registry.addr(),
+        ],
+        &root.join("seeder.log"),
+    );
+    let seeder_addr = seeder.wait_line("listening ", Duration::from_secs(30));
+    assert!(
+        seeder_addr.ends_with(&seeder_id),
+        "{seeder_addr} should end with /p2p/{seeder_id}"
+    );
+
+    let mut agents: Vec<Proc> = (0..AGENTS)
+        .map(|i| {
+            let dir = root.join(format!("agent-{i}"));
+            Proc::start(
+                &format!("agent-{i}"),
+                &[
+                    "agent",
+                    "--data-dir",
+                    dir.to_str().unwrap(),
+                    "--listen",
+                    "/ip4/127.0.0.1/tcp/0",
+                    "--bootstrap",
+                    &seeder_addr,
+                    "--trust-seeder",
+                    &seeder_id,
+                ],
+                &root.join(format!("agent-{i}.log")),
+            )
+        })
+        .collect();
+    let release = seeder.wait_line("release ", Duration::from_secs(120));
+    assert!(
+        release.ends_with(&reference),
+        "release line {release:?} names {reference}"
+    );
+    for a in &mut agents {
+        let line = a.wait_line("imported ", Duration::from_secs(180));
+        assert!(line.ends_with(&reference), "{}: {line}", a.name);
+    }
+
+    // Every agent's layout holds byte-identical, digest-correct blobs and the manifest.
+    for i in 0..AGENTS {
+        let layout = root.join(format!("agent-{i}/oci"));
+        for blob in image.blobs() {
+            let got = blob_bytes(&layout, &blob.digest);
+            assert_eq!(
+                sha256_digest(&got),
+                blob.digest,
+                "agent-{i} blob {}",
+                blob.digest
+            );
+            assert_eq!(
+                got,
+                blob_bytes(&src, &blob.digest),
+                "agent-{i} blob {} differs",
+                blob.digest
+            );
+        }
+        let manifest = blob_bytes(&layout, &image.manifest_digest);
+        assert_eq!(sha256_digest(&manifest), image.manifest_digest);
+        // The layout is usable by standard OCI tools.
+        let out = run(Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            &format!("oci:{}:{reference}", layout.display()),
+        ]));
+        assert_eq!(
+            sha256_digest(&out.stdout),
+            image.manifest_digest,
+            "skopeo sees another manifest"
+        );
+        let out = run(Command::new("umoci").args(["ls", "--layout", layout.to_str().unwrap()]));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&reference),
+            "umoci ls does not list {reference}"
+        );
+    }
+
+    // The registry served each blob exactly once, in total, to the whole swarm.
+    let gets: HashMap<String, usize> = registry.blob_gets_since(mark);
+    eprintln!("registry blob GETs after push: {gets:?}");
+    for blob in image.blobs() {
+        assert_eq!(
+            gets.get(&blob.digest).copied().unwrap_or(0),
+            1,
+            "GETs of {}",
+            blob.digest
+        );
+    }
+    assert_eq!(
+        gets.values().sum::<usize>(),
+        image.blobs().len(),
+        "unexpected blob GETs: {gets:?}"
+    );
+}
