@@ -1,7 +1,7 @@
 //! The agent's event loop: owns the swarm, the core node and the store, and turns
 //! network events into node inputs and node actions into network calls.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -201,6 +201,7 @@ pub async fn spawn(
         uploaded_bytes: 0,
         chunks_served: 0,
         releases: HashMap::new(),
+        refused: HashSet::new(),
     };
     let task = tokio::spawn(event_loop.run());
     Ok((
@@ -263,7 +264,11 @@ struct EventLoop {
     uploaded_bytes: u64,
     chunks_served: u64,
     releases: HashMap<ReleaseId, ReleaseTiming>,
+    refused: HashSet<ReleaseId>,
 }
+
+/// Refused release ids remembered to avoid re-verifying them; bounded against floods.
+const MAX_REMEMBERED_REFUSALS: usize = 256;
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -505,9 +510,19 @@ impl EventLoop {
         }
     }
 
+    /// Hands a release to the node; a refused one is remembered (boundedly) so the periodic
+    /// release sync does not re-verify and re-log it every few seconds.
     fn accept_release(&mut self, signed: SignedRelease) {
+        let id = signed.id();
+        if self.refused.contains(&id) {
+            return;
+        }
         if let Err(e) = self.node.handle_release(signed, Instant::now(), unix_ms()) {
-            warn!(error = %e, "release refused");
+            warn!(release = %id.short(), error = %e, "release refused");
+            if self.refused.len() >= MAX_REMEMBERED_REFUSALS {
+                self.refused.clear();
+            }
+            self.refused.insert(id);
         }
     }
 
@@ -598,9 +613,7 @@ impl EventLoop {
             Some(Origin::ReleaseSync) => {
                 if let Response::Releases(list) = response {
                     for signed in list {
-                        if !self.node.release_ids().any(|id| *id == signed.id()) {
-                            self.accept_release(signed);
-                        }
+                        self.accept_release(signed);
                     }
                 }
             }
@@ -670,6 +683,7 @@ impl EventLoop {
     /// Periodic upkeep: re-dial bootstrap peers when alone, ask a neighbour for releases
     /// (covers gossip sent before we were subscribed), and refresh peer exchange.
     fn maintain(&mut self) {
+        self.log_progress();
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         if connected.is_empty() {
             for addr in self.config.bootstrap.clone() {
@@ -688,6 +702,21 @@ impl EventLoop {
                 .rr
                 .send_request(&pick, Request::Peers);
             self.outbound.insert(out, Origin::PeerExchange);
+        }
+    }
+
+    /// One structured line per release still downloading, so a long transfer shows progress.
+    fn log_progress(&self) {
+        for r in self.status.borrow().releases.iter().filter(|r| !r.complete) {
+            info!(
+                release = %r.id.short(),
+                reference = %r.reference,
+                have = r.have_bytes,
+                total = r.total_bytes,
+                percent = format_args!("{:.1}", 100.0 * r.have_bytes as f64 / r.total_bytes.max(1) as f64),
+                peers = self.node.peer_count(),
+                "downloading"
+            );
         }
     }
 
