@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use blobswarm_peer::{AgentConfig, AgentHandle, AgentStatus, LocalBlob};
+use blobswarm_peer::{AgentConfig, AgentHandle, AgentStatus};
 use blobswarm_seeder::source::{Source, SourceOptions};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use libp2p::identity::Keypair;
@@ -107,13 +107,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     ));
     let source_read: u64 = blobs.iter().map(|b| b.bytes_read).sum();
     let signed = blobswarm_seeder::sign_release(&image, &blobs, &seeder_key, 1, None)?;
-    let local = blobs
-        .into_iter()
-        .map(|b| LocalBlob {
-            map: b.map,
-            media_type: b.media_type,
-        })
-        .collect();
+    let local = super::local_blobs(blobs);
 
     // 3. Peers.
     let mut peers: Vec<(AgentHandle, ProgressBar, PathBuf)> = Vec::new();

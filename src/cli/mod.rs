@@ -61,6 +61,19 @@ pub(crate) fn init_tracing(default_level: &str) {
         .init();
 }
 
+/// What the seeder ingested, in the form its agent serves from.
+pub(crate) fn local_blobs(
+    blobs: Vec<blobswarm_seeder::IngestedBlob>,
+) -> Vec<blobswarm_peer::LocalBlob> {
+    blobs
+        .into_iter()
+        .map(|b| blobswarm_peer::LocalBlob {
+            map: b.map,
+            media_type: b.media_type,
+        })
+        .collect()
+}
+
 /// Waits for Ctrl-C or SIGTERM (what Kubernetes sends on pod shutdown).
 pub(crate) async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use blobswarm_peer::{AgentConfig, LocalBlob};
+use blobswarm_peer::AgentConfig;
 use blobswarm_seeder::source::{Source, SourceOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use libp2p::Multiaddr;
@@ -99,13 +99,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .map_or(1, |d| d.as_millis() as u64);
     let ttl = (args.ttl_secs > 0).then(|| Duration::from_secs(args.ttl_secs));
     let signed = blobswarm_seeder::sign_release(&image, &blobs, &key, sequence, ttl)?;
-    let local = blobs
-        .into_iter()
-        .map(|b| LocalBlob {
-            map: b.map,
-            media_type: b.media_type,
-        })
-        .collect();
+    let local = super::local_blobs(blobs);
     let id = agent.publish(local, signed).await?;
     println!("release {id} {}", image.reference);
     tracing::info!(release = %id, "published; serving until stopped (Ctrl-C or SIGTERM)");

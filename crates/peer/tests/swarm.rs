@@ -99,6 +99,38 @@ async fn wait_for(
     }
 }
 
+/// A running seeder agent holding the test blobs, with its release signed but unpublished.
+struct Seeded {
+    tmp: tempfile::TempDir,
+    seeder_id: PeerId,
+    data: Vec<Vec<u8>>,
+    local: Vec<LocalBlob>,
+    signed: SignedRelease,
+    seeder: AgentHandle,
+    seeder_addr: Multiaddr,
+}
+
+impl Seeded {
+    async fn start() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = Keypair::generate_ed25519();
+        let seeder_id = key.public().to_peer_id();
+        let data = blobs();
+        let (local, signed) = prepare(&tmp.path().join("seeder/store"), &key, &data);
+        let seeder = start(&tmp.path().join("seeder"), key, seeder_id, vec![], None).await;
+        let seeder_addr = seeder.listen_addrs().await.unwrap()[0].clone();
+        Self {
+            tmp,
+            seeder_id,
+            data,
+            local,
+            signed,
+            seeder,
+            seeder_addr,
+        }
+    }
+}
+
 fn imported(s: &AgentStatus) -> bool {
     s.releases.iter().any(|r| r.imported)
 }
@@ -113,20 +145,15 @@ fn assert_layout_holds(dir: &Path, blobs: &[Vec<u8>]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_chunks_are_rejected_and_fetched_elsewhere() {
-    let tmp = tempfile::tempdir().unwrap();
-    let seeder_key = Keypair::generate_ed25519();
-    let seeder_id = seeder_key.public().to_peer_id();
-    let data = blobs();
-    let (local, signed) = prepare(&tmp.path().join("seeder/store"), &seeder_key, &data);
-    let seeder = start(
-        &tmp.path().join("seeder"),
-        seeder_key,
+    let Seeded {
+        tmp,
         seeder_id,
-        vec![],
-        None,
-    )
-    .await;
-    let seeder_addr = seeder.listen_addrs().await.unwrap()[0].clone();
+        data,
+        local,
+        signed,
+        seeder,
+        seeder_addr,
+    } = Seeded::start().await;
 
     // The hostile peer downloads honestly, then corrupts one byte of every chunk it serves.
     let hostile = start(
@@ -180,20 +207,14 @@ async fn corrupted_chunks_are_rejected_and_fetched_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_signed_by_untrusted_key_is_ignored() {
-    let tmp = tempfile::tempdir().unwrap();
-    let seeder_key = Keypair::generate_ed25519();
-    let seeder_id = seeder_key.public().to_peer_id();
-    let data = blobs();
-    let (local, signed) = prepare(&tmp.path().join("seeder/store"), &seeder_key, &data);
-    let seeder = start(
-        &tmp.path().join("seeder"),
-        seeder_key,
-        seeder_id,
-        vec![],
-        None,
-    )
-    .await;
-    let seeder_addr = seeder.listen_addrs().await.unwrap()[0].clone();
+    let Seeded {
+        tmp,
+        local,
+        signed,
+        seeder,
+        seeder_addr,
+        ..
+    } = Seeded::start().await;
     let someone_else = Keypair::generate_ed25519().public().to_peer_id();
     let agent = start(
         &tmp.path().join("agent"),

@@ -248,22 +248,28 @@ fn release_from_untrusted_seeder_is_ignored() {
     assert_eq!(s.nodes[1].stats().releases_rejected, 1);
 }
 
-#[test]
-fn requests_to_a_dead_peer_time_out_and_go_elsewhere() {
+/// Node 1 downloads everything from the seeder, then dies silently; node 2 then connects
+/// to both and sends requests into the void.
+fn node_one_dies_after_completing(chunks: usize, seed: u8) -> Swarm {
     let k = key();
-    let cs = MIN_CHUNK_SIZE as usize;
-    let blobs = vec![blob(8 * cs, 11)];
+    let blobs = vec![blob(chunks * MIN_CHUNK_SIZE as usize, seed)];
     let (mut s, signed) = Swarm::new(3, &blobs, &k, k.public().to_peer_id());
     s.nodes[SEEDER].handle_peer_connected(s.ids[1], s.now);
     s.nodes[1].handle_peer_connected(s.ids[SEEDER], s.now);
     s.nodes[SEEDER].publish_release(signed, s.now, 0).unwrap();
     s.drive();
-    // Node 1 has everything; node 2 connects to both, but node 1 dies silently.
+    assert_eq!(s.complete[1].len(), 1, "node 1 should complete first");
     s.dead.insert(1);
     s.nodes[2].handle_peer_connected(s.ids[1], s.now);
     s.nodes[2].handle_peer_connected(s.ids[SEEDER], s.now);
     s.nodes[SEEDER].handle_peer_connected(s.ids[2], s.now);
     s.drive();
+    s
+}
+
+#[test]
+fn requests_to_a_dead_peer_time_out_and_go_elsewhere() {
+    let mut s = node_one_dies_after_completing(8, 11);
     assert!(s.complete[2].is_empty() || !s.black_holed.is_empty());
     // Node 2 learned node 1 has chunks only if a Have got through; either way, after the
     // request timeout everything must come from the seeder.
@@ -281,19 +287,7 @@ fn requests_to_a_dead_peer_time_out_and_go_elsewhere() {
 
 #[test]
 fn disconnect_requeues_outstanding_chunks() {
-    let k = key();
-    let cs = MIN_CHUNK_SIZE as usize;
-    let blobs = vec![blob(6 * cs, 13)];
-    let (mut s, signed) = Swarm::new(3, &blobs, &k, k.public().to_peer_id());
-    s.nodes[SEEDER].handle_peer_connected(s.ids[1], s.now);
-    s.nodes[1].handle_peer_connected(s.ids[SEEDER], s.now);
-    s.nodes[SEEDER].publish_release(signed, s.now, 0).unwrap();
-    s.drive();
-    s.dead.insert(1);
-    s.nodes[2].handle_peer_connected(s.ids[1], s.now);
-    s.nodes[2].handle_peer_connected(s.ids[SEEDER], s.now);
-    s.nodes[SEEDER].handle_peer_connected(s.ids[2], s.now);
-    s.drive();
+    let mut s = node_one_dies_after_completing(6, 13);
     s.nodes[2].handle_peer_disconnected(&s.ids[1], s.now);
     s.drive();
     assert_eq!(s.complete[2].len(), 1);
