@@ -30,6 +30,9 @@ pub(crate) struct Args {
     /// Work directory (default: a temporary directory, removed at the end).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Turn the seeder's super-seeding off (to compare seeder upload and time with it on).
+    #[arg(long)]
+    no_super_seed: bool,
     /// Seed of the generated image contents.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -79,6 +82,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let seeder_id = seeder_key.public().to_peer_id();
     let mut cfg = AgentConfig::new(seeder_key.clone(), root.join("seeder/store"));
     cfg.trusted = vec![seeder_id];
+    cfg.node = cfg.node.with_super_seed(!args.no_super_seed);
     let (seeder, _seeder_task) = blobswarm_peer::spawn(cfg).await?;
     let seeder_addr = seeder.listen_addrs().await?[0].clone();
     let source = Source::parse(

@@ -70,6 +70,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = AgentConfig::new(key.clone(), args.data_dir.join("store"));
     config.listen = args.listen.clone();
     config.trusted = vec![key.public().to_peer_id()];
+    config.node = config.node.with_super_seed(true);
     let (agent, task) = blobswarm_peer::spawn(config).await?;
     for addr in agent.listen_addrs().await? {
         println!("listening {addr}");

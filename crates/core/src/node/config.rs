@@ -15,6 +15,14 @@ pub struct Config {
     pub failure_backoff: Duration,
     /// How long a peer that served corrupt data is ignored.
     pub ban_duration: Duration,
+    /// Seeder policy: hand each chunk out once before any chunk a second time, so peers
+    /// spread it and the seeder's upload stays near one copy of the image.
+    pub super_seed: bool,
+    /// A super-seeder declines an over-served chunk only if it served it this recently;
+    /// after that it serves it anyway, so a swarm never waits on one slow peer for long.
+    pub super_seed_window: Duration,
+    /// After a `Busy` answer for a chunk, do not ask that peer for that chunk for this long.
+    pub busy_backoff: Duration,
     /// Seed of the random choices (tie-breaks, peer order); fixed seeds make runs repeatable.
     pub rng_seed: u64,
 }
@@ -27,6 +35,9 @@ impl Default for Config {
             request_timeout: Duration::from_secs(30),
             failure_backoff: Duration::from_secs(3),
             ban_duration: Duration::from_secs(600),
+            super_seed: false,
+            super_seed_window: Duration::from_secs(5),
+            busy_backoff: Duration::from_secs(1),
             rng_seed: 0,
         }
     }
@@ -41,6 +52,12 @@ impl Config {
     /// Sets the random seed.
     pub fn with_rng_seed(mut self, seed: u64) -> Self {
         self.rng_seed = seed;
+        self
+    }
+
+    /// Turns the super-seeding serve policy on or off.
+    pub fn with_super_seed(mut self, on: bool) -> Self {
+        self.super_seed = on;
         self
     }
 

@@ -315,13 +315,7 @@ impl<P: PeerKey> Node<P> {
                     None => Inbound::Respond(Response::Error(ErrorCode::NotFound)),
                 }
             }
-            Request::Chunk { blob, index } => match self.blobs.get(&blob) {
-                Some(b) if b.have.get(index) => match b.map.as_ref().map(|m| m.range(index)) {
-                    Some(Ok(range)) => Inbound::ServeChunk { blob, index, range },
-                    _ => Inbound::Respond(Response::Error(ErrorCode::BadRequest)),
-                },
-                _ => Inbound::Respond(Response::Error(ErrorCode::NotFound)),
-            },
+            Request::Chunk { blob, index } => self.serve_chunk(blob, index, now),
             Request::Have { blob, update } => {
                 self.apply_have(from, blob, update);
                 Inbound::Respond(Response::Ack)
@@ -329,6 +323,20 @@ impl<P: PeerKey> Node<P> {
         };
         self.after_input(now);
         inbound
+    }
+
+    fn serve_chunk(&mut self, blob: Digest, index: u32, now: Instant) -> Inbound {
+        let (super_seed, window) = (self.config.super_seed, self.config.super_seed_window);
+        let Some(b) = self.blobs.get_mut(&blob).filter(|b| b.have.get(index)) else {
+            return Inbound::Respond(Response::Error(ErrorCode::NotFound));
+        };
+        let Some(Ok(range)) = b.map.as_ref().map(|m| m.range(index)) else {
+            return Inbound::Respond(Response::Error(ErrorCode::BadRequest));
+        };
+        if super_seed && !b.super_seed_admit(index, now, window) {
+            return Inbound::Respond(Response::Error(ErrorCode::Busy));
+        }
+        Inbound::ServeChunk { blob, index, range }
     }
 
     /// The answer to request `id` arrived (for chunks use [`Node::handle_chunk`]).
@@ -357,6 +365,19 @@ impl<P: PeerKey> Node<P> {
                 if let Some(b) = self.blobs.get_mut(&blob) {
                     b.map_request = false;
                     b.map_tried.insert(peer.key_bytes());
+                }
+            }
+            (
+                Outstanding::Chunk {
+                    peer, blob, index, ..
+                },
+                Response::Error(ErrorCode::Busy),
+            ) => {
+                // Not a failure: the peer wants this chunk fetched elsewhere (super-seeding).
+                self.release_slot(&peer, &blob, index);
+                let until = now + self.config.busy_backoff;
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.declined.insert((blob, index), until);
                 }
             }
             (out @ Outstanding::Chunk { .. }, _) => {
@@ -420,6 +441,7 @@ impl<P: PeerKey> Node<P> {
             if p.unavailable_until.is_some_and(|t| t <= now) {
                 p.unavailable_until = None;
             }
+            p.declined.retain(|_, t| *t > now);
         }
         self.after_input(now);
     }
@@ -435,7 +457,11 @@ impl<P: PeerKey> Node<P> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let requests = self.requests.values().map(Outstanding::deadline);
         let backoffs = self.peers.values().filter_map(|p| p.unavailable_until);
-        requests.chain(backoffs).min()
+        let declines = self
+            .peers
+            .values()
+            .flat_map(|p| p.declined.values().copied());
+        requests.chain(backoffs).chain(declines).min()
     }
 
     // ---- getters ---------------------------------------------------------------------

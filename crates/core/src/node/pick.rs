@@ -142,7 +142,11 @@ impl<P: PeerKey> Node<P> {
                 }
             };
             for i in 0..b.have.len() {
-                if b.have.get(i) || b.pending.get(i) || bits.is_some_and(|bits| !bits.get(i)) {
+                if b.have.get(i)
+                    || b.pending.get(i)
+                    || bits.is_some_and(|bits| !bits.get(i))
+                    || p.declined(digest, i, now)
+                {
                     continue;
                 }
                 let avail = b.availability[i as usize];

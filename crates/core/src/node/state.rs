@@ -19,11 +19,17 @@ pub(super) struct PeerState {
     pub(super) is_seeder: bool,
     /// Blobs for which this peer was sent our full bitfield.
     pub(super) sent_full: BTreeSet<Digest>,
+    /// Chunks this peer answered `Busy` for, not asked again before the given time.
+    pub(super) declined: BTreeMap<(Digest, u32), Instant>,
 }
 
 impl PeerState {
     pub(super) fn available(&self, now: Instant) -> bool {
         self.unavailable_until.is_none_or(|t| t <= now)
+    }
+
+    pub(super) fn declined(&self, blob: &Digest, index: u32, now: Instant) -> bool {
+        self.declined.get(&(*blob, index)).is_some_and(|t| *t > now)
     }
 
     pub(super) fn has(&self, blob: &Digest, index: u32) -> bool {
@@ -50,6 +56,8 @@ pub(super) struct BlobState {
     /// Peers that already failed to give us the chunk map.
     pub(super) map_tried: BTreeSet<Vec<u8>>,
     pub(super) complete: bool,
+    /// Super-seeding: how often and when each chunk was last handed out.
+    pub(super) served: Vec<(u32, Option<Instant>)>,
 }
 
 impl BlobState {
@@ -63,11 +71,35 @@ impl BlobState {
             map_request: false,
             map_tried: BTreeSet::new(),
             complete: false,
+            served: Vec::new(),
         }
     }
 
     pub(super) fn downloading(&self) -> bool {
         self.map.is_some() && !self.complete
+    }
+
+    /// Super-seeding rule: decline a chunk already handed out more often than the least
+    /// handed-out chunk, if that happened within `window`; otherwise count it as served.
+    pub(super) fn super_seed_admit(
+        &mut self,
+        index: u32,
+        now: Instant,
+        window: std::time::Duration,
+    ) -> bool {
+        if self.served.len() != self.have.len() as usize {
+            self.served = vec![(0, None); self.have.len() as usize];
+        }
+        let Some(&(count, last)) = self.served.get(index as usize) else {
+            return false;
+        };
+        let least = self.served.iter().map(|(c, _)| *c).min().unwrap_or(0);
+        let recent = last.is_some_and(|t| now < t + window);
+        if count > least && recent {
+            return false;
+        }
+        self.served[index as usize] = (count + 1, Some(now));
+        true
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use libp2p_identity::{Keypair, PeerId};
 
 use super::*;
-use crate::wire::{Request, Response};
+use crate::wire::{ErrorCode, Request, Response};
 use crate::{Document, MIN_CHUNK_SIZE, Release, chunk_map_of, release_blob};
 
 struct Swarm {
@@ -291,4 +291,141 @@ fn disconnect_requeues_outstanding_chunks() {
     s.nodes[2].handle_peer_disconnected(&s.ids[1], s.now);
     s.drive();
     assert_eq!(s.complete[2].len(), 1);
+}
+
+#[test]
+fn super_seeder_hands_each_chunk_out_once_before_any_twice() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let (mut s, signed) = Swarm::new(1, &[blob(3 * cs, 17)], &k, k.public().to_peer_id());
+    let mut seeder = Node::new(
+        Config::default().with_super_seed(true),
+        TrustedSeeders::new([k.public().to_peer_id()]),
+    )
+    .unwrap();
+    let map = chunk_map_of(&blob(3 * cs, 17), MIN_CHUNK_SIZE).unwrap();
+    let b = map.blob();
+    seeder.add_local_blob(map, "x", s.now);
+    seeder.publish_release(signed, s.now, 0).unwrap();
+    let (a, c) = (PeerId::random(), PeerId::random());
+    let ask = |n: &mut Node<PeerId>, p: &PeerId, index: u32, now: Instant| {
+        n.handle_request(p, Request::Chunk { blob: b, index }, now)
+    };
+    assert!(matches!(
+        ask(&mut seeder, &a, 0, s.now),
+        Inbound::ServeChunk { index: 0, .. }
+    ));
+    // Chunk 0 was handed out and chunks 1 and 2 never were: decline.
+    assert_eq!(
+        ask(&mut seeder, &c, 0, s.now),
+        Inbound::Respond(Response::Error(ErrorCode::Busy))
+    );
+    assert!(matches!(
+        ask(&mut seeder, &c, 1, s.now),
+        Inbound::ServeChunk { index: 1, .. }
+    ));
+    assert!(matches!(
+        ask(&mut seeder, &c, 2, s.now),
+        Inbound::ServeChunk { index: 2, .. }
+    ));
+    // Every chunk out once: a second copy of any is fine.
+    assert!(matches!(
+        ask(&mut seeder, &c, 0, s.now),
+        Inbound::ServeChunk { index: 0, .. }
+    ));
+    // Chunk 0 now twice, others once: declined again, but only within the window.
+    assert_eq!(
+        ask(&mut seeder, &a, 0, s.now),
+        Inbound::Respond(Response::Error(ErrorCode::Busy))
+    );
+    s.now += Config::default().super_seed_window;
+    assert!(matches!(
+        ask(&mut seeder, &a, 0, s.now),
+        Inbound::ServeChunk { index: 0, .. }
+    ));
+    // Without super-seeding, nothing is ever declined.
+    let mut plain = Node::new(Config::default(), TrustedSeeders::default()).unwrap();
+    plain.add_local_blob(
+        chunk_map_of(&blob(3 * cs, 17), MIN_CHUNK_SIZE).unwrap(),
+        "x",
+        s.now,
+    );
+    for _ in 0..3 {
+        assert!(matches!(
+            ask(&mut plain, &a, 0, s.now),
+            Inbound::ServeChunk { .. }
+        ));
+    }
+}
+
+#[test]
+fn busy_answer_moves_on_to_another_chunk_without_backing_off_the_peer() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let (mut s, signed) = Swarm::new(2, &[blob(4 * cs, 19)], &k, k.public().to_peer_id());
+    let now = s.now;
+    let seeder = s.ids[SEEDER];
+    let node = &mut s.nodes[1];
+    node.handle_peer_connected(seeder, now);
+    node.handle_release(signed, now, 0).unwrap();
+    // Drain: releases sync and chunk-map request; answer the map request.
+    let mut map_req = None;
+    while let Some(a) = node.poll_action() {
+        if let Action::Send {
+            id,
+            request: Request::ChunkMap { .. },
+            ..
+        } = a
+        {
+            map_req = Some(id);
+        }
+    }
+    let map = chunk_map_of(&blob(4 * cs, 19), MIN_CHUNK_SIZE).unwrap();
+    node.handle_response(
+        map_req.expect("chunk map requested"),
+        Response::ChunkMap(map),
+        now,
+        0,
+    );
+    let mut asked = Vec::new();
+    while let Some(a) = node.poll_action() {
+        if let Action::Send {
+            id,
+            request: Request::Chunk { index, .. },
+            ..
+        } = a
+        {
+            asked.push((id, index));
+        }
+    }
+    assert_eq!(
+        asked.len(),
+        Config::default().max_requests_per_peer,
+        "pipelined requests to the seeder"
+    );
+    let (busy_id, busy_index) = asked[0];
+    node.handle_response(busy_id, Response::Error(ErrorCode::Busy), now, 0);
+    let next: Vec<u32> = std::iter::from_fn(|| node.poll_action())
+        .filter_map(|a| match a {
+            Action::Send {
+                request: Request::Chunk { index, .. },
+                ..
+            } => Some(index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        next.len(),
+        1,
+        "the freed slot is reused at once (no back-off)"
+    );
+    assert_ne!(
+        next[0], busy_index,
+        "the declined chunk is not asked again right away"
+    );
+    assert!(
+        node.poll_timeout()
+            .is_some_and(|t| t <= now + Config::default().busy_backoff)
+    );
+    assert_eq!(node.stats().requests_failed, 0, "Busy is not a failure");
 }
