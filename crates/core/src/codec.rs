@@ -16,6 +16,10 @@ use crate::chunk_map::MAX_CHUNK_SIZE;
 pub const MAX_HEADER: usize = 9 << 20;
 /// Largest payload: one chunk.
 pub const MAX_PAYLOAD: usize = MAX_CHUNK_SIZE as usize;
+/// Largest request header: the biggest request is a full have-bitfield of
+/// [`crate::chunk_map::MAX_CHUNKS`] bits (32 KiB). Requests carry no payload, so an agent
+/// serving many inbound streams holds at most this much per stream.
+pub const MAX_REQUEST_HEADER: usize = 64 << 10;
 /// Bytes of the fixed frame prefix.
 pub const PREFIX_LEN: usize = 8;
 
@@ -120,6 +124,29 @@ pub fn frame_prefix(header_len: usize, payload_len: usize) -> Result<[u8; PREFIX
     p[..4].copy_from_slice(&(header_len as u32).to_be_bytes());
     p[4..].copy_from_slice(&(payload_len as u32).to_be_bytes());
     Ok(p)
+}
+
+/// Parses a request frame prefix: header at most [`MAX_REQUEST_HEADER`], no payload.
+///
+/// # Errors
+/// [`CodecError::TooLarge`] when the request is larger than any valid request.
+pub fn parse_request_prefix(prefix: [u8; PREFIX_LEN]) -> Result<usize, CodecError> {
+    let (h, p) = parse_prefix(prefix)?;
+    if h > MAX_REQUEST_HEADER {
+        return Err(CodecError::TooLarge {
+            what: "request header",
+            len: h,
+            limit: MAX_REQUEST_HEADER,
+        });
+    }
+    if p != 0 {
+        return Err(CodecError::TooLarge {
+            what: "request payload",
+            len: p,
+            limit: 0,
+        });
+    }
+    Ok(h)
 }
 
 /// Parses and bounds-checks a frame prefix; call before allocating for header or payload.

@@ -291,6 +291,39 @@ mod tests {
     }
 
     #[test]
+    fn request_prefix_refuses_big_headers_and_any_payload() {
+        let full = Request::Have {
+            blob: Digest::of(b"a"),
+            update: HaveUpdate::Full(Bitfield::full(crate::MAX_CHUNKS)),
+        };
+        let h = codec::encode(&full).unwrap();
+        assert!(
+            h.len() <= codec::MAX_REQUEST_HEADER,
+            "largest valid request must fit"
+        );
+        assert_eq!(
+            codec::parse_request_prefix(codec::frame_prefix(h.len(), 0).unwrap()).unwrap(),
+            h.len()
+        );
+        let big = codec::frame_prefix(codec::MAX_REQUEST_HEADER + 1, 0).unwrap();
+        assert!(matches!(
+            codec::parse_request_prefix(big),
+            Err(CodecError::TooLarge {
+                what: "request header",
+                ..
+            })
+        ));
+        let payload = codec::frame_prefix(10, 1).unwrap();
+        assert!(matches!(
+            codec::parse_request_prefix(payload),
+            Err(CodecError::TooLarge {
+                what: "request payload",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn huge_length_field_inside_header_does_not_allocate() {
         // Variant 1 (Peers) followed by a varint length of u64::MAX: a naive decoder would
         // try to allocate 2^64 records.

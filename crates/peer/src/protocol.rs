@@ -50,10 +50,13 @@ impl request_response::Codec for WireCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let (header, payload) = read_frame(io).await?;
-        if !payload.is_empty() {
-            return Err(invalid("request carries a payload"));
-        }
+        // Requests get a much smaller limit than responses: a peer may open many inbound
+        // streams, and none of them may make us allocate more than a valid request needs.
+        let mut prefix = [0u8; PREFIX_LEN];
+        io.read_exact(&mut prefix).await?;
+        let len = codec::parse_request_prefix(prefix).map_err(invalid)?;
+        let mut header = vec![0u8; len];
+        io.read_exact(&mut header).await?;
         let req: Request = codec::decode(&header).map_err(invalid)?;
         req.validate().map_err(invalid)?;
         Ok(req)
