@@ -115,5 +115,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         chunks = s.chunks_served,
         "seeder stopped"
     );
+    println!(
+        "uploaded {} bytes in {} chunks",
+        s.uploaded_bytes, s.chunks_served
+    );
     Ok(())
 }

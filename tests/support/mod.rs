@@ -78,6 +78,28 @@ impl Proc {
         }
     }
 
+    /// Asks the process to stop (SIGTERM) and waits for it to exit.
+    pub(crate) fn terminate(&mut self, timeout: Duration) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{}: did not exit within {timeout:?} of SIGTERM", self.name);
+    }
+
+    /// Whether a line starting with `prefix` has been printed so far (does not wait).
+    pub(crate) fn printed(&mut self, prefix: &str) -> bool {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.iter().any(|l| l.starts_with(prefix))
+    }
+
     /// Sends SIGKILL now.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();

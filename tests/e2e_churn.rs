@@ -1,0 +1,139 @@
+//! Churn with real processes: a 256 MiB image from a real registry to 16 agents, a third of
+//! them SIGKILLed mid-transfer; every survivor must still complete with verified blobs.
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use blobswarm_testkit::{
+    Registry, build_test_image, push_image, require_tools, run, sha256_digest,
+};
+use support::Proc;
+
+const AGENTS: usize = 16;
+const KILLED: [usize; 5] = [1, 4, 7, 10, 13];
+const RANDOM_LAYER: u64 = 256 << 20;
+
+#[test]
+fn survivors_complete_when_a_third_of_the_agents_are_killed_mid_transfer() {
+    if !require_tools(&["docker-registry", "umoci", "skopeo", "busybox"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let registry = Registry::start(&root.join("registry"));
+    let src = root.join("src-layout");
+    let image = build_test_image(&src, "v1", RANDOM_LAYER, 11);
+    let reference = push_image(&src, "v1", &registry.addr(), "test/big");
+    let mark = registry.mark_log();
+    let total: u64 = image.blobs().iter().map(|b| b.size).sum();
+
+    let key = root.join("seeder.key");
+    let out = run(Command::new(env!("CARGO_BIN_EXE_blobswarm")).args([
+        "keygen",
+        "--out",
+        key.to_str().unwrap(),
+    ]));
+    let seeder_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mut seeder = Proc::start(
+        "seeder",
+        &[
+            "seed",
+            &reference,
+            "--key-file",
+            key.to_str().unwrap(),
+            "--data-dir",
+            root.join("seeder").to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--insecure-registry",
+            &registry.addr(),
+        ],
+        &root.join("seeder.log"),
+    );
+    let seeder_addr = seeder.wait_line("listening ", Duration::from_secs(30));
+    let mut agents: Vec<Proc> = (0..AGENTS)
+        .map(|i| {
+            let dir = root.join(format!("agent-{i}"));
+            Proc::start(
+                &format!("agent-{i}"),
+                &[
+                    "agent",
+                    "--data-dir",
+                    dir.to_str().unwrap(),
+                    "--listen",
+                    "/ip4/127.0.0.1/tcp/0",
+                    "--bootstrap",
+                    &seeder_addr,
+                    "--trust-seeder",
+                    &seeder_id,
+                ],
+                &root.join(format!("agent-{i}.log")),
+            )
+        })
+        .collect();
+    seeder.wait_line("release ", Duration::from_secs(180));
+    let started = Instant::now();
+
+    // Mid-transfer: the swarm moves 4 GiB in total, far more than it can in one second.
+    std::thread::sleep(Duration::from_secs(1));
+    for &i in &KILLED {
+        assert!(
+            !agents[i].printed("imported "),
+            "agent-{i} finished before it could be killed"
+        );
+        agents[i].kill();
+    }
+    eprintln!(
+        "killed agents {KILLED:?} with SIGKILL {:.1}s after the release",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Record completion times first, then verify, so the times are not inflated by checks.
+    let mut done = Vec::new();
+    for (i, a) in agents.iter_mut().enumerate() {
+        if !KILLED.contains(&i) {
+            a.wait_line("imported ", Duration::from_secs(300));
+            done.push((i, started.elapsed().as_secs_f64()));
+        }
+    }
+    eprintln!("survivor completion times (s): {done:?}");
+    for &(i, _) in &done {
+        let layout = root.join(format!("agent-{i}/oci/blobs/sha256"));
+        for blob in image.blobs() {
+            let bytes =
+                std::fs::read(layout.join(blob.digest.trim_start_matches("sha256:"))).unwrap();
+            assert_eq!(
+                sha256_digest(&bytes),
+                blob.digest,
+                "agent-{i} holds a wrong {}",
+                blob.digest
+            );
+        }
+    }
+    let survivors = AGENTS - KILLED.len();
+
+    seeder.terminate(Duration::from_secs(20));
+    let uploaded: u64 = seeder
+        .wait_line("uploaded ", Duration::from_secs(5))
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("seeder prints its upload total");
+    let gets: HashMap<String, usize> = registry.blob_gets_since(mark);
+    let last = done.iter().map(|(_, t)| *t).fold(0.0, f64::max);
+    eprintln!(
+        "image {total} bytes; {survivors} survivors done in {last:.1}s; seeder uploaded {uploaded} bytes = {:.2}x image; registry blob GETs {gets:?}",
+        uploaded as f64 / total as f64
+    );
+    for blob in image.blobs() {
+        assert_eq!(
+            gets.get(&blob.digest).copied().unwrap_or(0),
+            1,
+            "GETs of {}",
+            blob.digest
+        );
+    }
+}
