@@ -151,6 +151,8 @@ pub struct Node<P> {
     chunks_inflight: usize,
     actions: VecDeque<Action<P>>,
     new_haves: BTreeMap<Digest, Vec<u32>>,
+    /// Outstanding requests per chunk: one normally, two in endgame.
+    chunk_requests: BTreeMap<(Digest, u32), Vec<RequestId>>,
     seeder_keys: Vec<Vec<u8>>,
     stats: Stats,
 }
@@ -174,6 +176,7 @@ impl<P: PeerKey> Node<P> {
             chunks_inflight: 0,
             actions: VecDeque::new(),
             new_haves: BTreeMap::new(),
+            chunk_requests: BTreeMap::new(),
             seeder_keys: Vec::new(),
             stats: Stats::default(),
         })
@@ -374,7 +377,7 @@ impl<P: PeerKey> Node<P> {
                 Response::Error(ErrorCode::Busy),
             ) => {
                 // Not a failure: the peer wants this chunk fetched elsewhere (super-seeding).
-                self.release_slot(&peer, &blob, index);
+                self.release_slot(id, &peer, &blob, index);
                 let until = now + self.config.busy_backoff;
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.declined.insert((blob, index), until);
@@ -408,9 +411,12 @@ impl<P: PeerKey> Node<P> {
         else {
             return;
         };
-        self.release_slot(&peer, &blob, index);
+        self.release_slot(id, &peer, &blob, index);
         match outcome {
-            ChunkOutcome::Stored => self.chunk_stored(&peer, blob, index),
+            ChunkOutcome::Stored => {
+                self.chunk_stored(&peer, blob, index);
+                self.drop_duplicates(blob, index);
+            }
             ChunkOutcome::Corrupt(err) => {
                 self.stats.chunks_rejected += 1;
                 self.ban(&peer, now, err.to_string());
@@ -670,13 +676,40 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
-    fn release_slot(&mut self, peer: &P, blob: &Digest, index: u32) {
+    /// Frees the request slot of chunk request `id`; the chunk stops being pending once no
+    /// request for it (an endgame duplicate may remain) is outstanding.
+    fn release_slot(&mut self, id: RequestId, peer: &P, blob: &Digest, index: u32) {
         self.chunks_inflight = self.chunks_inflight.saturating_sub(1);
         if let Some(p) = self.peers.get_mut(peer) {
             p.inflight = p.inflight.saturating_sub(1);
         }
-        if let Some(b) = self.blobs.get_mut(blob) {
-            b.pending.clear(index);
+        let key = (*blob, index);
+        let still_requested = self.chunk_requests.get_mut(&key).is_some_and(|ids| {
+            ids.retain(|i| *i != id);
+            !ids.is_empty()
+        });
+        if !still_requested {
+            self.chunk_requests.remove(&key);
+            if let Some(b) = self.blobs.get_mut(blob) {
+                b.pending.clear(index);
+            }
+        }
+    }
+
+    /// A chunk arrived: forget the other (endgame) requests for it, so their answers are
+    /// dropped unhashed and their slots serve other chunks.
+    fn drop_duplicates(&mut self, blob: Digest, index: u32) {
+        let ids = self
+            .chunk_requests
+            .remove(&(blob, index))
+            .unwrap_or_default();
+        for id in ids {
+            if let Some(Outstanding::Chunk { peer, .. }) = self.requests.remove(&id) {
+                self.chunks_inflight = self.chunks_inflight.saturating_sub(1);
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.inflight = p.inflight.saturating_sub(1);
+                }
+            }
         }
     }
 
@@ -689,7 +722,7 @@ impl<P: PeerKey> Node<P> {
                 peer, blob, index, ..
             } => {
                 self.stats.requests_failed += 1;
-                self.release_slot(peer, blob, *index);
+                self.release_slot(id, peer, blob, *index);
             }
             Outstanding::ChunkMap { peer, blob, .. } => {
                 if let Some(b) = self.blobs.get_mut(blob) {

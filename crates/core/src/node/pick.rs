@@ -10,6 +10,9 @@ use super::{Action, Node, PeerKey};
 use crate::Digest;
 use crate::wire::Request;
 
+/// Most outstanding requests for one chunk in endgame.
+const ENDGAME_COPIES: usize = 2;
+
 impl<P: PeerKey> Node<P> {
     /// Asks one peer per blob for the chunk map: a peer that announced the blob first,
     /// then a seeder, then anyone; a peer that failed to answer is not asked again until
@@ -90,7 +93,10 @@ impl<P: PeerKey> Node<P> {
                 if self.peers[peer].inflight >= self.config.max_requests_per_peer {
                     continue;
                 }
-                let Some((blob, index)) = self.pick_chunk(peer, now) else {
+                let Some((blob, index)) = self
+                    .pick_chunk(peer, now)
+                    .or_else(|| self.pick_endgame(peer, now))
+                else {
                     continue;
                 };
                 progressed = true;
@@ -102,6 +108,10 @@ impl<P: PeerKey> Node<P> {
                 self.peers.get_mut(peer).expect("ordered").inflight += 1;
                 self.chunks_inflight += 1;
                 let id = self.next_request_id();
+                self.chunk_requests
+                    .entry((blob, index))
+                    .or_default()
+                    .push(id);
                 self.requests.insert(
                     id,
                     Outstanding::Chunk {
@@ -121,6 +131,38 @@ impl<P: PeerKey> Node<P> {
                 return;
             }
         }
+    }
+
+    /// Endgame: once every missing chunk is already requested, an idle peer holding one of
+    /// them gets a duplicate request (at most [`ENDGAME_COPIES`] per chunk), so the last
+    /// chunks do not wait on the slowest peer. The first verified copy wins.
+    fn pick_endgame(&mut self, peer: &P, now: Instant) -> Option<(Digest, u32)> {
+        let in_endgame = self
+            .blobs
+            .values()
+            .filter(|b| b.downloading())
+            .all(|b| b.have.count() + b.pending.count() == b.have.len());
+        if !in_endgame {
+            return None;
+        }
+        let p = &self.peers[peer];
+        let mut best: Option<(u32, Digest, u32)> = None;
+        for ((blob, index), ids) in &self.chunk_requests {
+            if ids.len() >= ENDGAME_COPIES
+                || !p.has(blob, *index)
+                || p.declined(blob, *index, now)
+                || ids.iter().any(|id| {
+                    matches!(self.requests.get(id), Some(Outstanding::Chunk { peer: q, .. }) if q == peer)
+                })
+            {
+                continue;
+            }
+            let tie: u32 = self.rng.r#gen();
+            if best.is_none_or(|(t, _, _)| tie < t) {
+                best = Some((tie, *blob, *index));
+            }
+        }
+        best.map(|(_, b, i)| (b, i))
     }
 
     /// The rarest chunk `peer` holds that we neither have nor have asked for, ties broken

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use libp2p_identity::{Keypair, PeerId};
 
 use super::*;
-use crate::wire::{ErrorCode, Request, Response};
+use crate::wire::{ErrorCode, HaveUpdate, Request, Response};
 use crate::{Document, MIN_CHUNK_SIZE, Release, chunk_map_of, release_blob};
 
 struct Swarm {
@@ -20,6 +20,7 @@ struct Swarm {
     served: Vec<u64>,
     misbehaved: Vec<(usize, PeerId)>,
     complete: Vec<Vec<ReleaseId>>,
+    dropped_answers: usize,
     now: Instant,
 }
 
@@ -55,6 +56,7 @@ impl Swarm {
             served: vec![0; n],
             misbehaved: Vec::new(),
             complete: vec![Vec::new(); n],
+            dropped_answers: 0,
             now,
         };
         let mut entries = Vec::new();
@@ -138,7 +140,11 @@ impl Swarm {
                         if self.corrupt.contains(&j) {
                             bytes[0] ^= 0x40;
                         }
-                        let (map, index) = self.nodes[i].chunk_target(id).expect("chunk request");
+                        // An endgame duplicate whose twin already arrived: dropped unhashed.
+                        let Some((map, index)) = self.nodes[i].chunk_target(id) else {
+                            self.dropped_answers += 1;
+                            return;
+                        };
                         assert!(matches!(request, Request::Chunk { .. }));
                         let outcome = match map.verify(index, &bytes) {
                             Ok(()) => ChunkOutcome::Stored,
@@ -428,4 +434,93 @@ fn busy_answer_moves_on_to_another_chunk_without_backing_off_the_peer() {
             .is_some_and(|t| t <= now + Config::default().busy_backoff)
     );
     assert_eq!(node.stats().requests_failed, 0, "Busy is not a failure");
+}
+
+#[test]
+fn endgame_duplicates_the_last_chunk_and_drops_the_loser() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let data = blob(3 * cs, 23);
+    let (s, signed) = Swarm::new(1, std::slice::from_ref(&data), &k, k.public().to_peer_id());
+    let map = chunk_map_of(&data, MIN_CHUNK_SIZE).unwrap();
+    let mut fresh = Node::new(
+        Config::default(),
+        TrustedSeeders::new([k.public().to_peer_id()]),
+    )
+    .unwrap();
+    let node = &mut fresh;
+    let now = s.now;
+    let (slow, fast) = (PeerId::random(), PeerId::random());
+    node.handle_release(signed, now, 0).unwrap();
+    node.handle_peer_connected(slow, now);
+    let drain = |n: &mut Node<PeerId>| -> Vec<(PeerId, RequestId, Request)> {
+        std::iter::from_fn(|| n.poll_action())
+            .filter_map(|a| match a {
+                Action::Send { peer, id, request } => Some((peer, id, request)),
+                _ => None,
+            })
+            .collect()
+    };
+    let have_all = |n: &mut Node<PeerId>, p: PeerId| {
+        n.handle_request(
+            &p,
+            Request::Have {
+                blob: map.blob(),
+                update: HaveUpdate::Full(Bitfield::full(3)),
+            },
+            now,
+        );
+    };
+    have_all(node, slow);
+    let map_req = drain(node)
+        .into_iter()
+        .find(|(_, _, r)| matches!(r, Request::ChunkMap { .. }))
+        .expect("chunk map requested")
+        .1;
+    node.handle_response(map_req, Response::ChunkMap(map.clone()), now, 0);
+    // Two slots at the slow peer: chunks A and B go out; the third waits for a slot.
+    let first = drain(node);
+    assert_eq!(first.len(), 2);
+    let chunk_of = |r: &Request| match r {
+        Request::Chunk { index, .. } => *index,
+        other => panic!("expected a chunk request, got {other:?}"),
+    };
+    // Answer one: the last chunk is requested, now all three are in flight at the slow peer.
+    node.handle_chunk(first[0].1, ChunkOutcome::Stored, now);
+    let third = drain(node);
+    assert_eq!(third.len(), 1);
+    // A fast peer arrives holding everything: endgame duplicates outstanding chunks to it.
+    node.handle_peer_connected(fast, now);
+    have_all(node, fast);
+    let dups: Vec<_> = drain(node)
+        .into_iter()
+        .filter(|(p, _, r)| *p == fast && matches!(r, Request::Chunk { .. }))
+        .collect();
+    assert_eq!(
+        dups.len(),
+        2,
+        "both outstanding chunks duplicated to the idle fast peer"
+    );
+    let slow_ids: Vec<(RequestId, u32)> = std::iter::once(&first[1])
+        .chain(&third)
+        .map(|(_, id, r)| (*id, chunk_of(r)))
+        .collect();
+    for (_, id, r) in &dups {
+        assert!(slow_ids.iter().any(|(_, i)| *i == chunk_of(r)));
+        node.handle_chunk(*id, ChunkOutcome::Stored, now);
+    }
+    // The slow peer's answers are now unwanted: no target, so the driver never hashes them.
+    for (id, _) in &slow_ids {
+        assert!(
+            node.chunk_target(*id).is_none(),
+            "loser of the endgame race is dropped"
+        );
+        node.handle_chunk(*id, ChunkOutcome::Stored, now); // a late answer changes nothing
+    }
+    assert!(node.release_complete(&node.release_ids().next().copied().unwrap()));
+    assert_eq!(
+        node.stats().bytes_from_peers,
+        data.len() as u64,
+        "each chunk counted once"
+    );
 }
