@@ -117,6 +117,8 @@ pub enum ErrorCode {
     Busy,
     /// The request was malformed or out of range.
     BadRequest,
+    /// All upload slots are taken; ask this peer again a little later.
+    Overloaded,
 }
 
 /// A decoded message that breaks a protocol limit.

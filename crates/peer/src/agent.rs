@@ -15,7 +15,7 @@ use blobswarm_core::wire::{
 use blobswarm_core::{ChunkMap, Digest, ReleaseId, SignedRelease, TrustedSeeders, codec};
 use bytes::Bytes;
 use futures::StreamExt;
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{
@@ -202,6 +202,7 @@ pub async fn spawn(
         chunks_served: 0,
         releases: HashMap::new(),
         refused: HashSet::new(),
+        serving: HashMap::new(),
     };
     let task = tokio::spawn(event_loop.run());
     Ok((
@@ -229,6 +230,7 @@ enum Internal {
         outcome: ChunkOutcome,
     },
     Serve {
+        request_id: InboundRequestId,
         channel: ResponseChannel<(Response, Bytes)>,
         blob: Digest,
         index: u32,
@@ -265,6 +267,8 @@ struct EventLoop {
     chunks_served: u64,
     releases: HashMap<ReleaseId, ReleaseTiming>,
     refused: HashSet<ReleaseId>,
+    /// Chunk serves in progress, to free their upload slots when they end.
+    serving: HashMap<InboundRequestId, PeerId>,
 }
 
 /// Refused release ids remembered to avoid re-verifying them; bounded against floods.
@@ -407,6 +411,7 @@ impl EventLoop {
                 self.node.handle_chunk(id, outcome, Instant::now());
             }
             Internal::Serve {
+                request_id,
                 channel,
                 blob,
                 index,
@@ -426,11 +431,16 @@ impl EventLoop {
                     }
                     None => (Response::Error(ErrorCode::NotFound), Bytes::new()),
                 };
-                let _ = self
+                if self
                     .swarm
                     .behaviour_mut()
                     .rr
-                    .send_response(channel, response);
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    // The requester is gone; no ResponseSent or InboundFailure may follow.
+                    self.finish_upload(request_id);
+                }
             }
             Internal::Imported { id, result } => {
                 let t = self.releases.entry(id).or_default();
@@ -531,8 +541,10 @@ impl EventLoop {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
-                } => self.on_request(peer, request, channel),
+                    request_id,
+                    request,
+                    channel,
+                } => self.on_request(peer, request_id, request, channel),
                 request_response::Message::Response {
                     request_id,
                     response,
@@ -549,16 +561,32 @@ impl EventLoop {
                     self.node.handle_failure(id, now);
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
                 debug!(%peer, %error, "inbound request failed");
+                self.finish_upload(request_id);
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent { request_id, .. } => {
+                self.finish_upload(request_id);
+            }
+        }
+    }
+
+    /// Frees the upload slot of a chunk serve, whichever way it ended; once per serve.
+    fn finish_upload(&mut self, request_id: InboundRequestId) {
+        if let Some(peer) = self.serving.remove(&request_id) {
+            self.node.handle_upload_done(&peer);
         }
     }
 
     fn on_request(
         &mut self,
         peer: PeerId,
+        request_id: InboundRequestId,
         request: Request,
         channel: ResponseChannel<(Response, Bytes)>,
     ) {
@@ -579,11 +607,13 @@ impl EventLoop {
                     .send_response(channel, (Response::Peers(records), Bytes::new()));
             }
             Inbound::ServeChunk { blob, index, range } => {
+                self.serving.insert(request_id, peer);
                 let store = self.store.clone();
                 let tx = self.internal_tx.clone();
                 tokio::task::spawn_blocking(move || {
                     let bytes = store.read_range(&blob, range).ok();
                     let _ = tx.blocking_send(Internal::Serve {
+                        request_id,
                         channel,
                         blob,
                         index,

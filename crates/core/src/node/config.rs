@@ -23,6 +23,12 @@ pub struct Config {
     pub super_seed_window: Duration,
     /// After a `Busy` answer for a chunk, do not ask that peer for that chunk for this long.
     pub busy_backoff: Duration,
+    /// Chunks served at once in total: bounds memory held by chunks being sent.
+    pub max_uploads: usize,
+    /// Chunks served at once to one peer, so no neighbour takes every slot.
+    pub max_uploads_per_peer: usize,
+    /// After an `Overloaded` answer, leave that peer alone for this long.
+    pub overload_backoff: Duration,
     /// Seed of the random choices (tie-breaks, peer order); fixed seeds make runs repeatable.
     pub rng_seed: u64,
 }
@@ -38,6 +44,9 @@ impl Default for Config {
             super_seed: false,
             super_seed_window: Duration::from_secs(5),
             busy_backoff: Duration::from_secs(1),
+            max_uploads: 16,
+            max_uploads_per_peer: 4,
+            overload_backoff: Duration::from_millis(200),
             rng_seed: 0,
         }
     }
@@ -73,6 +82,9 @@ impl Config {
             return Err(ConfigError(
                 "max_requests_total must be at least max_requests_per_peer",
             ));
+        }
+        if self.max_uploads == 0 || self.max_uploads_per_peer == 0 {
+            return Err(ConfigError("upload slots must be at least 1"));
         }
         if self.request_timeout.is_zero() {
             return Err(ConfigError("request_timeout must be positive"));

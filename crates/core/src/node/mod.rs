@@ -149,6 +149,8 @@ pub struct Node<P> {
     requests: HashMap<RequestId, Outstanding<P>>,
     next_id: u64,
     chunks_inflight: usize,
+    /// Chunks being served right now.
+    uploads: usize,
     actions: VecDeque<Action<P>>,
     new_haves: BTreeMap<Digest, Vec<u32>>,
     /// Outstanding requests per chunk: one normally, two in endgame.
@@ -174,6 +176,7 @@ impl<P: PeerKey> Node<P> {
             requests: HashMap::new(),
             next_id: 0,
             chunks_inflight: 0,
+            uploads: 0,
             actions: VecDeque::new(),
             new_haves: BTreeMap::new(),
             chunk_requests: BTreeMap::new(),
@@ -318,7 +321,7 @@ impl<P: PeerKey> Node<P> {
                     None => Inbound::Respond(Response::Error(ErrorCode::NotFound)),
                 }
             }
-            Request::Chunk { blob, index } => self.serve_chunk(blob, index, now),
+            Request::Chunk { blob, index } => self.serve_chunk(from, blob, index, now),
             Request::Have { blob, update } => {
                 self.apply_have(from, blob, update);
                 Inbound::Respond(Response::Ack)
@@ -328,7 +331,7 @@ impl<P: PeerKey> Node<P> {
         inbound
     }
 
-    fn serve_chunk(&mut self, blob: Digest, index: u32, now: Instant) -> Inbound {
+    fn serve_chunk(&mut self, from: &P, blob: Digest, index: u32, now: Instant) -> Inbound {
         let (super_seed, window) = (self.config.super_seed, self.config.super_seed_window);
         let Some(b) = self.blobs.get_mut(&blob).filter(|b| b.have.get(index)) else {
             return Inbound::Respond(Response::Error(ErrorCode::NotFound));
@@ -336,10 +339,29 @@ impl<P: PeerKey> Node<P> {
         let Some(Ok(range)) = b.map.as_ref().map(|m| m.range(index)) else {
             return Inbound::Respond(Response::Error(ErrorCode::BadRequest));
         };
+        let peer_uploads = self.peers.get(from).map_or(0, |p| p.uploads);
+        if self.uploads >= self.config.max_uploads
+            || peer_uploads >= self.config.max_uploads_per_peer
+        {
+            return Inbound::Respond(Response::Error(ErrorCode::Overloaded));
+        }
         if super_seed && !b.super_seed_admit(index, now, window) {
             return Inbound::Respond(Response::Error(ErrorCode::Busy));
         }
+        self.uploads += 1;
+        if let Some(p) = self.peers.get_mut(from) {
+            p.uploads += 1;
+        }
         Inbound::ServeChunk { blob, index, range }
+    }
+
+    /// A chunk handed out with [`Inbound::ServeChunk`] was sent, or could not be: frees
+    /// its upload slot. The driver must report every `ServeChunk` exactly once.
+    pub fn handle_upload_done(&mut self, to: &P) {
+        self.uploads = self.uploads.saturating_sub(1);
+        if let Some(p) = self.peers.get_mut(to) {
+            p.uploads = p.uploads.saturating_sub(1);
+        }
     }
 
     /// The answer to request `id` arrived (for chunks use [`Node::handle_chunk`]).
@@ -381,6 +403,19 @@ impl<P: PeerKey> Node<P> {
                 let until = now + self.config.busy_backoff;
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.declined.insert((blob, index), until);
+                }
+            }
+            (
+                Outstanding::Chunk {
+                    peer, blob, index, ..
+                },
+                Response::Error(ErrorCode::Overloaded),
+            ) => {
+                // Not a failure: the peer is at its upload limit; give it a moment.
+                self.release_slot(id, &peer, &blob, index);
+                let until = now + self.config.overload_backoff;
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.unavailable_until = Some(p.unavailable_until.map_or(until, |t| t.max(until)));
                 }
             }
             (out @ Outstanding::Chunk { .. }, _) => {

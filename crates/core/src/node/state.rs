@@ -13,6 +13,8 @@ pub(super) struct PeerState {
     pub(super) haves: BTreeMap<Digest, Bitfield>,
     /// Chunk requests in flight to this peer.
     pub(super) inflight: usize,
+    /// Chunks being served to this peer.
+    pub(super) uploads: usize,
     /// Not asked again before this time (failure back-off or ban).
     pub(super) unavailable_until: Option<Instant>,
     /// Signed a release we accepted: holds everything, asked only as a last resort.

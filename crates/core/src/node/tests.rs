@@ -134,6 +134,8 @@ impl Swarm {
                         self.nodes[i].handle_response(id, Response::Peers(vec![]), now, 0)
                     }
                     Inbound::ServeChunk { blob, range, .. } => {
+                        // Delivery is instant: the upload is over as soon as it starts.
+                        self.nodes[j].handle_upload_done(&from);
                         self.served[j] += range.end - range.start;
                         let mut bytes =
                             self.data[&blob][range.start as usize..range.end as usize].to_vec();
@@ -523,4 +525,118 @@ fn endgame_duplicates_the_last_chunk_and_drops_the_loser() {
         data.len() as u64,
         "each chunk counted once"
     );
+}
+
+#[test]
+fn upload_slots_cap_serving_per_peer_and_in_total_until_uploads_finish() {
+    let cs = MIN_CHUNK_SIZE as usize;
+    let data = blob(8 * cs, 29);
+    let map = chunk_map_of(&data, MIN_CHUNK_SIZE).unwrap();
+    let b = map.blob();
+    let config = Config {
+        max_uploads: 3,
+        max_uploads_per_peer: 2,
+        ..Config::default()
+    };
+    let mut node = Node::new(config, TrustedSeeders::default()).unwrap();
+    let now = Instant::now();
+    node.add_local_blob(map, "x", now);
+    let (a, c) = (PeerId::random(), PeerId::random());
+    node.handle_peer_connected(a, now);
+    node.handle_peer_connected(c, now);
+    let mut ask = |p: &PeerId, index: u32| node_ask(&mut node, p, b, index, now);
+    assert!(ask(&a, 0));
+    assert!(ask(&a, 1));
+    assert!(
+        !ask(&a, 2),
+        "third upload to one peer exceeds the per-peer cap"
+    );
+    assert!(ask(&c, 2));
+    assert!(!ask(&c, 3), "fourth upload exceeds the total cap");
+    node.handle_upload_done(&a);
+    assert!(
+        node_ask(&mut node, &c, b, 3, now),
+        "a finished upload frees a slot"
+    );
+}
+
+fn node_ask(node: &mut Node<PeerId>, p: &PeerId, blob: Digest, index: u32, now: Instant) -> bool {
+    match node.handle_request(p, Request::Chunk { blob, index }, now) {
+        Inbound::ServeChunk { .. } => true,
+        Inbound::Respond(Response::Error(ErrorCode::Overloaded)) => false,
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+#[test]
+fn overloaded_answer_backs_the_peer_off_briefly_without_failure() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let data = blob(4 * cs, 31);
+    let (s, signed) = Swarm::new(1, std::slice::from_ref(&data), &k, k.public().to_peer_id());
+    let map = chunk_map_of(&data, MIN_CHUNK_SIZE).unwrap();
+    let mut node = Node::new(
+        Config::default(),
+        TrustedSeeders::new([k.public().to_peer_id()]),
+    )
+    .unwrap();
+    let now = s.now;
+    let seeder = k.public().to_peer_id();
+    node.handle_peer_connected(seeder, now);
+    node.handle_release(signed, now, 0).unwrap();
+    let sends: Vec<(RequestId, Request)> = std::iter::from_fn(|| node.poll_action())
+        .filter_map(|a| match a {
+            Action::Send { id, request, .. } => Some((id, request)),
+            _ => None,
+        })
+        .collect();
+    let map_req = sends
+        .iter()
+        .find(|(_, r)| matches!(r, Request::ChunkMap { .. }))
+        .unwrap()
+        .0;
+    node.handle_response(map_req, Response::ChunkMap(map), now, 0);
+    let chunk_reqs: Vec<RequestId> = std::iter::from_fn(|| node.poll_action())
+        .filter_map(|a| match a {
+            Action::Send {
+                id,
+                request: Request::Chunk { .. },
+                ..
+            } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert!(!chunk_reqs.is_empty());
+    node.handle_response(
+        chunk_reqs[0],
+        Response::Error(ErrorCode::Overloaded),
+        now,
+        0,
+    );
+    assert!(
+        std::iter::from_fn(|| node.poll_action()).all(|a| !matches!(
+            a,
+            Action::Send {
+                request: Request::Chunk { .. },
+                ..
+            }
+        )),
+        "no new request to an overloaded peer right away"
+    );
+    let wake = node.poll_timeout().expect("back-off timer armed");
+    assert!(wake <= now + Config::default().overload_backoff);
+    node.handle_timeout(now + Config::default().overload_backoff);
+    let again = std::iter::from_fn(|| node.poll_action())
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    request: Request::Chunk { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(again, 1, "asked again after the short back-off");
+    assert_eq!(node.stats().requests_failed, 0);
 }
