@@ -6,6 +6,7 @@ mod demo_image;
 mod keygen;
 mod keys;
 mod seed;
+mod sim;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ pub(crate) enum Command {
     Seed(seed::Args),
     /// Join the swarm, fetch and verify releases from trusted seeders, write them out.
     Agent(agent::Args),
+    /// Simulate a swarm of thousands of nodes with the real scheduler on a virtual clock.
+    Sim(sim::Args),
     /// Create an identity key file and print its peer id (the id agents trust).
     Keygen(keygen::Args),
 }
@@ -35,7 +38,7 @@ pub(crate) enum Command {
 impl Command {
     pub(crate) fn default_log_level(&self) -> &'static str {
         match self {
-            Self::Demo(_) => "warn",
+            Self::Demo(_) | Self::Sim(_) => "warn",
             _ => "info",
         }
     }
@@ -46,6 +49,7 @@ impl Command {
             Self::Seed(a) => seed::run(a).await,
             Self::Agent(a) => agent::run(a).await,
             Self::Keygen(a) => keygen::run(a),
+            Self::Sim(a) => sim::run(a),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod codec;
 mod digest;
 pub mod node;
 mod release;
+pub mod sim;
 pub mod store;
 pub mod wire;
 

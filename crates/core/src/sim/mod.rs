@@ -1,0 +1,549 @@
+//! A discrete-event simulation of a whole swarm, driving the very same [`Node`] state
+//! machine the agent runs, on a virtual clock.
+//!
+//! # Model
+//! - One seeder holding the image, `nodes` peers on a random overlay where every node
+//!   keeps about `degree` neighbours (the seeder too).
+//! - Every node has an uplink and a downlink of fixed rate, each a FIFO: a chunk occupies
+//!   the sender's uplink for `size / up`, then arrives after the one-way latency, or later
+//!   if the receiver's downlink is still busy. Control messages cost latency only; their
+//!   encoded bytes are counted.
+//! - Chunk bytes are never materialised: chunk maps are real structures with synthetic
+//!   digests, and every received chunk counts as verified.
+//! - Churn kills a fraction of peers at uniform random times within the lower bound;
+//!   their neighbours see the disconnect one latency later.
+//!
+//! The lower bound is `image / min(up, down)` plus one chunk's pipeline delay
+//! (`chunk / up + 2 × latency`): no peer can receive the image faster.
+
+mod event;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p_identity::Keypair;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::node::{self, Action, ChunkOutcome, Inbound, Node, PeerKey};
+use crate::wire::Response;
+use crate::{
+    ChunkMap, Digest, Document, Release, SignedRelease, TrustedSeeders, codec, release_blob,
+};
+use event::{Event, Msg};
+
+/// A simulated node's identity: index 0 is the seeder and carries its real key bytes.
+#[derive(Clone, Debug)]
+pub struct SimPeer {
+    idx: u32,
+    key: Arc<Vec<u8>>,
+}
+
+impl PartialEq for SimPeer {
+    fn eq(&self, other: &Self) -> bool {
+        self.idx == other.idx
+    }
+}
+impl Eq for SimPeer {}
+impl PartialOrd for SimPeer {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for SimPeer {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.idx.cmp(&other.idx)
+    }
+}
+impl PeerKey for SimPeer {
+    fn key_bytes(&self) -> Vec<u8> {
+        self.key.as_ref().clone()
+    }
+}
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Peers besides the seeder.
+    pub nodes: usize,
+    /// Total image size in bytes, split over a few layers.
+    pub image_size: u64,
+    /// Chunk size.
+    pub chunk_size: u32,
+    /// Uplink rate of every node, bytes per second.
+    pub up_bytes_per_sec: f64,
+    /// Downlink rate of every node, bytes per second.
+    pub down_bytes_per_sec: f64,
+    /// One-way latency between any two nodes.
+    pub latency: Duration,
+    /// Fraction of peers killed during the transfer.
+    pub churn: f64,
+    /// Neighbours per node.
+    pub degree: usize,
+    /// Seed of every random choice (overlay, churn, schedulers).
+    pub seed: u64,
+    /// Scheduler config of the peers (the seeder adds super-seeding).
+    pub node: node::Config,
+    /// Give up after this much virtual time (guards against livelock).
+    pub max_virtual: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 100,
+            image_size: 256 << 20,
+            chunk_size: crate::DEFAULT_CHUNK_SIZE,
+            up_bytes_per_sec: 125e6,
+            down_bytes_per_sec: 125e6,
+            latency: Duration::from_millis(1),
+            churn: 0.0,
+            degree: 16,
+            seed: 1,
+            node: node::Config::default(),
+            max_virtual: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What a simulation measured; serializes to the JSON the CLI prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimReport {
+    /// Peers simulated.
+    pub nodes: usize,
+    /// Image bytes.
+    pub image_bytes: u64,
+    /// Peers killed by churn.
+    pub killed: usize,
+    /// Surviving peers that did not complete.
+    pub incomplete: usize,
+    /// Lower bound on time to complete, seconds.
+    pub lower_bound_secs: f64,
+    /// Median completion time of surviving peers, seconds.
+    pub p50_secs: f64,
+    /// 99th percentile completion time, seconds.
+    pub p99_secs: f64,
+    /// Slowest surviving peer, seconds.
+    pub max_secs: f64,
+    /// p99 divided by the lower bound.
+    pub p99_over_lower_bound: f64,
+    /// Bytes the seeder uploaded, divided by the image size.
+    pub seeder_upload_over_image: f64,
+    /// Registry fetches per blob: the seeder's single ingest (the model has no other source).
+    pub registry_fetches_per_blob: f64,
+    /// Mean control (non-chunk) bytes sent and received per node.
+    pub control_bytes_per_node: f64,
+    /// Events processed.
+    pub events: u64,
+}
+
+/// Why a simulation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A parameter is out of range.
+    #[error("invalid simulation: {0}")]
+    Config(String),
+}
+
+fn fake_digest(tag: u8, a: u64, b: u64) -> Digest {
+    let mut d = [0u8; 32];
+    d[0] = tag;
+    d[1..9].copy_from_slice(&a.to_be_bytes());
+    d[9..17].copy_from_slice(&b.to_be_bytes());
+    Digest::from_bytes(d)
+}
+
+/// Layer shares of the image, like a typical base + app image.
+const LAYER_SHARES: [u64; 4] = [20, 480, 350, 150];
+
+fn build_image(cfg: &SimConfig, key: &Keypair) -> Result<(Vec<ChunkMap>, SignedRelease), SimError> {
+    let mut maps = Vec::new();
+    for (i, share) in LAYER_SHARES.iter().enumerate() {
+        let size = cfg.image_size * share / 1000;
+        let n = crate::chunk_count(size, cfg.chunk_size)
+            .map_err(|e| SimError::Config(e.to_string()))?;
+        let blob = fake_digest(1, i as u64, 0);
+        let chunks = (0..n)
+            .map(|c| fake_digest(2, i as u64, u64::from(c)))
+            .collect();
+        maps.push(
+            ChunkMap::new(blob, size, cfg.chunk_size, chunks)
+                .map_err(|e| SimError::Config(e.to_string()))?,
+        );
+    }
+    let manifest = b"{\"schemaVersion\":2}".to_vec();
+    let release = Release {
+        reference: "sim.local/image:latest".into(),
+        root: Document {
+            digest: Digest::of(&manifest),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            bytes: manifest,
+        },
+        manifests: vec![],
+        blobs: maps
+            .iter()
+            .map(|m| release_blob(m, "application/vnd.oci.image.layer.v1.tar"))
+            .collect(),
+        seeder: key.public().to_peer_id().to_bytes(),
+        sequence: 1,
+        created_unix_ms: 0,
+        expires_unix_ms: 0,
+    };
+    let signed = SignedRelease::sign(&release, key).map_err(|e| SimError::Config(e.to_string()))?;
+    Ok((maps, signed))
+}
+
+/// A random overlay: every node links to `degree / 2` random others, links are symmetric.
+fn overlay(n: usize, degree: usize, rng: &mut StdRng) -> Vec<BTreeSet<u32>> {
+    let mut adj = vec![BTreeSet::new(); n];
+    let half = (degree / 2).max(1).min(n.saturating_sub(1));
+    for i in 0..n {
+        let mut tries = 0;
+        while adj[i].len() < half && tries < 10 * half {
+            tries += 1;
+            let j = rng.gen_range(0..n);
+            if j != i {
+                adj[i].insert(j as u32);
+                adj[j].insert(i as u32);
+            }
+        }
+    }
+    adj
+}
+
+struct World {
+    cfg: SimConfig,
+    base: Instant,
+    nodes: Vec<Node<SimPeer>>,
+    peers: Vec<SimPeer>,
+    adj: Vec<BTreeSet<u32>>,
+    dead: Vec<bool>,
+    queue: BinaryHeap<Reverse<Event>>,
+    seq: u64,
+    up_free: Vec<Duration>,
+    down_free: Vec<Duration>,
+    timer_at: Vec<Option<Duration>>,
+    done_at: Vec<Option<Duration>>,
+    seeder_upload: u64,
+    control_bytes: u64,
+    events: u64,
+}
+
+impl World {
+    fn push(&mut self, at: Duration, msg: Msg) {
+        self.seq += 1;
+        self.queue.push(Reverse(Event {
+            at,
+            seq: self.seq,
+            msg,
+        }));
+    }
+
+    fn instant(&self, at: Duration) -> Instant {
+        self.base + at
+    }
+
+    fn control<T: Serialize>(&mut self, m: &T) {
+        self.control_bytes +=
+            codec::encode(m).map_or(0, |b| b.len() as u64) + codec::PREFIX_LEN as u64;
+    }
+
+    fn drain(&mut self, i: u32, now: Duration) {
+        while let Some(action) = self.nodes[i as usize].poll_action() {
+            match action {
+                Action::Send { peer, id, request } => {
+                    self.control(&request);
+                    self.push(
+                        now + self.cfg.latency,
+                        Msg::Request {
+                            to: peer.idx,
+                            from: i,
+                            id,
+                            request,
+                        },
+                    );
+                }
+                Action::Publish(signed) => {
+                    for k in 0..self.nodes.len() as u32 {
+                        if k != i {
+                            self.push(
+                                now + 2 * self.cfg.latency,
+                                Msg::Gossip {
+                                    to: k,
+                                    signed: signed.clone(),
+                                },
+                            );
+                        }
+                    }
+                }
+                Action::ReleaseComplete(_) if i != 0 => {
+                    self.done_at[i as usize].get_or_insert(now);
+                }
+                _ => {}
+            }
+        }
+        // Store the time the event fires at (a deadline already past fires now), so the
+        // staleness check on delivery compares like with like.
+        let at = self.nodes[i as usize]
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(self.base).max(now));
+        if let Some(at) = at
+            && self.timer_at[i as usize] != Some(at)
+        {
+            self.timer_at[i as usize] = Some(at);
+            self.push(at, Msg::Timer { node: i });
+        }
+    }
+
+    fn deliver(&mut self, ev: Event) {
+        let now = ev.at;
+        let t = self.instant(now);
+        match ev.msg {
+            Msg::Request {
+                to,
+                from,
+                id,
+                request,
+            } => {
+                if self.dead[to as usize] {
+                    return;
+                }
+                let inbound =
+                    self.nodes[to as usize].handle_request(&self.peers[from as usize], request, t);
+                match inbound {
+                    Inbound::Respond(r) => self.respond(from, id, r, now),
+                    Inbound::Peers => self.respond(from, id, Response::Peers(vec![]), now),
+                    Inbound::ServeChunk { blob, index, range } => {
+                        let size = range.end - range.start;
+                        let start = now.max(self.up_free[to as usize]);
+                        let sent = start
+                            + Duration::from_secs_f64(size as f64 / self.cfg.up_bytes_per_sec);
+                        self.up_free[to as usize] = sent;
+                        let recv_time =
+                            Duration::from_secs_f64(size as f64 / self.cfg.down_bytes_per_sec);
+                        let arrive = (sent + self.cfg.latency)
+                            .max(self.down_free[from as usize] + recv_time);
+                        self.down_free[from as usize] = arrive;
+                        if to == 0 {
+                            self.seeder_upload += size;
+                        }
+                        self.push(sent, Msg::UploadDone { node: to, to: from });
+                        self.push(
+                            arrive,
+                            Msg::Response {
+                                to: from,
+                                id,
+                                response: Response::Chunk { blob, index },
+                            },
+                        );
+                    }
+                }
+                self.drain(to, now);
+            }
+            Msg::Response { to, id, response } => {
+                if self.dead[to as usize] {
+                    return;
+                }
+                let node = &mut self.nodes[to as usize];
+                if matches!(response, Response::Chunk { .. }) {
+                    if node.chunk_target(id).is_some() {
+                        node.handle_chunk(id, ChunkOutcome::Stored, t);
+                    }
+                } else {
+                    node.handle_response(id, response, t, 0);
+                }
+                self.drain(to, now);
+            }
+            Msg::UploadDone { node, to } => {
+                if !self.dead[node as usize] {
+                    let peer = self.peers[to as usize].clone();
+                    self.nodes[node as usize].handle_upload_done(&peer);
+                    self.drain(node, now);
+                }
+            }
+            Msg::Gossip { to, signed } => {
+                if !self.dead[to as usize] {
+                    let _ = self.nodes[to as usize].handle_release(signed, t, 0);
+                    self.drain(to, now);
+                }
+            }
+            Msg::Timer { node } => {
+                if !self.dead[node as usize] && self.timer_at[node as usize] == Some(now) {
+                    self.timer_at[node as usize] = None;
+                    self.nodes[node as usize].handle_timeout(t);
+                    self.drain(node, now);
+                }
+            }
+            Msg::Kill { node } => {
+                self.dead[node as usize] = true;
+                for n in self.adj[node as usize].clone() {
+                    self.push(
+                        now + self.cfg.latency,
+                        Msg::Disconnect {
+                            node: n,
+                            gone: node,
+                        },
+                    );
+                }
+            }
+            Msg::Disconnect { node, gone } => {
+                if !self.dead[node as usize] {
+                    let peer = self.peers[gone as usize].clone();
+                    self.nodes[node as usize].handle_peer_disconnected(&peer, t);
+                    self.drain(node, now);
+                }
+            }
+        }
+    }
+
+    fn respond(&mut self, to: u32, id: node::RequestId, r: Response, now: Duration) {
+        self.control(&r);
+        self.push(
+            now + self.cfg.latency,
+            Msg::Response {
+                to,
+                id,
+                response: r,
+            },
+        );
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx]
+}
+
+/// Runs one simulation to completion (or to `max_virtual`).
+///
+/// # Errors
+/// [`SimError::Config`] when a parameter is out of range.
+pub fn run(cfg: SimConfig) -> Result<SimReport, SimError> {
+    if cfg.nodes == 0
+        || cfg.up_bytes_per_sec <= 0.0
+        || cfg.down_bytes_per_sec <= 0.0
+        || !(0.0..1.0).contains(&cfg.churn)
+    {
+        return Err(SimError::Config(
+            "need nodes ≥ 1, positive rates and 0 ≤ churn < 1".into(),
+        ));
+    }
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let key = Keypair::ed25519_from_bytes(rng.r#gen::<[u8; 32]>())
+        .map_err(|e| SimError::Config(e.to_string()))?;
+    let seeder_id = key.public().to_peer_id();
+    let (maps, signed) = build_image(&cfg, &key)?;
+    let n = cfg.nodes + 1;
+    let seeder_key = Arc::new(seeder_id.to_bytes());
+    let peers: Vec<SimPeer> = (0..n as u32)
+        .map(|idx| SimPeer {
+            idx,
+            key: if idx == 0 {
+                seeder_key.clone()
+            } else {
+                Arc::new(idx.to_be_bytes().to_vec())
+            },
+        })
+        .collect();
+    let mut nodes = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = cfg
+            .node
+            .clone()
+            .with_rng_seed(cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        if i == 0 {
+            c = c.with_super_seed(true);
+        }
+        nodes.push(
+            Node::new(c, TrustedSeeders::new([seeder_id]))
+                .map_err(|e| SimError::Config(e.to_string()))?,
+        );
+    }
+    let base = Instant::now();
+    for m in &maps {
+        nodes[0].add_local_blob(m.clone(), "application/vnd.oci.image.layer.v1.tar", base);
+    }
+    let adj = overlay(n, cfg.degree, &mut rng);
+    let lower_bound = cfg.image_size as f64 / cfg.up_bytes_per_sec.min(cfg.down_bytes_per_sec)
+        + f64::from(cfg.chunk_size) / cfg.up_bytes_per_sec
+        + 2.0 * cfg.latency.as_secs_f64();
+    let mut w = World {
+        base,
+        nodes,
+        peers,
+        dead: vec![false; n],
+        queue: BinaryHeap::new(),
+        seq: 0,
+        up_free: vec![Duration::ZERO; n],
+        down_free: vec![Duration::ZERO; n],
+        timer_at: vec![None; n],
+        done_at: vec![None; n],
+        seeder_upload: 0,
+        control_bytes: 0,
+        events: 0,
+        adj,
+        cfg: cfg.clone(),
+    };
+    for i in 0..n as u32 {
+        for j in w.adj[i as usize].clone() {
+            let peer = w.peers[j as usize].clone();
+            w.nodes[i as usize].handle_peer_connected(peer, base);
+        }
+    }
+    for i in 0..n as u32 {
+        w.drain(i, Duration::ZERO);
+    }
+    let publish_at = 10 * cfg.latency;
+    w.nodes[0]
+        .publish_release(signed, base + publish_at, 0)
+        .map_err(|e| SimError::Config(e.to_string()))?;
+    w.drain(0, publish_at);
+    let killed = (cfg.churn * cfg.nodes as f64).round() as usize;
+    let mut victims: Vec<u32> = (1..n as u32).collect();
+    for k in 0..killed {
+        let pick = rng.gen_range(k..victims.len());
+        victims.swap(k, pick);
+        let at = publish_at + Duration::from_secs_f64(rng.r#gen::<f64>() * lower_bound);
+        w.push(at, Msg::Kill { node: victims[k] });
+    }
+    while let Some(Reverse(ev)) = w.queue.pop() {
+        if ev.at > cfg.max_virtual {
+            break;
+        }
+        w.events += 1;
+        w.deliver(ev);
+        if w.events.is_multiple_of(4096) && (1..n).all(|i| w.dead[i] || w.done_at[i].is_some()) {
+            break;
+        }
+    }
+    let mut times: Vec<f64> = (1..n)
+        .filter(|&i| !w.dead[i])
+        .filter_map(|i| w.done_at[i].map(|t| (t - publish_at).as_secs_f64()))
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let survivors = (1..n).filter(|&i| !w.dead[i]).count();
+    let p99 = percentile(&times, 0.99);
+    Ok(SimReport {
+        nodes: cfg.nodes,
+        image_bytes: maps.iter().map(ChunkMap::size).sum(),
+        killed,
+        incomplete: survivors - times.len(),
+        lower_bound_secs: lower_bound,
+        p50_secs: percentile(&times, 0.5),
+        p99_secs: p99,
+        max_secs: times.last().copied().unwrap_or(f64::NAN),
+        p99_over_lower_bound: p99 / lower_bound,
+        seeder_upload_over_image: w.seeder_upload as f64 / cfg.image_size as f64,
+        registry_fetches_per_blob: 1.0,
+        control_bytes_per_node: w.control_bytes as f64 / n as f64,
+        events: w.events,
+    })
+}

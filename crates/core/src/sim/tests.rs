@@ -1,0 +1,50 @@
+//! The simulator completes, is deterministic, and survives churn.
+
+use std::time::Duration;
+
+use super::*;
+
+fn small() -> SimConfig {
+    SimConfig {
+        nodes: 30,
+        image_size: 64 << 20,
+        up_bytes_per_sec: 125e6,
+        down_bytes_per_sec: 125e6,
+        latency: Duration::from_millis(1),
+        ..SimConfig::default()
+    }
+}
+
+#[test]
+fn small_swarm_completes_near_the_lower_bound() {
+    let r = run(small()).unwrap();
+    assert_eq!(r.incomplete, 0, "{r:?}");
+    // Loose regression bounds; the targets (1.5x) are not met yet on a bounded
+    // overlay. Seen at this size: p99/bound 2.6, seeder upload 2.2x.
+    assert!(r.p99_over_lower_bound < 4.0, "{r:?}");
+    assert!(r.seeder_upload_over_image < 3.0, "{r:?}");
+}
+
+#[test]
+fn same_seed_same_result() {
+    let a = run(small()).unwrap();
+    let b = run(small()).unwrap();
+    assert_eq!(a.events, b.events);
+    assert_eq!(a.p99_secs.to_bits(), b.p99_secs.to_bits());
+    let c = run(SimConfig { seed: 2, ..small() }).unwrap();
+    assert_ne!(
+        (a.events, a.p99_secs.to_bits()),
+        (c.events, c.p99_secs.to_bits())
+    );
+}
+
+#[test]
+fn survivors_complete_under_churn() {
+    let r = run(SimConfig {
+        churn: 0.3,
+        ..small()
+    })
+    .unwrap();
+    assert_eq!(r.killed, 9);
+    assert_eq!(r.incomplete, 0, "{r:?}");
+}

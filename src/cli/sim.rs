@@ -1,0 +1,126 @@
+//! `blobswarm sim`: a discrete-event simulation of a whole swarm driving the same core
+//! scheduler the agents run, to see how it scales before a cluster does.
+
+use std::time::{Duration, Instant};
+
+use blobswarm_core::sim::{self, SimConfig};
+
+use super::units::{self, parse_size};
+
+/// Arguments of `blobswarm sim`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Peers besides the seeder.
+    #[arg(long, default_value_t = 200)]
+    nodes: usize,
+    /// Image size, e.g. 3GiB.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    image_size: u64,
+    /// Chunk size.
+    #[arg(long, default_value = "4MiB", value_parser = parse_size)]
+    chunk_size: u64,
+    /// Uplink of every node, e.g. 1Gbit or 200Mbit.
+    #[arg(long, default_value = "1Gbit", value_parser = parse_rate)]
+    up: f64,
+    /// Downlink of every node.
+    #[arg(long, default_value = "1Gbit", value_parser = parse_rate)]
+    down: f64,
+    /// One-way latency in milliseconds.
+    #[arg(long, default_value_t = 1.0)]
+    latency_ms: f64,
+    /// Fraction of peers killed during the transfer (0 to <1).
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    /// Neighbours per node.
+    #[arg(long, default_value_t = 16)]
+    degree: usize,
+    /// Random seed; the same seed gives the same result.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses link rates like `1Gbit`, `200Mbit`, `500kbit` into bytes per second.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(lower.len());
+    let (num, unit) = lower.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate (examples: 1Gbit, 200Mbit)"))?;
+    let bits = match unit {
+        "gbit" | "g" => 1e9,
+        "mbit" | "m" => 1e6,
+        "kbit" | "k" => 1e3,
+        "bit" | "" => 1.0,
+        other => {
+            return Err(format!(
+                "unknown rate unit {other:?} in {s:?} (use Gbit, Mbit or kbit)"
+            ));
+        }
+    };
+    if n <= 0.0 {
+        return Err(format!("rate {s:?} must be positive"));
+    }
+    Ok(n * bits / 8.0)
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = SimConfig {
+        nodes: args.nodes,
+        image_size: args.image_size,
+        chunk_size: u32::try_from(args.chunk_size)?,
+        up_bytes_per_sec: args.up,
+        down_bytes_per_sec: args.down,
+        latency: Duration::from_secs_f64(args.latency_ms / 1000.0),
+        churn: args.churn,
+        degree: args.degree,
+        seed: args.seed,
+        ..SimConfig::default()
+    };
+    let started = Instant::now();
+    let r = sim::run(cfg)?;
+    let wall = started.elapsed().as_secs_f64();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "simulated {} peers + seeder, {} image, {:.0} Mbit/s up / {:.0} Mbit/s down, {} ms latency, churn {:.0}%, degree {}, seed {}",
+        r.nodes,
+        units::bytes(r.image_bytes),
+        args.up * 8.0 / 1e6,
+        args.down * 8.0 / 1e6,
+        args.latency_ms,
+        args.churn * 100.0,
+        args.degree,
+        args.seed
+    );
+    println!("lower bound            {:>8.2} s", r.lower_bound_secs);
+    println!(
+        "p50 / p99 / max        {:>8.2} / {:.2} / {:.2} s",
+        r.p50_secs, r.p99_secs, r.max_secs
+    );
+    println!("p99 / lower bound      {:>8.2}", r.p99_over_lower_bound);
+    println!("seeder upload / image  {:>8.2}", r.seeder_upload_over_image);
+    println!(
+        "registry fetches/blob  {:>8.0}",
+        r.registry_fetches_per_blob
+    );
+    println!(
+        "control bytes / node   {:>8}",
+        units::bytes(r.control_bytes_per_node as u64)
+    );
+    println!("killed / incomplete    {:>8} / {}", r.killed, r.incomplete);
+    println!("events                 {:>8} in {wall:.1} s wall", r.events);
+    anyhow::ensure!(
+        r.incomplete == 0,
+        "{} surviving peers did not complete",
+        r.incomplete
+    );
+    Ok(())
+}
