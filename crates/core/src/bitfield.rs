@@ -113,6 +113,20 @@ impl Bitfield {
         self.count() == self.len
     }
 
+    /// The packed bits (MSB first), for word-at-a-time set operations in the scheduler.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+
+    /// Sets every bit set in `other`; bitfields of different lengths are left alone.
+    pub(crate) fn union_with(&mut self, other: &Self) {
+        if other.len == self.len {
+            for (a, b) in self.bits.iter_mut().zip(&other.bits) {
+                *a |= b;
+            }
+        }
+    }
+
     /// Indices of the present chunks, ascending.
     pub fn ones(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.len).filter(|&i| self.get(i))

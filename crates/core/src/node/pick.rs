@@ -7,8 +7,8 @@ use rand::seq::SliceRandom;
 
 use super::state::Outstanding;
 use super::{Action, Node, PeerKey};
-use crate::Digest;
 use crate::wire::Request;
+use crate::{Bitfield, Digest};
 
 /// Most outstanding requests for one chunk in endgame.
 const ENDGAME_COPIES: usize = 2;
@@ -175,35 +175,47 @@ impl<P: PeerKey> Node<P> {
             if !b.downloading() {
                 continue;
             }
-            let bits = if p.is_seeder {
-                None
+            // What this peer offers, as packed bits: its announced haves, or for a seeder
+            // everything no available non-seeder neighbour holds.
+            let offer: Bitfield = if p.is_seeder {
+                let mut held = Bitfield::new(b.have.len());
+                for q in self
+                    .peers
+                    .values()
+                    .filter(|q| !q.is_seeder && q.available(now))
+                {
+                    if let Some(bits) = q.haves.get(digest) {
+                        held.union_with(bits);
+                    }
+                }
+                held
             } else {
                 match p.haves.get(digest) {
-                    Some(bits) => Some(bits),
-                    None => continue,
+                    Some(bits) if bits.len() == b.have.len() => bits.clone(),
+                    _ => continue,
                 }
             };
-            for i in 0..b.have.len() {
-                if b.have.get(i)
-                    || b.pending.get(i)
-                    || bits.is_some_and(|bits| !bits.get(i))
-                    || p.declined(digest, i, now)
-                {
-                    continue;
+            let len = b.have.len();
+            let (have, pending, offer) =
+                (b.have.as_bytes(), b.pending.as_bytes(), offer.as_bytes());
+            for k in 0..have.len() {
+                let offered = if p.is_seeder { !offer[k] } else { offer[k] };
+                let mut cand = offered & !have[k] & !pending[k];
+                if k == have.len() - 1 && len % 8 != 0 {
+                    cand &= 0xffu8 << (8 - len % 8);
                 }
-                let avail = b.availability[i as usize];
-                if p.is_seeder
-                    && avail > 0
-                    && self
-                        .peers
-                        .values()
-                        .any(|q| !q.is_seeder && q.available(now) && q.has(digest, i))
-                {
-                    continue;
-                }
-                let tie: u32 = self.rng.r#gen();
-                if best.is_none_or(|(a, t, _, _)| (avail, tie) < (a, t)) {
-                    best = Some((avail, tie, *digest, i));
+                while cand != 0 {
+                    let bit = cand.leading_zeros();
+                    cand &= !(0x80u8 >> bit);
+                    let i = k as u32 * 8 + bit;
+                    if p.declined(digest, i, now) {
+                        continue;
+                    }
+                    let avail = b.availability[i as usize];
+                    let tie: u32 = self.rng.r#gen();
+                    if best.is_none_or(|(a, t, _, _)| (avail, tie) < (a, t)) {
+                        best = Some((avail, tie, *digest, i));
+                    }
                 }
             }
         }
