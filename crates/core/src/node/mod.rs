@@ -153,6 +153,8 @@ pub struct Node<P> {
     uploads: usize,
     actions: VecDeque<Action<P>>,
     new_haves: BTreeMap<Digest, Vec<u32>>,
+    /// A peer or a chunk map appeared: some peer may be owed a full bitfield.
+    announce_full: bool,
     /// Outstanding requests per chunk: one normally, two in endgame.
     chunk_requests: BTreeMap<(Digest, u32), Vec<RequestId>>,
     seeder_keys: Vec<Vec<u8>>,
@@ -179,6 +181,7 @@ impl<P: PeerKey> Node<P> {
             uploads: 0,
             actions: VecDeque::new(),
             new_haves: BTreeMap::new(),
+            announce_full: false,
             chunk_requests: BTreeMap::new(),
             seeder_keys: Vec::new(),
             stats: Stats::default(),
@@ -193,6 +196,7 @@ impl<P: PeerKey> Node<P> {
             return;
         }
         let is_seeder = self.seeder_keys.contains(&peer.key_bytes());
+        self.announce_full = true;
         self.peers.insert(
             peer.clone(),
             PeerState {
@@ -285,6 +289,7 @@ impl<P: PeerKey> Node<P> {
         state.availability = vec![0; count as usize];
         state.map = Some(Arc::new(map));
         state.complete = true;
+        self.announce_full = true;
         self.after_input(now);
     }
 
@@ -583,6 +588,7 @@ impl<P: PeerKey> Node<P> {
                 {
                     Self::install_map(state, map);
                     state.complete = true;
+                    self.announce_full = true;
                     self.actions.push_back(Action::BlobComplete(entry.digest));
                 }
             }
@@ -598,6 +604,7 @@ impl<P: PeerKey> Node<P> {
     }
 
     fn install_map(state: &mut BlobState, map: ChunkMap) {
+        // Callers set `announce_full`; this is an associated fn to borrow only the blob.
         let n = map.count();
         state.have = Bitfield::new(n);
         state.pending = Bitfield::new(n);
@@ -622,6 +629,7 @@ impl<P: PeerKey> Node<P> {
             return;
         }
         Self::install_map(state, map);
+        self.announce_full = true;
         // Rebuild availability from have-information received before the map.
         let count = state.have.len();
         for p in self.peers.values_mut() {
@@ -808,6 +816,11 @@ impl<P: PeerKey> Node<P> {
     }
 
     fn flush_haves(&mut self, now: Instant) {
+        // Most inputs (an incoming Have, above all) give nothing new to announce.
+        if self.new_haves.is_empty() && !self.announce_full {
+            return;
+        }
+        self.announce_full = false;
         let new = std::mem::take(&mut self.new_haves);
         let deadline = now + self.config.request_timeout;
         let mut sends = Vec::new();
