@@ -6,6 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/test-deps.sh
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+# --all-features: builds and tests the containerd importer (needs protoc, installed above).
 # Release: the end-to-end tests move tens of MiB and hash them; debug is too slow.
-cargo test --workspace --release "$@"
+cargo test --workspace --release --all-features "$@"

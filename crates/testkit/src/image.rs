@@ -71,7 +71,7 @@ pub enum PushFormat {
     DockerV2S2,
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -1,7 +1,8 @@
 //! Helpers for blobswarm's end-to-end tests against real components.
 //!
 //! The tests drive a real CNCF distribution registry (`docker-registry`), build
-//! real OCI images with `umoci` and push them with `skopeo`. Nothing here is a
+//! real OCI images with `umoci`, push them with `skopeo` and import them into a
+//! private, real `containerd` ([`Containerd`]). Nothing here is a
 //! mock: when a helper cannot do its job it panics with a message saying what
 //! failed, so a broken environment shows up as a failed test, never as a pass.
 //!
@@ -12,6 +13,7 @@
 //!
 //! All network traffic stays on 127.0.0.1.
 
+mod containerd;
 mod image;
 mod registry;
 
@@ -20,6 +22,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub use containerd::{Containerd, require_containerd};
 pub use image::{
     BlobInfo, ImageInfo, IndexInfo, PushFormat, build_test_image, build_test_index, push_image,
     push_image_with, push_index, read_image_info,

@@ -1,0 +1,156 @@
+//! Where containerd is and how images are recorded in it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::ContainerdError;
+
+/// The socket a stock containerd listens on.
+pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
+/// The namespace the CRI plugin (and so the kubelet) looks images up in.
+pub const DEFAULT_NAMESPACE: &str = "k8s.io";
+/// The snapshotter the CRI plugin uses on most nodes.
+pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
+
+/// How to reach containerd and what to create there.
+///
+/// Defaults match a stock Kubernetes node (`/run/containerd/containerd.sock`, namespace
+/// `k8s.io`, snapshotter `overlayfs`), so an agent on a node needs no flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerdConfig {
+    /// containerd's gRPC unix socket.
+    pub socket: PathBuf,
+    /// The containerd namespace images are written into; the CRI reads `k8s.io`.
+    pub namespace: String,
+    /// The snapshotter layers are unpacked with; must be the one the CRI plugin uses
+    /// (`overlayfs` on most nodes, `native` works everywhere), or pods unpack again.
+    pub snapshotter: String,
+    /// Label image records `io.cri-containerd.pinned=pinned`, so the kubelet's image
+    /// garbage collector never removes them.
+    pub pin: bool,
+    /// Bound on connecting and on each metadata request; a containerd that does not answer
+    /// within it is reported as not answering instead of hanging the agent. Unpacking one
+    /// layer may take [`UNPACK_TIMEOUT_FACTOR`] times as long.
+    pub timeout: Duration,
+    /// How long the import's lease keeps half-written content from containerd's garbage
+    /// collector if this process dies before deleting it.
+    pub lease_expiry: Duration,
+}
+
+/// Unpacking a layer (decompress + write files) may take this many times
+/// [`ContainerdConfig::timeout`].
+pub const UNPACK_TIMEOUT_FACTOR: u32 = 20;
+
+impl Default for ContainerdConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            snapshotter: DEFAULT_SNAPSHOTTER.to_owned(),
+            pin: false,
+            timeout: Duration::from_secs(30),
+            lease_expiry: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl ContainerdConfig {
+    /// Checks the values before anything is sent, so a typo is reported as a config
+    /// error instead of as a puzzling gRPC failure.
+    ///
+    /// # Errors
+    /// [`ContainerdError::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<(), ContainerdError> {
+        let invalid = |m: String| Err(ContainerdError::InvalidConfig(m));
+        if self.socket.as_os_str().is_empty() {
+            return invalid("socket path is empty".into());
+        }
+        // containerd's rule for namespaces: a DNS-label-like identifier.
+        let ns_ok = !self.namespace.is_empty()
+            && self.namespace.len() <= 76
+            && self
+                .namespace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+            && self.namespace.as_bytes()[0].is_ascii_alphanumeric();
+        if !ns_ok {
+            return invalid(format!(
+                "namespace {:?} must be letters, digits, '.', '-', '_' and start with a letter or digit",
+                self.namespace
+            ));
+        }
+        if self.snapshotter.is_empty()
+            || !self
+                .snapshotter
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return invalid(format!(
+                "snapshotter {:?} is not a plugin name (e.g. overlayfs, native)",
+                self.snapshotter
+            ));
+        }
+        if self.timeout.is_zero() {
+            return invalid("timeout must be greater than zero".into());
+        }
+        if self.lease_expiry < Duration::from_secs(60) {
+            return invalid(format!(
+                "lease expiry {:?} is shorter than a minute; half-written content could be collected mid-import",
+                self.lease_expiry
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_matches_a_node() {
+        let c = ContainerdConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.socket, PathBuf::from("/run/containerd/containerd.sock"));
+        assert_eq!(c.namespace, "k8s.io");
+        assert_eq!(c.snapshotter, "overlayfs");
+        assert!(!c.pin);
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_field() {
+        for (c, word) in [
+            (
+                ContainerdConfig {
+                    namespace: "k8s io".into(),
+                    ..Default::default()
+                },
+                "namespace",
+            ),
+            (
+                ContainerdConfig {
+                    snapshotter: String::new(),
+                    ..Default::default()
+                },
+                "snapshotter",
+            ),
+            (
+                ContainerdConfig {
+                    socket: PathBuf::new(),
+                    ..Default::default()
+                },
+                "socket",
+            ),
+            (
+                ContainerdConfig {
+                    timeout: Duration::ZERO,
+                    ..Default::default()
+                },
+                "timeout",
+            ),
+        ] {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(word), "{e}");
+        }
+    }
+}
