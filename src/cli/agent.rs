@@ -25,6 +25,13 @@ pub(crate) struct Args {
     /// Neighbours to keep connected.
     #[arg(long, default_value_t = 32)]
     max_peers: usize,
+    /// Where completed images go: `containerd` (CRI-visible, unpacked), `oci-layout`
+    /// (DATA_DIR/oci), or `auto`: containerd when its socket exists and this binary was
+    /// built with containerd support, else an OCI layout.
+    #[arg(long, value_enum, default_value_t = RuntimeChoice::Auto)]
+    runtime: RuntimeChoice,
+    #[command(flatten)]
+    containerd: super::containerd_args::ContainerdArgs,
     /// Testing only: corrupt one byte of every chunk served (hostile-peer tests).
     #[arg(long, hide = true)]
     corrupt_serving: bool,
@@ -36,7 +43,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     config.listen = args.listen;
     config.bootstrap = args.bootstrap;
     config.trusted = args.trust_seeder;
-    config.layout_dir = Some(args.data_dir.join("oci"));
+    let containerd = args.containerd.config();
+    let use_containerd = match args.runtime {
+        RuntimeChoice::Containerd => true,
+        RuntimeChoice::OciLayout => false,
+        RuntimeChoice::Auto => cfg!(feature = "containerd") && containerd.socket.exists(),
+    };
+    if use_containerd {
+        tracing::info!(socket = %containerd.socket.display(), namespace = %containerd.namespace, snapshotter = %containerd.snapshotter, "importing into containerd");
+        config.containerd = Some(containerd);
+    } else {
+        tracing::info!(dir = %args.data_dir.join("oci").display(), "writing completed images as an OCI layout");
+        config.layout_dir = Some(args.data_dir.join("oci"));
+    }
     config.max_peers = args.max_peers;
     if args.corrupt_serving {
         tracing::warn!("serving corrupted chunks (test mode)");
@@ -66,4 +85,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where an agent puts completed images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RuntimeChoice {
+    /// containerd if its socket exists (and support is built in), else an OCI layout.
+    Auto,
+    /// Import into containerd.
+    Containerd,
+    /// Write an OCI layout under the data directory.
+    OciLayout,
 }

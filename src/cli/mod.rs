@@ -1,8 +1,10 @@
 //! Subcommands, one module each, plus the small helpers they share.
 
 mod agent;
+mod containerd_args;
 mod demo;
 mod demo_image;
+mod import;
 mod keygen;
 mod keys;
 mod seed;
@@ -31,6 +33,8 @@ pub(crate) enum Command {
     Agent(agent::Args),
     /// Simulate a swarm of thousands of nodes with the real scheduler on a virtual clock.
     Sim(sim::Args),
+    /// Import an image from an OCI layout into containerd (what the agent does after a download).
+    Import(import::Args),
     /// Create an identity key file and print its peer id (the id agents trust).
     Keygen(keygen::Args),
 }
@@ -49,6 +53,7 @@ impl Command {
             Self::Seed(a) => seed::run(a).await,
             Self::Agent(a) => agent::run(a).await,
             Self::Keygen(a) => keygen::run(a),
+            Self::Import(a) => import::run(a).await,
             Self::Sim(a) => sim::run(a),
         }
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use blobswarm_containerd_import::OciLayoutTarget;
+use blobswarm_containerd_import::containerd::ContainerdConfig;
 use blobswarm_core::node::{self, Action, ChunkOutcome, Inbound, Node, RequestId};
 use blobswarm_core::store::FsStore;
 use blobswarm_core::wire::{
@@ -49,6 +50,8 @@ pub struct AgentConfig {
     pub store_dir: PathBuf,
     /// Where completed releases are written as an OCI layout (None: keep only in the store).
     pub layout_dir: Option<PathBuf>,
+    /// Import completed releases into this containerd (needs the `containerd` feature).
+    pub containerd: Option<ContainerdConfig>,
     /// Scheduler tunables.
     pub node: node::Config,
     /// Neighbours to keep; peer exchange dials more until this many are connected.
@@ -67,6 +70,7 @@ impl AgentConfig {
             trusted: Vec::new(),
             store_dir,
             layout_dir: None,
+            containerd: None,
             node: node::Config::default(),
             max_peers: 32,
             serve_fault: None,
@@ -165,6 +169,7 @@ pub async fn spawn(
         Some(dir) => Some(Arc::new(OciLayoutTarget::open(dir)?)),
         None => None,
     };
+    let runtime = crate::runtime::Runtime::connect(config.containerd.clone()).await?;
     let peer_id = config.keypair.public().to_peer_id();
     let mut swarm = build_swarm(config.keypair.clone(), config.node.request_timeout)?;
     for addr in &config.listen {
@@ -190,6 +195,7 @@ pub async fn spawn(
         node,
         store: store.clone(),
         layout,
+        runtime,
         config,
         commands: cmd_rx,
         internal_tx,
@@ -255,6 +261,7 @@ struct EventLoop {
     node: Node<PeerId>,
     store: Arc<FsStore>,
     layout: Option<Arc<OciLayoutTarget>>,
+    runtime: crate::runtime::Runtime,
     config: AgentConfig,
     commands: mpsc::Receiver<Command>,
     internal_tx: mpsc::Sender<Internal>,
@@ -382,23 +389,16 @@ impl EventLoop {
             return;
         };
         info!(release = %id.short(), reference = %release.reference, secs = timing.completed.map(|d| d.as_secs_f64()), "release complete");
-        let Some(layout) = self.layout.clone() else {
+        if self.layout.is_none() && self.runtime.is_none() {
             return;
-        };
+        }
+        let layout = self.layout.clone();
+        let runtime = self.runtime.clone();
         let store = self.store.clone();
-        let sizes: Vec<(Digest, u64)> = release.blobs.iter().map(|b| (b.digest, b.size)).collect();
         let tx = self.internal_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = sizes
-                .iter()
-                .try_for_each(|(d, s)| store.finalize(d, *s).map(|_| ()))
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    layout
-                        .import(&release, |d| store.blob_path(d))
-                        .map_err(|e| e.to_string())
-                });
-            let _ = tx.blocking_send(Internal::Imported { id, result });
+        tokio::spawn(async move {
+            let result = import_release(store, layout, runtime, release).await;
+            let _ = tx.send(Internal::Imported { id, result }).await;
         });
     }
 
@@ -446,7 +446,7 @@ impl EventLoop {
                 let t = self.releases.entry(id).or_default();
                 match result {
                     Ok(()) => {
-                        info!(release = %id.short(), "release imported into OCI layout");
+                        info!(release = %id.short(), "release imported");
                         t.imported = true;
                     }
                     Err(e) => {
@@ -790,4 +790,31 @@ impl EventLoop {
         };
         self.status.send_replace(status);
     }
+}
+
+/// Makes every blob of `release` durable, then writes it to the OCI layout and/or
+/// containerd. Runs off the event loop; each blob is read from the store once per target.
+async fn import_release(
+    store: Arc<FsStore>,
+    layout: Option<Arc<OciLayoutTarget>>,
+    runtime: crate::runtime::Runtime,
+    release: Arc<blobswarm_core::Release>,
+) -> Result<(), String> {
+    let (store2, release2) = (store.clone(), release.clone());
+    tokio::task::spawn_blocking(move || {
+        for b in &release2.blobs {
+            store2
+                .finalize(&b.digest, b.size)
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(layout) = layout {
+            layout
+                .import(&release2, |d| store2.blob_path(d))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(())
+    })
+    .await
+    .map_err(|e| format!("import task failed: {e}"))??;
+    runtime.import(&release, &store).await
 }

@@ -7,6 +7,7 @@
 mod agent;
 mod behaviour;
 mod protocol;
+mod runtime;
 mod status;
 
 pub use agent::{AgentConfig, AgentHandle, LocalBlob, ServeFault, spawn};

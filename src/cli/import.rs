@@ -1,0 +1,62 @@
+//! `blobswarm import --from DIR`: put an image from an OCI layout into containerd by hand,
+//! the same import the agent runs after a swarm download.
+
+use std::path::PathBuf;
+
+/// Arguments of `blobswarm import`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// OCI image layout directory to import from.
+    #[arg(long)]
+    from: PathBuf,
+    /// Which image of the layout (its `org.opencontainers.image.ref.name`).
+    #[arg(long = "ref")]
+    ref_name: String,
+    /// Name to record in containerd, e.g. `registry.example/app:v1` (default: the ref).
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    containerd: super::containerd_args::ContainerdArgs,
+}
+
+#[cfg(feature = "containerd")]
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use blobswarm_containerd_import::containerd::{ContainerdTarget, ImageToImport};
+    use indicatif::{ProgressBar, ProgressStyle};
+
+    let mut image = ImageToImport::from_oci_layout(&args.from, &args.ref_name)
+        .with_context(|| format!("reading {} from {}", args.ref_name, args.from.display()))?;
+    if let Some(name) = &args.name {
+        image = image.with_reference(name.clone());
+    }
+    image.validate()?;
+    let total: u64 = image.blobs.iter().map(|b| b.size).sum();
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} importing {msg} ({elapsed})")
+            .expect("static template"),
+    );
+    bar.set_message(format!(
+        "{} ({} blobs, {})",
+        image.reference,
+        image.blobs.len(),
+        super::units::bytes(total)
+    ));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let target = ContainerdTarget::connect(args.containerd.config()).await?;
+    let report = target
+        .import(&image)
+        .await
+        .with_context(|| format!("importing {}", image.reference))?;
+    bar.finish_and_clear();
+    println!("{report}");
+    Ok(())
+}
+
+#[cfg(not(feature = "containerd"))]
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "cannot import {}: this blobswarm was built without containerd support (build with `--features containerd`, which needs protoc)",
+        args.from.display()
+    )
+}
