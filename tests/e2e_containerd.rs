@@ -95,6 +95,10 @@ fn swarm_delivered_image_runs_in_containerd_on_every_agent() {
             "agent-{i}: digest missing from\n{images}"
         );
         assert!(
+            images.contains(&image.config.digest),
+            "agent-{i}: image ID (config digest) record missing from\n{images}"
+        );
+        assert!(
             images.contains("io.cri-containerd.image=managed"),
             "agent-{i}: CRI label missing\n{images}"
         );

@@ -22,7 +22,7 @@ pub(crate) struct Args {
 #[cfg(feature = "containerd")]
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     use anyhow::Context;
-    use blobswarm_containerd_import::containerd::{ContainerdTarget, ImageToImport};
+    use blobswarm_containerd_import::containerd::{ContainerdTarget, ImageToImport, Progress};
     use indicatif::{ProgressBar, ProgressStyle};
 
     let mut image = ImageToImport::from_oci_layout(&args.from, &args.ref_name)
@@ -31,19 +31,22 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         image = image.with_reference(name.clone());
     }
     image.validate()?;
-    let total: u64 = image.blobs.iter().map(|b| b.size).sum();
-    let bar = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} importing {msg} ({elapsed})")
+    let total: u64 = image.blobs.iter().map(|b| b.size).sum::<u64>()
+        + image.root.bytes.len() as u64
+        + image
+            .manifests
+            .iter()
+            .map(|m| m.bytes.len() as u64)
+            .sum::<u64>();
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("import {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
             .expect("static template"),
     );
-    bar.set_message(format!(
-        "{} ({} blobs, {})",
-        image.reference,
-        image.blobs.len(),
-        super::units::bytes(total)
-    ));
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    let target = ContainerdTarget::connect(args.containerd.config()).await?;
+    bar.set_message(image.reference.clone());
+    let counter = bar.clone();
+    let target = ContainerdTarget::connect(args.containerd.config())
+        .await?
+        .with_progress(Progress::new(move |n| counter.inc(n)));
     let report = target
         .import(&image)
         .await

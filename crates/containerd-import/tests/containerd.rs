@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use blobswarm_containerd_import::containerd::{
-    ContainerdConfig, ContainerdError, ContainerdTarget, ImageToImport, ImportReport,
+    ContainerdConfig, ContainerdError, ContainerdTarget, ImageToImport, ImportReport, Progress,
 };
 use blobswarm_core::{DEFAULT_CHUNK_SIZE, Digest, Document, Release, ReleaseBlob};
 use blobswarm_testkit::{
@@ -166,10 +166,24 @@ async fn import_is_seen_by_the_cri_unpacked_runnable_and_idempotent() {
     let image = ImageToImport::from_oci_layout(&layout, "v1")
         .unwrap()
         .with_reference(REF);
-    let target = ContainerdTarget::connect(config(&ctd)).await.unwrap();
+    let reported = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = reported.clone();
+    let target = ContainerdTarget::connect(config(&ctd))
+        .await
+        .unwrap()
+        .with_progress(Progress::new(move |n| {
+            counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }));
 
     let first = target.import(&image).await.unwrap();
     eprintln!("first import: {first}");
+    let content_bytes: u64 =
+        image.blobs.iter().map(|b| b.size).sum::<u64>() + image.root.bytes.len() as u64;
+    assert_eq!(
+        reported.swap(0, std::sync::atomic::Ordering::Relaxed),
+        content_bytes,
+        "progress reports every content byte once"
+    );
     let blobs = info.layers.len() + 1;
     assert_eq!(first.content_written, blobs + 1, "config, layers, manifest");
     assert_eq!(first.content_present, 0);
@@ -270,6 +284,11 @@ async fn import_is_seen_by_the_cri_unpacked_runnable_and_idempotent() {
     // Second import: a no-op.
     let second = target.import(&image).await.unwrap();
     eprintln!("second import: {second}");
+    assert_eq!(
+        reported.load(std::sync::atomic::Ordering::Relaxed),
+        content_bytes,
+        "present content counts as done, so a bar reaches 100% on a no-op import"
+    );
     assert!(second.changed_nothing(), "{second:?}");
     assert_eq!(second.content_present, blobs + 1);
     assert_eq!(second.snapshots_present, info.layers.len());

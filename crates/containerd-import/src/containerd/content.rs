@@ -23,6 +23,7 @@ use super::ContainerdError;
 use super::client::{Conn, Lease};
 use super::error::io_err;
 use super::plan::{ContentItem, Source};
+use super::target::Progress;
 
 /// Bytes per WRITE message: large enough to keep the per-message overhead negligible,
 /// small enough to stay well under gRPC's default 4 MiB message limit.
@@ -49,6 +50,7 @@ pub(crate) async fn ensure(
     conn: &Conn,
     lease: &str,
     item: &ContentItem,
+    progress: Option<&Progress>,
 ) -> Result<ContentOutcome, ContainerdError> {
     let deadline = tokio::time::Instant::now() + conn.timeout() * 4;
     let mut restarted = false;
@@ -57,12 +59,15 @@ pub(crate) async fn ensure(
         if let Some(info) = info(conn, lease, item.digest).await? {
             let relabelled =
                 ensure_labels(conn, lease, item.digest, &info.labels, &item.labels).await?;
+            if let Some(p) = progress {
+                p.add(item.size);
+            }
             return Ok(ContentOutcome {
                 relabelled,
                 ..ContentOutcome::default()
             });
         }
-        match write(conn, lease, item).await {
+        match write(conn, lease, item, progress).await {
             Ok(out) => return Ok(out),
             // Someone else committed it between Info and Write: check its labels.
             Err(WriteError::AlreadyExists) => {}
@@ -284,7 +289,12 @@ fn classify(conn: &Conn, op: &'static str, digest: Digest, s: &Status) -> WriteE
     }
 }
 
-async fn write(conn: &Conn, lease: &str, item: &ContentItem) -> Result<ContentOutcome, WriteError> {
+async fn write(
+    conn: &Conn,
+    lease: &str,
+    item: &ContentItem,
+    progress: Option<&Progress>,
+) -> Result<ContentOutcome, WriteError> {
     let size = i64::try_from(item.size).map_err(|_| ContainerdError::BadDocument {
         what: "blob",
         digest: item.digest,
@@ -353,6 +363,9 @@ async fn write(conn: &Conn, lease: &str, item: &ContentItem) -> Result<ContentOu
     let failed = |error: ContainerdError| WriteError::Failed { error, resumed };
     let mut offset = status.offset;
     let mut reader = Reader::open(&item.source, resumed).await.map_err(failed)?;
+    if let Some(p) = progress {
+        p.add(resumed);
+    }
     let mut buf = vec![0u8; WRITE_CHUNK];
     while offset < size {
         let want = usize::try_from(size - offset)
@@ -380,6 +393,9 @@ async fn write(conn: &Conn, lease: &str, item: &ContentItem) -> Result<ContentOu
             .await
             .map_err(|e| with_resumed(e, resumed))?;
         offset += n as i64;
+        if let Some(p) = progress {
+            p.add(n as u64);
+        }
         if resp.offset != offset {
             return Err(failed(ContainerdError::Rpc {
                 op: "content write",

@@ -53,4 +53,4 @@ pub use lease::LEASE_LABEL;
 #[cfg(feature = "containerd")]
 pub use records::{LABEL_CRI_MANAGED, LABEL_CRI_PINNED};
 #[cfg(feature = "containerd")]
-pub use target::ContainerdTarget;
+pub use target::{ContainerdTarget, Progress};

@@ -16,6 +16,29 @@ use super::{ContainerdConfig, ContainerdError, ImageToImport, ImportReport, cont
 #[derive(Debug, Clone)]
 pub struct ContainerdTarget {
     conn: Conn,
+    progress: Option<Progress>,
+}
+
+/// A callback told how many more content bytes are in place (written, resumed or found
+/// present), so a CLI can draw a byte progress bar over an import.
+#[derive(Clone)]
+pub struct Progress(std::sync::Arc<dyn Fn(u64) + Send + Sync>);
+
+impl Progress {
+    /// Wraps a callback.
+    pub fn new(f: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+
+    pub(crate) fn add(&self, bytes: u64) {
+        (self.0)(bytes);
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 impl ContainerdTarget {
@@ -29,7 +52,15 @@ impl ContainerdTarget {
     pub async fn connect(config: ContainerdConfig) -> Result<Self, ContainerdError> {
         Ok(Self {
             conn: Conn::connect(config).await?,
+            progress: None,
         })
+    }
+
+    /// Reports content bytes as they are put in place, for progress bars.
+    #[must_use]
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// The configuration this target was connected with.
@@ -87,7 +118,7 @@ impl ContainerdTarget {
         report: &mut ImportReport,
     ) -> Result<(), ContainerdError> {
         for item in &plan.content {
-            let out = content::ensure(&self.conn, lease, item).await?;
+            let out = content::ensure(&self.conn, lease, item, self.progress.as_ref()).await?;
             if out.written {
                 report.content_written += 1;
             } else {
