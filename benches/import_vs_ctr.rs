@@ -37,36 +37,66 @@ fn main() {
         let t = Instant::now();
         run(Command::new(bin).args([
             "import",
-            "--from", layout.to_str().unwrap(),
-            "--ref", "v1",
-            "--name", name,
-            "--containerd-socket", ours.socket().to_str().unwrap(),
-            "--snapshotter", ours.snapshotter(),
+            "--from",
+            layout.to_str().unwrap(),
+            "--ref",
+            "v1",
+            "--name",
+            name,
+            "--containerd-socket",
+            ours.socket().to_str().unwrap(),
+            "--snapshotter",
+            ours.snapshotter(),
         ]));
         let first = t.elapsed().as_secs_f64();
         let t = Instant::now();
         run(Command::new(bin).args([
             "import",
-            "--from", layout.to_str().unwrap(),
-            "--ref", "v1",
-            "--name", name,
-            "--containerd-socket", ours.socket().to_str().unwrap(),
-            "--snapshotter", ours.snapshotter(),
+            "--from",
+            layout.to_str().unwrap(),
+            "--ref",
+            "v1",
+            "--name",
+            name,
+            "--containerd-socket",
+            ours.socket().to_str().unwrap(),
+            "--snapshotter",
+            ours.snapshotter(),
         ]));
         let again = t.elapsed().as_secs_f64();
         drop(ours);
         let theirs = Containerd::start(&tmp.path().join(format!("ctr-{round}")));
         let t = Instant::now();
-        theirs.ctr_ok(&["images", "import", "--snapshotter", theirs.snapshotter(), tar.to_str().unwrap()]);
+        theirs.ctr_ok(&[
+            "images",
+            "import",
+            "--snapshotter",
+            theirs.snapshotter(),
+            tar.to_str().unwrap(),
+        ]);
         let ctr = t.elapsed().as_secs_f64();
         let snapshotter = theirs.snapshotter().to_owned();
         drop(theirs);
         rows.push((first, again, ctr, snapshotter));
     }
-    println!("image: {} blobs, {:.1} MiB; 3 rounds, fresh containerd for every import", image.blobs().len(), total as f64 / 1048576.0);
-    println!("{:<6} {:>16} {:>16} {:>18} {:>8}", "round", "blobswarm (s)", "again, no-op (s)", "ctr images import", "ratio");
+    println!(
+        "image: {} blobs, {:.1} MiB; 3 rounds, fresh containerd for every import",
+        image.blobs().len(),
+        total as f64 / 1048576.0
+    );
+    println!(
+        "{:<6} {:>16} {:>16} {:>18} {:>8}",
+        "round", "blobswarm (s)", "again, no-op (s)", "ctr images import", "ratio"
+    );
     for (i, (a, b, c, _)) in rows.iter().enumerate() {
-        println!("{:<6} {:>16.3} {:>16.3} {:>18.3} {:>8.2}", i, a, b, c, a / c);
+        println!(
+            "{:<6} {:>16.3} {:>16.3} {:>18.3} {:>8.2}",
+            i,
+            a,
+            b,
+            c,
+            a / c
+        );
     }
     let med = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
