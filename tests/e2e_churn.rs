@@ -4,13 +4,10 @@
 mod support;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use blobswarm_testkit::{
-    Registry, build_test_image, push_image, require_tools, run, sha256_digest,
-};
-use support::Proc;
+use blobswarm_testkit::{Registry, build_test_image, push_image, require_tools, sha256_digest};
+use support::{Proc, Seeder};
 
 const AGENTS: usize = 16;
 const KILLED: [usize; 5] = [1, 4, 7, 10, 13];
@@ -30,51 +27,11 @@ fn survivors_complete_when_a_third_of_the_agents_are_killed_mid_transfer() {
     let mark = registry.mark_log();
     let total: u64 = image.blobs().iter().map(|b| b.size).sum();
 
-    let key = root.join("seeder.key");
-    let out = run(Command::new(env!("CARGO_BIN_EXE_blobswarm")).args([
-        "keygen",
-        "--out",
-        key.to_str().unwrap(),
-    ]));
-    let seeder_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let mut seeder = Proc::start(
-        "seeder",
-        &[
-            "seed",
-            &reference,
-            "--key-file",
-            key.to_str().unwrap(),
-            "--data-dir",
-            root.join("seeder").to_str().unwrap(),
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--insecure-registry",
-            &registry.addr(),
-        ],
-        &root.join("seeder.log"),
-    );
-    let seeder_addr = seeder.wait_line("listening ", Duration::from_secs(30));
+    let mut seeder = Seeder::start(root, &reference, &registry.addr());
     let mut agents: Vec<Proc> = (0..AGENTS)
-        .map(|i| {
-            let dir = root.join(format!("agent-{i}"));
-            Proc::start(
-                &format!("agent-{i}"),
-                &[
-                    "agent",
-                    "--data-dir",
-                    dir.to_str().unwrap(),
-                    "--listen",
-                    "/ip4/127.0.0.1/tcp/0",
-                    "--bootstrap",
-                    &seeder_addr,
-                    "--trust-seeder",
-                    &seeder_id,
-                ],
-                &root.join(format!("agent-{i}.log")),
-            )
-        })
+        .map(|i| seeder.start_agent(root, i, &[]))
         .collect();
-    seeder.wait_line("release ", Duration::from_secs(180));
+    seeder.proc.wait_line("release ", Duration::from_secs(180));
     let started = Instant::now();
 
     // Mid-transfer: the swarm moves 4 GiB in total, far more than it can in one second.
@@ -115,8 +72,9 @@ fn survivors_complete_when_a_third_of_the_agents_are_killed_mid_transfer() {
     }
     let survivors = AGENTS - KILLED.len();
 
-    seeder.terminate(Duration::from_secs(20));
+    seeder.proc.terminate(Duration::from_secs(20));
     let uploaded: u64 = seeder
+        .proc
         .wait_line("uploaded ", Duration::from_secs(5))
         .split_whitespace()
         .next()

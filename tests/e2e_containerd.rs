@@ -4,13 +4,12 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use blobswarm_testkit::{
-    Containerd, Registry, build_test_image, push_image, require_containerd, require_tools, run,
+    Containerd, Registry, build_test_image, push_image, require_containerd, require_tools,
 };
-use support::Proc;
+use support::{Proc, Seeder};
 
 #[test]
 fn swarm_delivered_image_runs_in_containerd_on_every_agent() {
@@ -24,31 +23,7 @@ fn swarm_delivered_image_runs_in_containerd_on_every_agent() {
     let image = build_test_image(&src, "v1", 16 << 20, 5);
     let reference = push_image(&src, "v1", &registry.addr(), "test/ctd");
 
-    let key = root.join("seeder.key");
-    let out = run(Command::new(env!("CARGO_BIN_EXE_blobswarm")).args([
-        "keygen",
-        "--out",
-        key.to_str().unwrap(),
-    ]));
-    let seeder_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let mut seeder = Proc::start(
-        "seeder",
-        &[
-            "seed",
-            &reference,
-            "--key-file",
-            key.to_str().unwrap(),
-            "--data-dir",
-            root.join("seeder").to_str().unwrap(),
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--insecure-registry",
-            &registry.addr(),
-        ],
-        &root.join("seeder.log"),
-    );
-    let seeder_addr = seeder.wait_line("listening ", Duration::from_secs(30));
-
+    let seeder = Seeder::start(root, &reference, &registry.addr());
     let runtimes: Vec<Containerd> = (0..2)
         .map(|i| Containerd::start(&root.join(format!("ctd-{i}"))))
         .collect();
@@ -56,27 +31,18 @@ fn swarm_delivered_image_runs_in_containerd_on_every_agent() {
         .iter()
         .enumerate()
         .map(|(i, ctd)| {
-            let dir = root.join(format!("agent-{i}"));
-            Proc::start(
-                &format!("agent-{i}"),
+            let socket = ctd.socket();
+            seeder.start_agent(
+                root,
+                i,
                 &[
-                    "agent",
-                    "--data-dir",
-                    dir.to_str().unwrap(),
-                    "--listen",
-                    "/ip4/127.0.0.1/tcp/0",
-                    "--bootstrap",
-                    &seeder_addr,
-                    "--trust-seeder",
-                    &seeder_id,
                     "--runtime",
                     "containerd",
                     "--containerd-socket",
-                    ctd.socket().to_str().unwrap(),
+                    socket.to_str().unwrap(),
                     "--snapshotter",
                     ctd.snapshotter(),
                 ],
-                &root.join(format!("agent-{i}.log")),
             )
         })
         .collect();

@@ -12,18 +12,10 @@ use std::time::Duration;
 use blobswarm_testkit::{
     Registry, build_test_image, push_image, require_tools, run, sha256_digest,
 };
-use support::Proc;
+use support::{Proc, Seeder};
 
 const AGENTS: usize = 4;
 const RANDOM_LAYER: u64 = 64 << 20;
-
-fn blobswarm(args: &[&str]) -> String {
-    let out = run(Command::new(env!("CARGO_BIN_EXE_blobswarm")).args(args));
-    String::from_utf8(out.stdout)
-        .expect("utf-8 output")
-        .trim()
-        .to_owned()
-}
 
 fn blob_bytes(layout: &Path, digest: &str) -> Vec<u8> {
     let path = layout
@@ -51,51 +43,11 @@ fn registry_image_reaches_four_agent_processes_with_one_get_per_blob() {
     let reference = push_image(&src, "v1", &registry.addr(), "test/img");
     let mark = registry.mark_log();
 
-    let key = root.join("seeder.key");
-    let seeder_id = blobswarm(&["keygen", "--out", key.to_str().unwrap()]);
-    let mut seeder = Proc::start(
-        "seeder",
-        &[
-            "seed",
-            &reference,
-            "--key-file",
-            key.to_str().unwrap(),
-            "--data-dir",
-            root.join("seeder").to_str().unwrap(),
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--insecure-registry",
-            &registry.addr(),
-        ],
-        &root.join("seeder.log"),
-    );
-    let seeder_addr = seeder.wait_line("listening ", Duration::from_secs(30));
-    assert!(
-        seeder_addr.ends_with(&seeder_id),
-        "{seeder_addr} should end with /p2p/{seeder_id}"
-    );
-
+    let mut seeder = Seeder::start(root, &reference, &registry.addr());
     let mut agents: Vec<Proc> = (0..AGENTS)
-        .map(|i| {
-            let dir = root.join(format!("agent-{i}"));
-            Proc::start(
-                &format!("agent-{i}"),
-                &[
-                    "agent",
-                    "--data-dir",
-                    dir.to_str().unwrap(),
-                    "--listen",
-                    "/ip4/127.0.0.1/tcp/0",
-                    "--bootstrap",
-                    &seeder_addr,
-                    "--trust-seeder",
-                    &seeder_id,
-                ],
-                &root.join(format!("agent-{i}.log")),
-            )
-        })
+        .map(|i| seeder.start_agent(root, i, &[]))
         .collect();
-    let release = seeder.wait_line("release ", Duration::from_secs(120));
+    let release = seeder.proc.wait_line("release ", Duration::from_secs(120));
     assert!(
         release.ends_with(&reference),
         "release line {release:?} names {reference}"

@@ -112,3 +112,71 @@ impl Drop for Proc {
         self.kill();
     }
 }
+
+/// Runs `blobswarm ARGS` to completion and returns its trimmed stdout.
+pub(crate) fn blobswarm(args: &[&str]) -> String {
+    let out = blobswarm_testkit::run(Command::new(env!("CARGO_BIN_EXE_blobswarm")).args(args));
+    String::from_utf8(out.stdout)
+        .expect("utf-8 output")
+        .trim()
+        .to_owned()
+}
+
+/// A `blobswarm seed` process serving `reference` from a plain-HTTP registry on 127.0.0.1.
+pub(crate) struct Seeder {
+    pub(crate) proc: Proc,
+    /// Its peer id, what agents trust.
+    pub(crate) id: String,
+    /// Its listen multiaddr (with `/p2p/<id>`), what agents bootstrap from.
+    pub(crate) addr: String,
+}
+
+impl Seeder {
+    /// Creates the seeder key with `keygen`, starts `seed` and waits until it listens.
+    pub(crate) fn start(root: &Path, reference: &str, registry_addr: &str) -> Self {
+        let key = root.join("seeder.key");
+        let id = blobswarm(&["keygen", "--out", key.to_str().unwrap()]);
+        let mut proc = Proc::start(
+            "seeder",
+            &[
+                "seed",
+                reference,
+                "--key-file",
+                key.to_str().unwrap(),
+                "--data-dir",
+                root.join("seeder").to_str().unwrap(),
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--insecure-registry",
+                registry_addr,
+            ],
+            &root.join("seeder.log"),
+        );
+        let addr = proc.wait_line("listening ", Duration::from_secs(30));
+        assert!(addr.ends_with(&id), "{addr} should end with /p2p/{id}");
+        Self { proc, id, addr }
+    }
+
+    /// Starts agent `i` (data dir `root/agent-i`) that trusts and bootstraps from this
+    /// seeder, with `extra` flags appended.
+    pub(crate) fn start_agent(&self, root: &Path, i: usize, extra: &[&str]) -> Proc {
+        let dir = root.join(format!("agent-{i}"));
+        let mut args = vec![
+            "agent",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            &self.addr,
+            "--trust-seeder",
+            &self.id,
+        ];
+        args.extend_from_slice(extra);
+        Proc::start(
+            &format!("agent-{i}"),
+            &args,
+            &root.join(format!("agent-{i}.log")),
+        )
+    }
+}
