@@ -173,11 +173,6 @@ impl ChunkMap {
         self.chunks.len() as u32
     }
 
-    /// The digest listed for chunk `index`.
-    pub fn chunk_digest(&self, index: u32) -> Option<Digest> {
-        self.chunks.get(index as usize).copied()
-    }
-
     /// Byte range of chunk `index` within the blob.
     ///
     /// # Errors

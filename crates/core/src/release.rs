@@ -268,13 +268,6 @@ impl SignedRelease {
         }
         Ok(release)
     }
-
-    /// The signer's peer id, if the key decodes; for logs about refused releases.
-    pub fn signer(&self) -> Option<PeerId> {
-        PublicKey::try_decode_protobuf(&self.public_key)
-            .ok()
-            .map(|k| k.to_peer_id())
-    }
 }
 
 impl std::fmt::Debug for SignedRelease {

@@ -1,5 +1,6 @@
 //! Choosing what to ask of whom: chunk maps first, then chunks rarest-first.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use rand::Rng;
@@ -177,7 +178,7 @@ impl<P: PeerKey> Node<P> {
             }
             // What this peer offers, as packed bits: its announced haves, or for a seeder
             // everything no available non-seeder neighbour holds.
-            let offer: Bitfield = if p.is_seeder {
+            let offer: Cow<'_, Bitfield> = if p.is_seeder {
                 let mut held = Bitfield::new(b.have.len());
                 for q in self
                     .peers
@@ -188,10 +189,10 @@ impl<P: PeerKey> Node<P> {
                         held.union_with(bits);
                     }
                 }
-                held
+                Cow::Owned(held)
             } else {
                 match p.haves.get(digest) {
-                    Some(bits) if bits.len() == b.have.len() => bits.clone(),
+                    Some(bits) if bits.len() == b.have.len() => Cow::Borrowed(bits),
                     _ => continue,
                 }
             };
