@@ -10,3 +10,4 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 # --all-features: builds and tests the containerd importer (needs protoc, installed above).
 # Release: the end-to-end tests move tens of MiB and hash them; debug is too slow.
 cargo test --workspace --release --all-features "$@"
+bash scripts/validate-manifests.sh # deploy/: render, schema-validate, flags vs. the binary built above
