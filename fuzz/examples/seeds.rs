@@ -1,0 +1,273 @@
+//! Writes seed corpora for every fuzz target from valid encodings, then runs each seed
+//! through its harness and fails unless the valid ones are accepted (so a harness or an
+//! encoding change that makes the fuzzers start from garbage is caught at once).
+//!
+//! `cargo run --example seeds -- [CORPUS_DIR]` (default `corpus`): writes
+//! `CORPUS_DIR/<target>/seed-<name>`.
+
+use std::path::{Path, PathBuf};
+
+use blobswarm_core::codec;
+use blobswarm_core::wire::{ErrorCode, HaveUpdate, PeerRecord, Request, Response};
+use blobswarm_core::{
+    Bitfield, ChunkMap, Digest, Document, MIN_CHUNK_SIZE, Release, SignedRelease, chunk_map_of,
+    release_blob,
+};
+use blobswarm_fuzz::{NOW_UNIX_MS, seeder_key, sign_body};
+use libp2p_identity::Keypair;
+
+/// Seed files for one target: (name, bytes, whether the harness must accept it).
+type Seeds = Vec<(String, Vec<u8>, bool)>;
+
+fn main() {
+    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "corpus".into()));
+    let targets: [(&str, Seeds, fn(&[u8]) -> bool); 4] = [
+        (
+            "wire_request",
+            request_seeds(),
+            blobswarm_fuzz::wire_request,
+        ),
+        (
+            "wire_response",
+            response_seeds(),
+            blobswarm_fuzz::wire_response,
+        ),
+        (
+            "signed_release",
+            release_seeds(),
+            blobswarm_fuzz::signed_release,
+        ),
+        ("chunk_map", chunk_map_seeds(), blobswarm_fuzz::chunk_map),
+    ];
+    for (target, seeds, harness) in targets {
+        let n = seeds.len();
+        for (name, bytes, valid) in seeds {
+            let accepted = harness(&bytes);
+            assert_eq!(
+                accepted, valid,
+                "{target}/{name}: harness accepted={accepted}, expected {valid}"
+            );
+            write(&dir.join(target), &format!("seed-{name}"), &bytes);
+        }
+        println!("{target}: {n} seeds in {}", dir.join(target).display());
+    }
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::create_dir_all(dir).expect("create corpus dir");
+    std::fs::write(dir.join(name), bytes).expect("write seed");
+}
+
+/// Blob sizes around the chunk boundaries (T4 in the style notes), kept small.
+fn maps() -> Vec<(String, Vec<u8>, ChunkMap)> {
+    let c = MIN_CHUNK_SIZE as usize;
+    [0, 1, 100, c - 1, c, c + 1, 3 * c + 5]
+        .into_iter()
+        .map(|n| {
+            let blob: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+            let map = chunk_map_of(&blob, MIN_CHUNK_SIZE).expect("valid size");
+            (format!("{n}"), blob, map)
+        })
+        .collect()
+}
+
+fn frame<T: serde::Serialize>(header: &T, payload: &[u8]) -> Vec<u8> {
+    codec::encode_frame(header, payload).expect("seed encodes")
+}
+
+fn request_seeds() -> Seeds {
+    let blob = Digest::of(b"blob");
+    let mut reqs = vec![
+        ("releases".to_owned(), Request::Releases),
+        ("peers".to_owned(), Request::Peers),
+        ("chunk-map".to_owned(), Request::ChunkMap { blob }),
+        ("chunk".to_owned(), Request::Chunk { blob, index: 3 }),
+        (
+            "have-added".to_owned(),
+            Request::Have {
+                blob,
+                update: HaveUpdate::Added(vec![0, 1, 2, 300, 70_000]),
+            },
+        ),
+    ];
+    for len in [0u32, 1, 7, 8, 9, 13, 1000] {
+        let mut b = Bitfield::new(len);
+        for i in (0..len).step_by(3) {
+            b.set(i);
+        }
+        reqs.push((
+            format!("have-full-{len}"),
+            Request::Have {
+                blob,
+                update: HaveUpdate::Full(b),
+            },
+        ));
+    }
+    let mut seeds: Seeds = reqs
+        .into_iter()
+        .map(|(n, r)| (n, frame(&r, &[]), true))
+        .collect();
+    // A request with a payload is refused by the request prefix check.
+    seeds.push((
+        "with-payload".into(),
+        frame(&Request::Releases, b"x"),
+        false,
+    ));
+    seeds
+}
+
+fn response_seeds() -> Seeds {
+    let key = seeder_key();
+    let other = Keypair::ed25519_from_bytes([9u8; 32]).expect("key");
+    let mut seeds: Seeds = vec![
+        ("ack".into(), frame(&Response::Ack, &[]), true),
+        (
+            "error".into(),
+            frame(&Response::Error(ErrorCode::Overloaded), &[]),
+            true,
+        ),
+        (
+            "chunk".into(),
+            frame(
+                &Response::Chunk {
+                    blob: Digest::of(b"b"),
+                    index: 0,
+                },
+                b"chunk bytes",
+            ),
+            true,
+        ),
+        (
+            "peers".into(),
+            frame(
+                &Response::Peers(vec![PeerRecord {
+                    peer: key.public().to_peer_id().to_bytes(),
+                    addrs: vec![vec![4, 127, 0, 0, 1, 6, 0x0f, 0xa1]],
+                }]),
+                &[],
+            ),
+            true,
+        ),
+        (
+            "releases".into(),
+            frame(
+                &Response::Releases(vec![
+                    signed(&sample_release(&key, 2, 0), &key),
+                    signed(&sample_release(&other, 1, 0), &other),
+                ]),
+                &[],
+            ),
+            true,
+        ),
+        // Only chunk responses may carry a payload.
+        (
+            "ack-with-payload".into(),
+            frame(&Response::Ack, b"x"),
+            false,
+        ),
+    ];
+    for (name, _, map) in maps() {
+        seeds.push((
+            format!("chunk-map-{name}"),
+            frame(&Response::ChunkMap(map), &[]),
+            true,
+        ));
+    }
+    seeds
+}
+
+fn chunk_map_seeds() -> Seeds {
+    let mut seeds = Seeds::new();
+    for (name, blob, map) in maps() {
+        let first = map
+            .range(0)
+            .map_or(0..0, |r| r.start as usize..r.end as usize);
+        seeds.push((format!("{name}-chunk0"), frame(&map, &blob[first]), true));
+        seeds.push((format!("{name}-nopayload"), frame(&map, &[]), true));
+    }
+    seeds
+}
+
+fn release_seeds() -> Seeds {
+    let key = seeder_key();
+    let other = Keypair::ed25519_from_bytes([9u8; 32]).expect("key");
+    let with_mode = |mode: u8, bytes: Vec<u8>| {
+        let mut v = vec![mode];
+        v.extend(bytes);
+        v
+    };
+    let bodies = [
+        ("single", sample_release(&key, 1, 0)),
+        ("index", sample_release(&key, 3, NOW_UNIX_MS + 1000)),
+    ];
+    let mut seeds = Seeds::new();
+    for (name, r) in &bodies {
+        let body = codec::encode(r).expect("encodes");
+        let gossip = codec::encode(&signed(r, &key)).expect("encodes");
+        assert_eq!(gossip, sign_body(&body, &key), "envelope layout drifted");
+        seeds.push((format!("gossip-{name}"), with_mode(0, gossip), true));
+        seeds.push((format!("body-{name}"), with_mode(1, body), true));
+    }
+    let untrusted = codec::encode(&signed(&sample_release(&other, 1, 0), &other)).expect("enc");
+    seeds.push(("gossip-untrusted".into(), with_mode(0, untrusted), false));
+    let expired = sample_release(&key, 1, NOW_UNIX_MS - 1);
+    seeds.push((
+        "gossip-expired".into(),
+        with_mode(0, codec::encode(&signed(&expired, &key)).expect("enc")),
+        false,
+    ));
+    seeds
+}
+
+fn signed(r: &Release, key: &Keypair) -> SignedRelease {
+    SignedRelease::sign(r, key).expect("sample release signs")
+}
+
+/// A release with `manifests` child manifests (0 = a single-manifest image).
+fn sample_release(key: &Keypair, manifests: usize, expires_unix_ms: u64) -> Release {
+    let doc = |text: &str, media_type: &str| Document {
+        digest: Digest::of(text.as_bytes()),
+        media_type: media_type.into(),
+        bytes: text.as_bytes().to_vec(),
+    };
+    let blobs = maps()
+        .into_iter()
+        .take(4)
+        .skip(1)
+        .map(|(_, _, m)| release_blob(&m, "application/vnd.oci.image.layer.v1.tar+gzip"))
+        .collect();
+    let (root, children) = if manifests <= 1 {
+        (
+            doc(
+                r#"{"schemaVersion":2}"#,
+                "application/vnd.oci.image.manifest.v1+json",
+            ),
+            vec![],
+        )
+    } else {
+        (
+            doc(
+                r#"{"schemaVersion":2,"manifests":[]}"#,
+                "application/vnd.oci.image.index.v1+json",
+            ),
+            (0..manifests)
+                .map(|i| {
+                    doc(
+                        &format!(r#"{{"schemaVersion":2,"n":{i}}}"#),
+                        "application/vnd.oci.image.manifest.v1+json",
+                    )
+                })
+                .collect(),
+        )
+    };
+    Release {
+        reference: "registry.example/app:v1".into(),
+        root,
+        manifests: children,
+        blobs,
+        seeder: key.public().to_peer_id().to_bytes(),
+        sequence: 42,
+        created_unix_ms: NOW_UNIX_MS - 60_000,
+        expires_unix_ms,
+    }
+}

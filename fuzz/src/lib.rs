@@ -1,0 +1,291 @@
+//! Harness logic for blobswarm's fuzz targets, shared by the targets in `fuzz_targets/`
+//! and by the seed generator in `examples/seeds.rs` (which runs every seed through the
+//! same functions, so a harness that rejects valid input is caught before a campaign).
+//!
+//! Each entry point mirrors what a node does with bytes from the network, then checks
+//! invariants that must hold for anything the decoders accept: a decoded message
+//! re-encodes and decodes to itself, an accepted length stays within its limit, and the
+//! accessors of a validated structure never panic.
+
+use blobswarm_core::codec::{self, PREFIX_LEN};
+use blobswarm_core::wire::{HaveUpdate, Request, Response};
+use blobswarm_core::{ChunkMap, Digest, Release, SignedRelease, TrustedSeeders, chunk_count};
+use libp2p_identity::Keypair;
+use serde::Serialize;
+
+/// "Now" for expiry checks: 2027-01-15, fixed so runs are reproducible.
+pub const NOW_UNIX_MS: u64 = 1_800_000_000_000;
+
+/// Must equal `SIGNING_CONTEXT` in crates/core/src/release.rs; the seed generator checks
+/// that seeds signed here verify in core, so a change there fails loudly.
+const SIGNING_CONTEXT: &[u8] = b"blobswarm release v1\0";
+
+/// The seeder key every harness trusts: fixed, so seeds signed by the generator verify.
+pub fn seeder_key() -> Keypair {
+    Keypair::ed25519_from_bytes([7u8; 32]).expect("32 bytes are an ed25519 secret")
+}
+
+/// The trusted set containing [`seeder_key`].
+pub fn trusted() -> TrustedSeeders {
+    TrustedSeeders::new([seeder_key().public().to_peer_id()])
+}
+
+/// The wire layout of `SignedRelease` (bincode encodes a struct as its fields in order),
+/// so a harness can build a correctly signed envelope around fuzzed body bytes.
+#[derive(Serialize)]
+pub struct Envelope {
+    /// Release body bytes.
+    pub body: Vec<u8>,
+    /// Protobuf-encoded public key.
+    pub public_key: Vec<u8>,
+    /// Signature over the domain-separated body.
+    pub signature: Vec<u8>,
+}
+
+/// Signs arbitrary body bytes with `key` the way a seeder does, returning the encoded
+/// `SignedRelease` (gossip message bytes).
+pub fn sign_body(body: &[u8], key: &Keypair) -> Vec<u8> {
+    let mut msg = SIGNING_CONTEXT.to_vec();
+    msg.extend_from_slice(body);
+    let env = Envelope {
+        body: body.to_vec(),
+        public_key: key.public().encode_protobuf(),
+        signature: key.sign(&msg).expect("ed25519 signing cannot fail"),
+    };
+    codec::encode(&env).expect("an envelope of a small body encodes")
+}
+
+/// Target `wire_request`: one inbound request stream, exactly as
+/// `crates/peer/src/protocol.rs` `read_request` reads it (prefix, bound, header, decode,
+/// validate). Returns whether the request was accepted.
+pub fn wire_request(data: &[u8]) -> bool {
+    let Some((prefix, rest)) = data.split_first_chunk::<PREFIX_LEN>() else {
+        return false;
+    };
+    let Ok(len) = codec::parse_request_prefix(*prefix) else {
+        return false;
+    };
+    assert!(len <= codec::MAX_REQUEST_HEADER);
+    let Some(header) = rest.get(..len) else {
+        return false;
+    };
+    let Ok(req) = codec::decode::<Request>(header) else {
+        return false;
+    };
+    round_trip(&req, header.len());
+    if req.validate().is_err() {
+        return false;
+    }
+    if let Request::Have {
+        update: HaveUpdate::Full(b),
+        ..
+    } = &req
+    {
+        // Accessors of a validated bitfield must stay in range.
+        let ones = b.ones().count() as u32;
+        assert_eq!(ones, b.count());
+        assert!(b.count() <= b.len());
+        assert_eq!(b.is_full(), b.count() == b.len());
+        if !b.is_empty() {
+            let _ = b.get(b.len() - 1);
+        }
+        assert!(!b.get(b.len()));
+        assert!(!b.get(u32::MAX));
+    }
+    true
+}
+
+/// Target `wire_response`: one response stream as `read_response` reads it (prefix,
+/// header, payload, decode, validate, payload only on chunks), plus `decode_frame` on
+/// the whole input. Accepted releases are verified and accepted chunk maps are used
+/// against the payload. Returns whether the response was accepted.
+pub fn wire_response(data: &[u8]) -> bool {
+    // The single-buffer decoder must agree with the streaming read below when the input
+    // is exactly one frame.
+    let whole = codec::decode_frame::<Response>(data);
+    let Some((prefix, rest)) = data.split_first_chunk::<PREFIX_LEN>() else {
+        assert!(whole.is_err());
+        return false;
+    };
+    let Ok((h, p)) = codec::parse_prefix(*prefix) else {
+        assert!(whole.is_err());
+        return false;
+    };
+    assert!(h <= codec::MAX_HEADER && p <= codec::MAX_PAYLOAD);
+    let (Some(header), Some(payload)) = (rest.get(..h), rest.get(h..h + p)) else {
+        assert!(whole.is_err());
+        return false;
+    };
+    let streamed = codec::decode::<Response>(header);
+    if let Ok((resp, pl)) = &whole {
+        assert_eq!(Some(resp), streamed.as_ref().ok());
+        assert_eq!(*pl, payload);
+    }
+    let Ok(resp) = streamed else {
+        return false;
+    };
+    round_trip(&resp, header.len());
+    if resp.validate().is_err() {
+        return false;
+    }
+    if !payload.is_empty() && !matches!(resp, Response::Chunk { .. }) {
+        return false;
+    }
+    match &resp {
+        Response::Releases(releases) => {
+            let trusted = trusted();
+            for r in releases {
+                let _ = r.id();
+                if let Ok(release) = r.verify(&trusted, NOW_UNIX_MS) {
+                    check_release(&release);
+                }
+            }
+        }
+        Response::ChunkMap(m) => check_chunk_map(m, payload),
+        _ => {}
+    }
+    true
+}
+
+/// Target `signed_release`. The first byte picks what the rest is:
+/// - even: gossip message bytes, decoded as a `SignedRelease` and verified, as an agent
+///   does with every gossip message (mutations mostly stop at the signature);
+/// - odd: a release body. When it decodes as a `Release` (checked first, because the
+///   signatures below dominate the cost of a run, and a body that does not decode can
+///   never verify), the harness signs it with the trusted key and verifies the envelope,
+///   so the seeder check, validation and expiry run behind a valid signature; the
+///   outcome must agree with checking the body directly. A valid body naming the
+///   trusted seeder must also sign with `SignedRelease::sign` and verify back to itself.
+///
+/// Returns whether a release was accepted.
+pub fn signed_release(data: &[u8]) -> bool {
+    let Some((&mode, rest)) = data.split_first() else {
+        return false;
+    };
+    let trusted = trusted();
+    if mode % 2 == 0 {
+        let Ok(signed) = codec::decode::<SignedRelease>(rest) else {
+            return false;
+        };
+        let _ = signed.id();
+        return match signed.verify(&trusted, NOW_UNIX_MS) {
+            Ok(release) => {
+                check_release(&release);
+                true
+            }
+            Err(_) => false,
+        };
+    }
+    let Ok(release) = codec::decode::<Release>(rest) else {
+        return false;
+    };
+    round_trip(&release, rest.len());
+    let key = seeder_key();
+    let ours = release.seeder == key.public().to_peer_id().to_bytes();
+    let valid = release.validate().is_ok();
+    let expected = ours
+        && valid
+        && rest.len() <= blobswarm_core::MAX_RELEASE_BYTES
+        && (release.expires_unix_ms == 0 || NOW_UNIX_MS <= release.expires_unix_ms);
+    let msg = sign_body(rest, &key);
+    let signed: SignedRelease =
+        codec::decode(&msg).expect("an envelope the harness encoded decodes");
+    let verified = signed.verify(&trusted, NOW_UNIX_MS);
+    match &verified {
+        Ok(back) => {
+            assert!(
+                expected,
+                "verify accepted a release the direct checks refuse"
+            );
+            assert_eq!(back, &release);
+            check_release(back);
+        }
+        Err(e) => assert!(
+            !expected,
+            "verify refused a release the direct checks accept: {e}"
+        ),
+    }
+    if valid && ours {
+        let signed = SignedRelease::sign(&release, &key).expect("a valid release signs");
+        let back = signed
+            .verify(&trusted, 0)
+            .expect("a release signed by a trusted key verifies");
+        assert_eq!(back, release);
+    }
+    verified.is_ok()
+}
+
+/// Target `chunk_map`: a frame whose header is an encoded chunk map (the body of a
+/// `ChunkMap` response) and whose payload is offered as chunk 0 and as the last chunk,
+/// the way an agent checks a received chunk with `ChunkMap::verify`. Returns whether the
+/// map was accepted.
+pub fn chunk_map(data: &[u8]) -> bool {
+    let Ok((map, payload)) = codec::decode_frame::<ChunkMap>(data) else {
+        return false;
+    };
+    round_trip(&map, data.len() - PREFIX_LEN - payload.len());
+    if map.validate().is_err() {
+        return false;
+    }
+    check_chunk_map(&map, payload);
+    true
+}
+
+/// A decoded value re-encodes to at most the bytes it came from (the encoder is minimal)
+/// and decodes back to itself.
+fn round_trip<T>(value: &T, decoded_from: usize)
+where
+    T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let bytes = codec::encode(value).expect("a decoded value re-encodes");
+    assert!(
+        bytes.len() <= decoded_from,
+        "re-encoding grew from {decoded_from} to {} bytes",
+        bytes.len()
+    );
+    let back: T = codec::decode(&bytes).expect("a re-encoded value decodes");
+    assert_eq!(&back, value);
+}
+
+/// Invariants of a validated release.
+fn check_release(r: &Release) {
+    r.validate().expect("checked releases stay valid");
+    let mut total: u64 = 0;
+    for b in &r.blobs {
+        assert_eq!(r.blob(&b.digest).map(|x| x.digest), Some(b.digest));
+        chunk_count(b.size, b.chunk_size).expect("validated blobs have a chunk count");
+        total = total.checked_add(b.size).expect("total size fits in u64");
+    }
+    assert_eq!(r.total_bytes(), total);
+    for d in std::iter::once(&r.root).chain(&r.manifests) {
+        assert_eq!(Digest::of(&d.bytes), d.digest);
+    }
+}
+
+/// Invariants of a validated chunk map; `payload` is offered as chunk 0.
+fn check_chunk_map(m: &ChunkMap, payload: &[u8]) {
+    let count = chunk_count(m.size(), m.chunk_size()).expect("validated maps have a count");
+    assert_eq!(m.count(), count);
+    assert_eq!(m.digest(), Digest::of(&codec::encode(m).expect("encodes")));
+    if count == 0 {
+        assert_eq!(m.size(), 0);
+        assert!(m.range(0).is_err());
+        assert!(m.verify(0, payload).is_err());
+        return;
+    }
+    let chunk = u64::from(m.chunk_size());
+    let first = m.range(0).expect("chunk 0 exists");
+    assert_eq!(first.start, 0);
+    assert!(first.end <= chunk && first.end > 0);
+    let last = m.range(count - 1).expect("last chunk exists");
+    assert_eq!(last.end, m.size());
+    assert!(last.start < last.end && last.end - last.start <= chunk);
+    assert!(m.range(count).is_err());
+    assert!(m.range(u32::MAX).is_err());
+    for (index, range) in [(0, first), (count - 1, last)] {
+        if m.verify(index, payload).is_ok() {
+            assert_eq!(payload.len() as u64, range.end - range.start);
+        }
+    }
+    assert!(m.verify(count, payload).is_err());
+}
