@@ -5,10 +5,17 @@
 //! a bincode-encoded message; the payload carries raw chunk bytes so they are never copied
 //! through serde. Both lengths are checked against [`MAX_HEADER`] / [`MAX_PAYLOAD`] before
 //! anything is allocated, and bincode itself is capped at the same limit so a length field
-//! inside a header cannot make it allocate more than the frame it came in.
+//! inside a header cannot make it allocate much more than the frame it came in (serde
+//! reserves at most 1 MiB for a list ahead of its elements). Lists with a
+//! protocol cap are decoded through [`bounded_vec`], so the cap holds while decoding: a
+//! list of small elements (an empty `Vec` is 1 byte on the wire and 24 in memory) cannot
+//! make a peer hold many times the frame's size before validation would refuse it.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{DeserializeOwned, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::chunk_map::MAX_CHUNK_SIZE;
 
@@ -218,4 +225,40 @@ pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), Cod
     }
     let header = decode(&rest[..h])?;
     Ok((header, &rest[h..]))
+}
+
+/// Deserializes a list of at most `N` elements for `#[serde(deserialize_with)]`: a longer
+/// list is refused from its length prefix, before any element is decoded, and memory is
+/// reserved for at most `N` elements. The encoding is that of a plain `Vec<T>`.
+pub(crate) fn bounded_vec<'de, D, T, const N: usize>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Bounded<T, const N: usize>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for Bounded<T, N> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a list of at most {N} elements")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let hint = seq.size_hint().unwrap_or(0);
+            if hint > N {
+                return Err(serde::de::Error::invalid_length(hint, &self));
+            }
+            let mut out = Vec::with_capacity(hint);
+            while let Some(item) = seq.next_element()? {
+                if out.len() == N {
+                    return Err(serde::de::Error::invalid_length(N + 1, &self));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+
+    d.deserialize_seq(Bounded::<T, N>(PhantomData))
 }

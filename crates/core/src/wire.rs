@@ -16,8 +16,10 @@
 //!
 //! # Limits
 //! Headers are at most [`crate::codec::MAX_HEADER`] bytes, payloads at most one chunk
-//! ([`crate::codec::MAX_PAYLOAD`]); lists in messages are capped by the constants here and
-//! checked by [`Request::validate`] / [`Response::validate`] after decoding.
+//! ([`crate::codec::MAX_PAYLOAD`]); lists in messages are capped by the constants here.
+//! The caps are enforced while decoding (a longer list is refused from its length
+//! prefix), and again, with the structural checks, by [`Request::validate`] /
+//! [`Response::validate`] after decoding.
 //!
 //! # Versioning
 //! A change to any message bumps the protocol name's version; libp2p's multistream
@@ -25,7 +27,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Bitfield, ChunkMap, Digest, SignedRelease};
+use crate::{Bitfield, ChunkMap, Digest, SignedRelease, codec};
 
 /// Request-response protocol name for all peer-to-peer exchanges.
 pub const PROTOCOL: &str = "/blobswarm/chunk/1";
@@ -74,7 +76,7 @@ pub enum HaveUpdate {
     /// Everything the node holds of the blob.
     Full(Bitfield),
     /// Chunks verified since the last update.
-    Added(Vec<u32>),
+    Added(#[serde(deserialize_with = "codec::bounded_vec::<_, _, MAX_HAVE_INDICES>")] Vec<u32>),
 }
 
 /// A peer's identity and dial addresses, as raw bytes so core needs no multiaddr parser.
@@ -83,6 +85,7 @@ pub struct PeerRecord {
     /// The peer id's bytes.
     pub peer: Vec<u8>,
     /// Multiaddrs' bytes.
+    #[serde(deserialize_with = "codec::bounded_vec::<_, _, MAX_ADDRS_PER_PEER>")]
     pub addrs: Vec<Vec<u8>>,
 }
 
@@ -90,9 +93,13 @@ pub struct PeerRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// Signed releases.
-    Releases(Vec<SignedRelease>),
+    Releases(
+        #[serde(deserialize_with = "codec::bounded_vec::<_, _, MAX_RELEASES>")] Vec<SignedRelease>,
+    ),
     /// Known peers.
-    Peers(Vec<PeerRecord>),
+    Peers(
+        #[serde(deserialize_with = "codec::bounded_vec::<_, _, MAX_PEER_RECORDS>")] Vec<PeerRecord>,
+    ),
     /// A chunk map.
     ChunkMap(ChunkMap),
     /// A chunk header; the chunk bytes follow as the frame payload.
@@ -347,7 +354,7 @@ mod tests {
     }
 
     #[test]
-    fn caps_are_enforced_after_decode() {
+    fn caps_are_enforced_while_decoding_and_by_validate() {
         let r = Response::Peers(vec![
             PeerRecord {
                 peer: vec![],
@@ -355,8 +362,65 @@ mod tests {
             };
             MAX_PEER_RECORDS + 1
         ]);
+        assert!(matches!(r.validate(), Err(MessageError::TooMany { .. })));
         let f = codec::encode_frame(&r, &[]).unwrap();
-        let (back, _): (Response, _) = codec::decode_frame(&f).unwrap();
-        assert!(matches!(back.validate(), Err(MessageError::TooMany { .. })));
+        let err = codec::decode_frame::<Response>(&f).unwrap_err();
+        assert!(
+            matches!(&err, CodecError::Malformed(m) if m.contains("at most 64")),
+            "{err:?}"
+        );
+    }
+
+    /// Regression (found while writing the fuzz harnesses): lists of small elements were
+    /// decoded whole and refused only by `validate`. A `Peers` header of 1 MB holding one
+    /// record with a million empty addresses (1 byte each on the wire, 24 in memory) made
+    /// the decoder allocate 50 MB at its peak; a few dozen such responses at once would
+    /// exhaust an agent's memory.
+    #[test]
+    fn over_cap_lists_are_refused_from_their_length_prefix() {
+        let peers = Response::Peers(vec![PeerRecord {
+            peer: vec![],
+            addrs: vec![vec![]; 1_000_000],
+        }]);
+        let releases_header = {
+            // The length prefix alone, claiming u32::MAX releases: nothing follows.
+            let mut h = codec::encode(&Response::Releases(vec![])).unwrap();
+            h.pop();
+            h.extend_from_slice(&[252, 0xff, 0xff, 0xff, 0xff]);
+            h
+        };
+        let added = Request::Have {
+            blob: Digest::of(b"a"),
+            update: HaveUpdate::Added(vec![0; MAX_HAVE_INDICES + 1]),
+        };
+        for (what, err) in [
+            (
+                "peer addresses",
+                codec::decode::<Response>(&codec::encode(&peers).unwrap()),
+            ),
+            ("release list", codec::decode::<Response>(&releases_header)),
+        ]
+        .into_iter()
+        .map(|(w, r)| (w, r.unwrap_err()))
+        .chain([(
+            "have indices",
+            codec::decode::<Request>(&codec::encode(&added).unwrap()).unwrap_err(),
+        )]) {
+            assert!(
+                matches!(&err, CodecError::Malformed(m) if m.contains("at most")),
+                "{what}: {err:?}"
+            );
+        }
+        // Exactly at the caps still decodes.
+        let at_cap = Response::Peers(vec![
+            PeerRecord {
+                peer: vec![1],
+                addrs: vec![vec![2]; MAX_ADDRS_PER_PEER],
+            };
+            MAX_PEER_RECORDS
+        ]);
+        let back: Response = codec::decode(&codec::encode(&at_cap).unwrap()).unwrap();
+        assert_eq!(back, at_cap);
+        back.validate().unwrap();
     }
 }
