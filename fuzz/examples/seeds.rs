@@ -165,6 +165,19 @@ fn response_seeds() -> Seeds {
             frame(&Response::Ack, b"x"),
             false,
         ),
+        // Regression input for the allocation bound: 65,000 empty addresses (1 byte each
+        // on the wire, 24 in memory), refused from the list's length prefix.
+        (
+            "peers-many-addrs".into(),
+            frame(
+                &Response::Peers(vec![PeerRecord {
+                    peer: vec![],
+                    addrs: vec![vec![]; 65_000],
+                }]),
+                &[],
+            ),
+            false,
+        ),
     ];
     for (name, _, map) in maps() {
         seeds.push((

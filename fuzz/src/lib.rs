@@ -5,13 +5,88 @@
 //! Each entry point mirrors what a node does with bytes from the network, then checks
 //! invariants that must hold for anything the decoders accept: a decoded message
 //! re-encodes and decodes to itself, an accepted length stays within its limit, and the
-//! accessors of a validated structure never panic.
+//! accessors of a validated structure never panic. Every decode of untrusted bytes also
+//! goes through [`decode`], which fails the run when the decoder's peak heap use exceeds
+//! [`decode_budget`] for the input's length: an allocation bound, independent of the
+//! sanitizer, that catches a message making a node hold many times its size.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use blobswarm_core::codec::{self, PREFIX_LEN};
 use blobswarm_core::wire::{HaveUpdate, Request, Response};
 use blobswarm_core::{ChunkMap, Digest, Release, SignedRelease, TrustedSeeders, chunk_count};
 use libp2p_identity::Keypair;
 use serde::Serialize;
+
+/// Counts live heap bytes and their peak, for the allocation bound.
+struct CountingAlloc;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grow(by: usize) {
+    let now = LIVE.fetch_add(by, Relaxed) + by;
+    PEAK.fetch_max(now, Relaxed);
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; only counters change.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        grow(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        grow(layout.size());
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // Counted as if old and new blocks were both live for a moment (a moving realloc).
+        grow(new_size);
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Most heap a decode of `len` bytes may use at its peak: serde reserves up to 1 MiB for
+/// a list ahead of its elements, and no type on the wire takes more than 4 bytes of memory
+/// per byte of encoding once list caps are enforced while decoding (a `Document` is
+/// 80 bytes for at least 34 encoded; uncapped lists of 24-byte `Vec`s, 1 byte each
+/// encoded, were the bug this bound found).
+pub fn decode_budget(len: usize) -> usize {
+    (1 << 20) + (256 << 10) + 4 * len
+}
+
+/// Runs `f`, a decode of `len` untrusted bytes, under the allocation bound.
+///
+/// # Panics
+/// When the peak heap use during `f` exceeds [`decode_budget`].
+pub fn bounded<R>(len: usize, what: &str, f: impl FnOnce() -> R) -> R {
+    let start = LIVE.load(Relaxed);
+    PEAK.store(start, Relaxed);
+    let out = f();
+    let used = PEAK.load(Relaxed).saturating_sub(start);
+    assert!(
+        used <= decode_budget(len),
+        "decoding {len} bytes as {what} took {used} bytes of heap at its peak (budget {})",
+        decode_budget(len)
+    );
+    out
+}
+
+/// `codec::decode` under the allocation bound.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::CodecError> {
+    bounded(bytes.len(), std::any::type_name::<T>(), || {
+        codec::decode(bytes)
+    })
+}
 
 /// "Now" for expiry checks: 2027-01-15, fixed so runs are reproducible.
 pub const NOW_UNIX_MS: u64 = 1_800_000_000_000;
@@ -69,7 +144,7 @@ pub fn wire_request(data: &[u8]) -> bool {
     let Some(header) = rest.get(..len) else {
         return false;
     };
-    let Ok(req) = codec::decode::<Request>(header) else {
+    let Ok(req) = decode::<Request>(header) else {
         return false;
     };
     round_trip(&req, header.len());
@@ -102,7 +177,9 @@ pub fn wire_request(data: &[u8]) -> bool {
 pub fn wire_response(data: &[u8]) -> bool {
     // The single-buffer decoder must agree with the streaming read below when the input
     // is exactly one frame.
-    let whole = codec::decode_frame::<Response>(data);
+    let whole = bounded(data.len(), "Response frame", || {
+        codec::decode_frame::<Response>(data)
+    });
     let Some((prefix, rest)) = data.split_first_chunk::<PREFIX_LEN>() else {
         assert!(whole.is_err());
         return false;
@@ -116,7 +193,7 @@ pub fn wire_response(data: &[u8]) -> bool {
         assert!(whole.is_err());
         return false;
     };
-    let streamed = codec::decode::<Response>(header);
+    let streamed = decode::<Response>(header);
     if let Ok((resp, pl)) = &whole {
         assert_eq!(Some(resp), streamed.as_ref().ok());
         assert_eq!(*pl, payload);
@@ -164,7 +241,7 @@ pub fn signed_release(data: &[u8]) -> bool {
     };
     let trusted = trusted();
     if mode % 2 == 0 {
-        let Ok(signed) = codec::decode::<SignedRelease>(rest) else {
+        let Ok(signed) = decode::<SignedRelease>(rest) else {
             return false;
         };
         let _ = signed.id();
@@ -176,7 +253,7 @@ pub fn signed_release(data: &[u8]) -> bool {
             Err(_) => false,
         };
     }
-    let Ok(release) = codec::decode::<Release>(rest) else {
+    let Ok(release) = decode::<Release>(rest) else {
         return false;
     };
     round_trip(&release, rest.len());
@@ -220,7 +297,9 @@ pub fn signed_release(data: &[u8]) -> bool {
 /// the way an agent checks a received chunk with `ChunkMap::verify`. Returns whether the
 /// map was accepted.
 pub fn chunk_map(data: &[u8]) -> bool {
-    let Ok((map, payload)) = codec::decode_frame::<ChunkMap>(data) else {
+    let Ok((map, payload)) = bounded(data.len(), "ChunkMap frame", || {
+        codec::decode_frame::<ChunkMap>(data)
+    }) else {
         return false;
     };
     round_trip(&map, data.len() - PREFIX_LEN - payload.len());
