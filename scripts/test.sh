@@ -11,3 +11,4 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 # Release: the end-to-end tests move tens of MiB and hash them; debug is too slow.
 cargo test --workspace --release --all-features "$@"
 bash scripts/validate-manifests.sh # deploy/: render, schema-validate, flags vs. the binary built above
+bash scripts/fuzz.sh 20 # fuzz/: every fuzz target for 20 s (cargo-fuzz on stable); fails on any crash
