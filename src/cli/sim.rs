@@ -37,6 +37,18 @@ pub(crate) struct Args {
     /// Random seed; the same seed gives the same result.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Scheduler: chunk requests in flight per node (default: the agent's).
+    #[arg(long)]
+    max_requests: Option<usize>,
+    /// Scheduler: chunk requests in flight to one peer.
+    #[arg(long)]
+    max_requests_per_peer: Option<usize>,
+    /// Scheduler: chunks served at once per node.
+    #[arg(long)]
+    max_uploads: Option<usize>,
+    /// Scheduler: chunks served at once to one peer.
+    #[arg(long)]
+    max_uploads_per_peer: Option<usize>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -69,6 +81,24 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(n * bits / 8.0)
 }
 
+/// The agent's scheduler config with the overrides given on the command line.
+fn node_config(args: &Args) -> blobswarm_core::node::Config {
+    let mut c = blobswarm_core::node::Config::default();
+    if let Some(n) = args.max_requests {
+        c.max_requests_total = n;
+    }
+    if let Some(n) = args.max_requests_per_peer {
+        c.max_requests_per_peer = n;
+    }
+    if let Some(n) = args.max_uploads {
+        c.max_uploads = n;
+    }
+    if let Some(n) = args.max_uploads_per_peer {
+        c.max_uploads_per_peer = n;
+    }
+    c
+}
+
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let cfg = SimConfig {
         nodes: args.nodes,
@@ -80,6 +110,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         churn: args.churn,
         degree: args.degree,
         seed: args.seed,
+        node: node_config(&args),
         ..SimConfig::default()
     };
     let started = Instant::now();
@@ -107,6 +138,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("p99 / lower bound      {:>8.2}", r.p99_over_lower_bound);
     println!("seeder upload / image  {:>8.2}", r.seeder_upload_over_image);
+    println!(
+        "seeder sent every chunk {:>7.2} s",
+        r.seeder_injected_all_secs
+    );
     println!(
         "registry fetches/blob  {:>8.0}",
         r.registry_fetches_per_blob

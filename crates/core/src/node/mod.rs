@@ -147,6 +147,11 @@ pub struct Node<P> {
     blobs: BTreeMap<Digest, BlobState>,
     releases: BTreeMap<ReleaseId, ReleaseState>,
     requests: HashMap<RequestId, Outstanding<P>>,
+    /// Request deadlines in the order sent, which is deadline order (one timeout for all);
+    /// entries of answered requests are skipped and dropped lazily.
+    deadlines: VecDeque<(Instant, RequestId)>,
+    /// Expiry of every `Busy` back-off, in order; stale entries only cause a spare wake-up.
+    decline_expiries: VecDeque<Instant>,
     next_id: u64,
     chunks_inflight: usize,
     /// Chunks being served right now.
@@ -176,6 +181,8 @@ impl<P: PeerKey> Node<P> {
             blobs: BTreeMap::new(),
             releases: BTreeMap::new(),
             requests: HashMap::new(),
+            deadlines: VecDeque::new(),
+            decline_expiries: VecDeque::new(),
             next_id: 0,
             chunks_inflight: 0,
             uploads: 0,
@@ -206,7 +213,7 @@ impl<P: PeerKey> Node<P> {
         );
         let deadline = now + self.config.request_timeout;
         let id = self.next_request_id();
-        self.requests.insert(
+        self.track(
             id,
             Outstanding::Releases {
                 peer: peer.clone(),
@@ -329,7 +336,10 @@ impl<P: PeerKey> Node<P> {
             Request::Chunk { blob, index } => self.serve_chunk(from, blob, index, now),
             Request::Have { blob, update } => {
                 self.apply_have(from, blob, update);
-                Inbound::Respond(Response::Ack)
+                // Only what `from` offers changed: schedule just that peer.
+                self.request_chunk_maps(now);
+                self.schedule_chunks(now, Some(from));
+                return Inbound::Respond(Response::Ack);
             }
         };
         self.after_input(now);
@@ -408,6 +418,7 @@ impl<P: PeerKey> Node<P> {
                 let until = now + self.config.busy_backoff;
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.declined.insert((blob, index), until);
+                    self.decline_expiries.push_back(until);
                 }
             }
             (
@@ -424,9 +435,8 @@ impl<P: PeerKey> Node<P> {
                 }
             }
             (out @ Outstanding::Chunk { .. }, _) => {
-                // A chunk answer without a payload path (e.g. NotFound or Busy): try elsewhere.
-                self.requests.insert(id, out);
-                self.fail_request(id, now, true);
+                // A chunk answer without a payload (e.g. NotFound): try elsewhere.
+                self.fail_outstanding(id, &out, now, true);
             }
             _ => {}
         }
@@ -474,14 +484,14 @@ impl<P: PeerKey> Node<P> {
 
     /// Advances timers: expires requests and ends back-offs.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<RequestId> = self
-            .requests
-            .iter()
-            .filter(|(_, o)| o.deadline() <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
+        while let Some(&(deadline, id)) = self.deadlines.front()
+            && deadline <= now
+        {
+            self.deadlines.pop_front();
             self.fail_request(id, now, true);
+        }
+        while self.decline_expiries.front().is_some_and(|t| *t <= now) {
+            self.decline_expiries.pop_front();
         }
         for p in self.peers.values_mut() {
             if p.unavailable_until.is_some_and(|t| t <= now) {
@@ -501,13 +511,14 @@ impl<P: PeerKey> Node<P> {
 
     /// When [`Node::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let requests = self.requests.values().map(Outstanding::deadline);
+        let request = self
+            .deadlines
+            .iter()
+            .find(|(_, id)| self.requests.contains_key(id))
+            .map(|(t, _)| *t);
         let backoffs = self.peers.values().filter_map(|p| p.unavailable_until);
-        let declines = self
-            .peers
-            .values()
-            .flat_map(|p| p.declined.values().copied());
-        requests.chain(backoffs).chain(declines).min()
+        let decline = self.decline_expiries.front().copied();
+        request.into_iter().chain(decline).chain(backoffs).min()
     }
 
     // ---- getters ---------------------------------------------------------------------
@@ -561,6 +572,12 @@ impl<P: PeerKey> Node<P> {
     }
 
     // ---- internals -------------------------------------------------------------------
+
+    /// Records an outstanding request and its deadline.
+    fn track(&mut self, id: RequestId, out: Outstanding<P>) {
+        self.deadlines.push_back((out.deadline(), id));
+        self.requests.insert(id, out);
+    }
 
     fn next_request_id(&mut self) -> RequestId {
         self.next_id += 1;
@@ -757,10 +774,21 @@ impl<P: PeerKey> Node<P> {
     }
 
     fn fail_request(&mut self, id: RequestId, now: Instant, penalize: bool) {
-        let Some(out) = self.requests.remove(&id) else {
-            return;
-        };
-        match &out {
+        if let Some(out) = self.requests.remove(&id) {
+            self.fail_outstanding(id, &out, now, penalize);
+        }
+    }
+
+    /// Undoes what request `id` (already removed from `requests`) holds, and backs its peer
+    /// off if `penalize`.
+    fn fail_outstanding(
+        &mut self,
+        id: RequestId,
+        out: &Outstanding<P>,
+        now: Instant,
+        penalize: bool,
+    ) {
+        match out {
             Outstanding::Chunk {
                 peer, blob, index, ..
             } => {
@@ -795,10 +823,15 @@ impl<P: PeerKey> Node<P> {
     }
 
     fn after_input(&mut self, now: Instant) {
+        while let Some((_, id)) = self.deadlines.front()
+            && !self.requests.contains_key(id)
+        {
+            self.deadlines.pop_front();
+        }
         self.complete_releases();
         self.flush_haves(now);
         self.request_chunk_maps(now);
-        self.schedule_chunks(now);
+        self.schedule_chunks(now, None);
     }
 
     fn complete_releases(&mut self) {
@@ -844,7 +877,7 @@ impl<P: PeerKey> Node<P> {
         }
         for (peer, blob, update) in sends {
             let id = self.next_request_id();
-            self.requests.insert(
+            self.track(
                 id,
                 Outstanding::Have {
                     peer: peer.clone(),

@@ -52,7 +52,7 @@ impl<P: PeerKey> Node<P> {
         }
         for (peer, blob) in sends {
             let id = self.next_request_id();
-            self.requests.insert(
+            self.track(
                 id,
                 Outstanding::ChunkMap {
                     peer: peer.clone(),
@@ -69,83 +69,104 @@ impl<P: PeerKey> Node<P> {
     }
 
     /// Fills free request slots, one request per peer per round so every neighbour is used,
-    /// non-seeders first.
-    pub(super) fn schedule_chunks(&mut self, now: Instant) {
+    /// non-seeders first. With `only`, just that peer is considered: a have-update changes
+    /// what one neighbour offers and nothing else, and is by far the most frequent input.
+    pub(super) fn schedule_chunks(&mut self, now: Instant, only: Option<&P>) {
         if self.chunks_inflight >= self.config.max_requests_total
             || !self.blobs.values().any(|b| b.downloading())
         {
             return;
         }
-        let mut order: Vec<P> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.available(now) && p.inflight < self.config.max_requests_per_peer)
-            .map(|(k, _)| k.clone())
-            .collect();
-        order.shuffle(&mut self.rng);
-        order.sort_by_key(|k| self.peers[k].is_seeder);
+        let per_peer = self.config.max_requests_per_peer;
+        let mut order: Vec<P> = match only {
+            Some(peer) => self
+                .peers
+                .get(peer)
+                .filter(|p| p.available(now) && p.inflight < per_peer)
+                .map(|_| vec![peer.clone()])
+                .unwrap_or_default(),
+            None => {
+                let mut order: Vec<(bool, P)> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.available(now) && p.inflight < per_peer)
+                    .map(|(k, p)| (p.is_seeder, k.clone()))
+                    .collect();
+                order.shuffle(&mut self.rng);
+                // Stable: peers stay shuffled within each group.
+                order.sort_by_key(|(seeder, _)| *seeder);
+                order.into_iter().map(|(_, k)| k).collect()
+            }
+        };
         let deadline = now + self.config.request_timeout;
-        loop {
-            let mut progressed = false;
-            for peer in &order {
+        // Endgame starts once every missing chunk is requested; checked once per call (a
+        // pick made below can only bring it closer, and the next input sees that).
+        let endgame = self
+            .blobs
+            .values()
+            .filter(|b| b.downloading())
+            .all(|b| b.have.count() + b.pending.count() == b.have.len());
+        while !order.is_empty() {
+            // A peer that offers nothing now offers nothing later in this call (picks only
+            // shrink what is missing), so it leaves the rotation.
+            let mut i = 0;
+            while i < order.len() {
                 if self.chunks_inflight >= self.config.max_requests_total {
                     return;
                 }
-                if self.peers[peer].inflight >= self.config.max_requests_per_peer {
+                let peer = &order[i];
+                if self.peers[peer].inflight >= per_peer {
+                    order.swap_remove(i);
                     continue;
                 }
-                let Some((blob, index)) = self
-                    .pick_chunk(peer, now)
-                    .or_else(|| self.pick_endgame(peer, now))
-                else {
+                let picked = match self.pick_chunk(peer, now) {
+                    None if endgame => self.pick_endgame(peer, now),
+                    picked => picked,
+                };
+                let Some((blob, index)) = picked else {
+                    order.swap_remove(i);
                     continue;
                 };
-                progressed = true;
-                self.blobs
-                    .get_mut(&blob)
-                    .expect("picked")
-                    .pending
-                    .set(index);
-                self.peers.get_mut(peer).expect("ordered").inflight += 1;
-                self.chunks_inflight += 1;
-                let id = self.next_request_id();
-                self.chunk_requests
-                    .entry((blob, index))
-                    .or_default()
-                    .push(id);
-                self.requests.insert(
-                    id,
-                    Outstanding::Chunk {
-                        peer: peer.clone(),
-                        blob,
-                        index,
-                        deadline,
-                    },
-                );
-                self.actions.push_back(Action::Send {
-                    peer: peer.clone(),
-                    id,
-                    request: Request::Chunk { blob, index },
-                });
-            }
-            if !progressed {
-                return;
+                let peer = peer.clone();
+                self.send_chunk_request(peer, blob, index, deadline);
+                i += 1;
             }
         }
+    }
+
+    fn send_chunk_request(&mut self, peer: P, blob: Digest, index: u32, deadline: Instant) {
+        self.blobs
+            .get_mut(&blob)
+            .expect("picked")
+            .pending
+            .set(index);
+        self.peers.get_mut(&peer).expect("ordered").inflight += 1;
+        self.chunks_inflight += 1;
+        let id = self.next_request_id();
+        self.chunk_requests
+            .entry((blob, index))
+            .or_default()
+            .push(id);
+        self.track(
+            id,
+            Outstanding::Chunk {
+                peer: peer.clone(),
+                blob,
+                index,
+                deadline,
+            },
+        );
+        self.actions.push_back(Action::Send {
+            peer,
+            id,
+            request: Request::Chunk { blob, index },
+        });
     }
 
     /// Endgame: once every missing chunk is already requested, an idle peer holding one of
     /// them gets a duplicate request (at most [`ENDGAME_COPIES`] per chunk), so the last
     /// chunks do not wait on the slowest peer. The first verified copy wins.
     fn pick_endgame(&mut self, peer: &P, now: Instant) -> Option<(Digest, u32)> {
-        let in_endgame = self
-            .blobs
-            .values()
-            .filter(|b| b.downloading())
-            .all(|b| b.have.count() + b.pending.count() == b.have.len());
-        if !in_endgame {
-            return None;
-        }
         let p = &self.peers[peer];
         let mut best: Option<(u32, Digest, u32)> = None;
         for ((blob, index), ids) in &self.chunk_requests {
@@ -166,13 +187,25 @@ impl<P: PeerKey> Node<P> {
         best.map(|(_, b, i)| (b, i))
     }
 
-    /// The rarest chunk `peer` holds that we neither have nor have asked for, ties broken
-    /// at random. A seeder is asked only for chunks no available neighbour holds, so its
-    /// upload stays close to one copy of the image.
+    /// The rarest chunk `peer` holds that we neither have nor have asked for. The scan
+    /// starts at a random blob and byte and keeps the first rarest chunk it meets, so ties
+    /// fall at random without a random draw per candidate, and it stops early at a chunk
+    /// no rarer one can beat. A seeder is asked only for chunks no available neighbour
+    /// holds, so its upload stays close to one copy of the image.
     fn pick_chunk(&mut self, peer: &P, now: Instant) -> Option<(Digest, u32)> {
         let p = &self.peers[peer];
-        let mut best: Option<(u16, u32, Digest, u32)> = None;
-        for (digest, b) in &self.blobs {
+        // Availability counts non-seeder neighbours holding a chunk: a neighbour's own
+        // chunks count at least 1, a seeder-only chunk 0. Nothing can beat that floor.
+        let floor = u16::from(!p.is_seeder);
+        let check_declined = !p.declined.is_empty();
+        let mut best: Option<(u16, Digest, u32)> = None;
+        let nblobs = self.blobs.len();
+        let first_blob = if nblobs > 1 {
+            self.rng.gen_range(0..nblobs)
+        } else {
+            0
+        };
+        for (digest, b) in self.blobs.iter().cycle().skip(first_blob).take(nblobs) {
             if !b.downloading() {
                 continue;
             }
@@ -196,30 +229,72 @@ impl<P: PeerKey> Node<P> {
                     _ => continue,
                 }
             };
-            let len = b.have.len();
+            let len = b.have.len() as usize;
             let (have, pending, offer) =
                 (b.have.as_bytes(), b.pending.as_bytes(), offer.as_bytes());
-            for k in 0..have.len() {
-                let offered = if p.is_seeder { !offer[k] } else { offer[k] };
-                let mut cand = offered & !have[k] & !pending[k];
-                if k == have.len() - 1 && len % 8 != 0 {
-                    cand &= 0xffu8 << (8 - len % 8);
+            let nwords = len.div_ceil(64);
+            if nwords == 0 {
+                continue;
+            }
+            let start = self.rng.gen_range(0..nwords);
+            for step in 0..nwords {
+                let w = if start + step < nwords {
+                    start + step
+                } else {
+                    start + step - nwords
+                };
+                let offered = word(offer, w);
+                let offered = if p.is_seeder { !offered } else { offered };
+                let mut cand = offered & !word(have, w) & !word(pending, w);
+                if w == nwords - 1 && !len.is_multiple_of(64) {
+                    cand &= !(u64::MAX >> (len % 64));
                 }
                 while cand != 0 {
                     let bit = cand.leading_zeros();
-                    cand &= !(0x80u8 >> bit);
-                    let i = k as u32 * 8 + bit;
-                    if p.declined(digest, i, now) {
+                    cand &= !(1u64 << 63 >> bit);
+                    let i = (w * 64) as u32 + bit;
+                    if check_declined && p.declined(digest, i, now) {
                         continue;
                     }
                     let avail = b.availability[i as usize];
-                    let tie: u32 = self.rng.r#gen();
-                    if best.is_none_or(|(a, t, _, _)| (avail, tie) < (a, t)) {
-                        best = Some((avail, tie, *digest, i));
+                    if best.is_none_or(|(a, _, _)| avail < a) {
+                        best = Some((avail, *digest, i));
+                        if avail <= floor {
+                            return Some((*digest, i));
+                        }
                     }
                 }
             }
         }
-        best.map(|(_, _, d, i)| (d, i))
+        best.map(|(_, d, i)| (d, i))
+    }
+}
+
+/// Bits `64 w .. 64 w + 64` of a packed MSB-first bitfield as one word, bit 0 of the
+/// bitfield in the word's top bit; bytes past the end read as zero.
+fn word(bytes: &[u8], w: usize) -> u64 {
+    let start = w * 8;
+    match bytes.get(start..start + 8) {
+        Some(b) => u64::from_be_bytes(b.try_into().expect("8 bytes")),
+        None => {
+            let mut buf = [0u8; 8];
+            let tail = bytes.get(start..).unwrap_or_default();
+            buf[..tail.len()].copy_from_slice(tail);
+            u64::from_be_bytes(buf)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::word;
+
+    #[test]
+    fn word_reads_msb_first_and_pads_the_tail_with_zeros() {
+        let bytes: Vec<u8> = (1..=10).collect();
+        assert_eq!(word(&bytes, 0), 0x0102_0304_0506_0708);
+        assert_eq!(word(&bytes, 1), 0x090a_0000_0000_0000);
+        assert_eq!(word(&bytes, 2), 0);
+        assert_eq!(word(&[], 0), 0);
     }
 }

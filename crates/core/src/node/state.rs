@@ -60,6 +60,11 @@ pub(super) struct BlobState {
     pub(super) complete: bool,
     /// Super-seeding: how often and when each chunk was last handed out.
     pub(super) served: Vec<(u32, Option<Instant>)>,
+    /// Super-seeding: how many chunks were handed out exactly `n` times, at index `n`, so
+    /// the least-served count is known without a scan per request.
+    pub(super) served_levels: Vec<u32>,
+    /// Super-seeding: the least number of times any chunk was handed out.
+    pub(super) served_least: u32,
 }
 
 impl BlobState {
@@ -74,6 +79,8 @@ impl BlobState {
             map_tried: BTreeSet::new(),
             complete: false,
             served: Vec::new(),
+            served_levels: Vec::new(),
+            served_least: 0,
         }
     }
 
@@ -91,16 +98,26 @@ impl BlobState {
     ) -> bool {
         if self.served.len() != self.have.len() as usize {
             self.served = vec![(0, None); self.have.len() as usize];
+            self.served_levels = vec![self.have.len()];
+            self.served_least = 0;
         }
         let Some(&(count, last)) = self.served.get(index as usize) else {
             return false;
         };
-        let least = self.served.iter().map(|(c, _)| *c).min().unwrap_or(0);
         let recent = last.is_some_and(|t| now < t + window);
-        if count > least && recent {
+        if count > self.served_least && recent {
             return false;
         }
         self.served[index as usize] = (count + 1, Some(now));
+        let (from, to) = (count as usize, count as usize + 1);
+        if self.served_levels.len() <= to {
+            self.served_levels.resize(to + 1, 0);
+        }
+        self.served_levels[from] -= 1;
+        self.served_levels[to] += 1;
+        if count == self.served_least && self.served_levels[from] == 0 {
+            self.served_least += 1;
+        }
         true
     }
 }

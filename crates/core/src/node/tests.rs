@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use libp2p_identity::{Keypair, PeerId};
 
+use super::state::BlobState;
 use super::*;
 use crate::wire::{ErrorCode, HaveUpdate, Request, Response};
 use crate::{Document, MIN_CHUNK_SIZE, Release, chunk_map_of, release_blob};
@@ -639,4 +640,122 @@ fn overloaded_answer_backs_the_peer_off_briefly_without_failure() {
         .count();
     assert_eq!(again, 1, "asked again after the short back-off");
     assert_eq!(node.stats().requests_failed, 0);
+}
+
+/// Chunk requests in the order the node sent them, as (peer, index).
+fn chunk_sends(node: &mut Node<PeerId>) -> Vec<(PeerId, RequestId, u32)> {
+    std::iter::from_fn(|| node.poll_action())
+        .filter_map(|a| match a {
+            Action::Send {
+                peer,
+                id,
+                request: Request::Chunk { index, .. },
+            } => Some((peer, id, index)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn rarest_chunks_are_asked_first() {
+    // Three neighbours: `a` holds chunks 0..8, `b` 0..4, `c` 0..2, so chunks 4..8 are the
+    // rarest (1 holder), 2..4 next (2), 0..2 the most common (3).
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let data = blob(8 * cs, 37);
+    let (s, signed) = Swarm::new(1, std::slice::from_ref(&data), &k, k.public().to_peer_id());
+    let map = chunk_map_of(&data, MIN_CHUNK_SIZE).unwrap();
+    let digest = map.blob();
+    let config = Config {
+        max_requests_per_peer: 1,
+        max_requests_total: 3,
+        ..Config::default()
+    };
+    let mut node = Node::new(config, TrustedSeeders::new([k.public().to_peer_id()])).unwrap();
+    let now = s.now;
+    let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+    for (p, held) in [(a, 8u32), (b, 4), (c, 2)] {
+        node.handle_peer_connected(p, now);
+        let mut bits = Bitfield::new(8);
+        for i in 0..held {
+            bits.set(i);
+        }
+        let have = Request::Have {
+            blob: digest,
+            update: HaveUpdate::Full(bits),
+        };
+        assert_eq!(
+            node.handle_request(&p, have, now),
+            Inbound::Respond(Response::Ack)
+        );
+    }
+    node.handle_release(signed, now, 0).unwrap();
+    let map_req = std::iter::from_fn(|| node.poll_action())
+        .find_map(|a| match a {
+            Action::Send {
+                id,
+                request: Request::ChunkMap { .. },
+                ..
+            } => Some(id),
+            _ => None,
+        })
+        .expect("chunk map requested");
+    node.handle_response(map_req, Response::ChunkMap(map), now, 0);
+    let first = chunk_sends(&mut node);
+    assert_eq!(first.len(), 3, "one request per neighbour: {first:?}");
+    for (peer, _, index) in &first {
+        let expected = if *peer == a {
+            4..8
+        } else if *peer == b {
+            2..4
+        } else {
+            0..2
+        };
+        assert!(
+            expected.contains(index),
+            "each neighbour is asked for the rarest chunk it holds: {first:?}"
+        );
+    }
+    // Feed `a`'s answers back: it keeps being asked for the rare chunks 4..8 first, each
+    // once, and only then for the commoner chunks the others do not have in flight.
+    let mut from_a = vec![first.iter().find(|(p, ..)| *p == a).unwrap().2];
+    let mut pending = first.iter().find(|(p, ..)| *p == a).unwrap().1;
+    for _ in 0..3 {
+        node.handle_chunk(pending, ChunkOutcome::Stored, now);
+        let next = chunk_sends(&mut node);
+        assert_eq!(next.len(), 1, "{next:?}");
+        assert_eq!(next[0].0, a);
+        from_a.push(next[0].2);
+        pending = next[0].1;
+    }
+    from_a.sort_unstable();
+    assert_eq!(from_a, vec![4, 5, 6, 7], "rare chunks first, none twice");
+}
+
+#[test]
+fn super_seeder_least_served_count_tracks_every_level() {
+    // The least-served level is kept incrementally; check it against a recount as chunks
+    // are handed out unevenly.
+    let cs = MIN_CHUNK_SIZE as usize;
+    let data = blob(5 * cs, 41);
+    let map = chunk_map_of(&data, MIN_CHUNK_SIZE).unwrap();
+    let mut state = BlobState::new(release_blob(&map, "x"));
+    state.have = Bitfield::full(5);
+    let now = Instant::now();
+    let window = Duration::from_secs(5);
+    let later = now + 2 * window;
+    for (index, at) in [(0, now), (0, later), (1, now), (2, now), (3, now), (4, now)] {
+        state.super_seed_admit(index, at, window);
+        let recount = state.served.iter().map(|(n, _)| *n).min().unwrap();
+        assert_eq!(state.served_least, recount);
+    }
+    assert_eq!(state.served_least, 1);
+    assert!(
+        state.super_seed_admit(1, now, window),
+        "every chunk is at the least level, so any may go out again"
+    );
+    assert!(
+        !state.super_seed_admit(1, now, window),
+        "chunk 1 is now above the least level and was just handed out"
+    );
 }

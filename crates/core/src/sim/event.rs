@@ -1,5 +1,7 @@
 //! Events of the simulation, ordered by virtual time then insertion.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use crate::SignedRelease;
@@ -38,25 +40,39 @@ pub(super) enum Msg {
     },
 }
 
-pub(super) struct Event {
-    pub(super) at: Duration,
-    pub(super) seq: u64,
-    pub(super) msg: Msg,
+/// The pending events: a heap of small keys ordered by virtual time then insertion,
+/// with the messages themselves in a slab, so heap moves stay cheap.
+#[derive(Default)]
+pub(super) struct EventQueue {
+    heap: BinaryHeap<Reverse<(Duration, u64, u32)>>,
+    slots: Vec<Option<Msg>>,
+    free: Vec<u32>,
+    seq: u64,
 }
 
-impl PartialEq for Event {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+impl EventQueue {
+    pub(super) fn push(&mut self, at: Duration, msg: Msg) {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(msg);
+                slot
+            }
+            None => {
+                self.slots.push(Some(msg));
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 pending events")
+            }
+        };
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq, slot)));
     }
-}
-impl Eq for Event {}
-impl PartialOrd for Event {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Event {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
+
+    /// The earliest event (ties in insertion order).
+    pub(super) fn pop(&mut self) -> Option<(Duration, Msg)> {
+        let Reverse((at, _, slot)) = self.heap.pop()?;
+        self.free.push(slot);
+        let msg = self.slots[slot as usize]
+            .take()
+            .expect("queued slot holds a message");
+        Some((at, msg))
     }
 }

@@ -19,10 +19,10 @@ fn small() -> SimConfig {
 fn small_swarm_completes_near_the_lower_bound() {
     let r = run(small()).unwrap();
     assert_eq!(r.incomplete, 0, "{r:?}");
-    // Loose regression bounds; the targets (1.5x) are not met yet on a bounded
-    // overlay. Seen at this size: p99/bound 2.6, seeder upload 2.2x.
-    assert!(r.p99_over_lower_bound < 4.0, "{r:?}");
-    assert!(r.seeder_upload_over_image < 3.0, "{r:?}");
+    // 16 chunks are too few to pipeline well; loose regression bounds. Seen at this size:
+    // p99 / bound 2.44, seeder upload 1.77x.
+    assert!(r.p99_over_lower_bound < 3.0, "{r:?}");
+    assert!(r.seeder_upload_over_image < 2.5, "{r:?}");
 }
 
 #[test]
@@ -47,4 +47,20 @@ fn survivors_complete_under_churn() {
     .unwrap();
     assert_eq!(r.killed, 9);
     assert_eq!(r.incomplete, 0, "{r:?}");
+}
+
+/// The CI gate of the swarm engine: 200 peers moving 3 GiB over 1 Gbit/s links must finish
+/// within 1.5x of the lower bound, with the seeder uploading at most 2x the image.
+#[test]
+fn gate_200_peers_3gib_p99_within_1_5x_of_the_bound() {
+    let r = run(SimConfig {
+        nodes: 200,
+        image_size: 3 << 30,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    println!("{}", serde_json::to_string(&r).unwrap());
+    assert_eq!(r.incomplete, 0, "{r:?}");
+    assert!(r.p99_over_lower_bound <= 1.5, "{r:?}");
+    assert!(r.seeder_upload_over_image <= 2.0, "{r:?}");
 }
