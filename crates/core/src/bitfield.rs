@@ -8,9 +8,39 @@ use serde::{Deserialize, Serialize};
 /// length matches the bit length and that padding bits are zero: a malformed bitfield
 /// is an error, never a panic or an out-of-range index.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "WireBitfield", into = "WireBitfield")]
 pub struct Bitfield {
     len: u32,
     bits: Vec<u8>,
+    /// Set bits, kept up to date: the scheduler asks "how many" and "all?" on every input.
+    ones: u32,
+}
+
+/// What goes on the wire: the count is derived, never trusted from a peer.
+#[derive(Serialize, Deserialize)]
+struct WireBitfield {
+    len: u32,
+    bits: Vec<u8>,
+}
+
+impl From<WireBitfield> for Bitfield {
+    fn from(w: WireBitfield) -> Self {
+        let ones = w.bits.iter().map(|b| b.count_ones()).sum();
+        Self {
+            len: w.len,
+            bits: w.bits,
+            ones,
+        }
+    }
+}
+
+impl From<Bitfield> for WireBitfield {
+    fn from(b: Bitfield) -> Self {
+        Self {
+            len: b.len,
+            bits: b.bits,
+        }
+    }
 }
 
 /// Why a bitfield received from a peer was refused.
@@ -37,6 +67,7 @@ impl Bitfield {
         Self {
             len,
             bits: vec![0; (len as usize).div_ceil(8)],
+            ones: 0,
         }
     }
 
@@ -93,19 +124,21 @@ impl Bitfield {
             return false;
         }
         self.bits[(i / 8) as usize] |= 0x80 >> (i % 8);
+        self.ones += 1;
         true
     }
 
     /// Marks chunk `i` absent (used for in-flight bookkeeping).
     pub fn clear(&mut self, i: u32) {
-        if i < self.len {
+        if self.get(i) {
             self.bits[(i / 8) as usize] &= !(0x80 >> (i % 8));
+            self.ones -= 1;
         }
     }
 
     /// How many chunks are present.
     pub fn count(&self) -> u32 {
-        self.bits.iter().map(|b| b.count_ones()).sum()
+        self.ones
     }
 
     /// True when every chunk is present.
@@ -124,6 +157,7 @@ impl Bitfield {
             for (a, b) in self.bits.iter_mut().zip(&other.bits) {
                 *a |= b;
             }
+            self.ones = self.bits.iter().map(|b| b.count_ones()).sum();
         }
     }
 
@@ -162,15 +196,36 @@ mod tests {
 
     #[test]
     fn rejects_bad_lengths_and_padding() {
-        let b = Bitfield {
+        let b = Bitfield::from(WireBitfield {
             len: 9,
             bits: vec![0],
-        };
+        });
         assert!(matches!(b.validate(), Err(BitfieldError::Length { .. })));
-        let b = Bitfield {
+        let b = Bitfield::from(WireBitfield {
             len: 9,
             bits: vec![0, 0x01],
-        };
+        });
         assert_eq!(b.validate(), Err(BitfieldError::Padding(9)));
+    }
+
+    #[test]
+    fn kept_count_matches_the_bits_through_every_change_and_a_round_trip() {
+        let recount = |b: &Bitfield| b.as_bytes().iter().map(|x| x.count_ones()).sum::<u32>();
+        let mut a = Bitfield::new(21);
+        a.set(3);
+        a.set(3);
+        a.set(20);
+        a.clear(3);
+        a.clear(3);
+        a.clear(99);
+        assert_eq!((a.count(), recount(&a)), (1, 1));
+        let mut b = Bitfield::new(21);
+        b.set(0);
+        b.set(20);
+        b.union_with(&a);
+        assert_eq!((b.count(), recount(&b)), (2, 2));
+        let decoded: Bitfield = crate::codec::decode(&crate::codec::encode(&b).unwrap()).unwrap();
+        assert_eq!(decoded, b);
+        assert_eq!(decoded.count(), 2);
     }
 }
