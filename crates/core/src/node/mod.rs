@@ -801,7 +801,7 @@ impl<P: PeerKey> Node<P> {
                     b.map_tried.insert(peer.key_bytes());
                 }
             }
-            Outstanding::Releases { .. } | Outstanding::Have { .. } => return,
+            Outstanding::Releases { .. } => return,
         }
         if penalize {
             let backoff = self.config.failure_backoff;
@@ -829,7 +829,7 @@ impl<P: PeerKey> Node<P> {
             self.deadlines.pop_front();
         }
         self.complete_releases();
-        self.flush_haves(now);
+        self.flush_haves();
         self.request_chunk_maps(now);
         self.schedule_chunks(now, None);
     }
@@ -848,14 +848,13 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
-    fn flush_haves(&mut self, now: Instant) {
+    fn flush_haves(&mut self) {
         // Most inputs (an incoming Have, above all) give nothing new to announce.
         if self.new_haves.is_empty() && !self.announce_full {
             return;
         }
         self.announce_full = false;
         let new = std::mem::take(&mut self.new_haves);
-        let deadline = now + self.config.request_timeout;
         let mut sends = Vec::new();
         for (peer, p) in &mut self.peers {
             if p.is_seeder {
@@ -875,15 +874,11 @@ impl<P: PeerKey> Node<P> {
                 }
             }
         }
+        // Have-updates are fire-and-forget: nothing waits on the acknowledgement, so they
+        // are not tracked (answers and failures for their ids are ignored). A lost update
+        // only makes a neighbour ask elsewhere; a reconnect resends the full bitfield.
         for (peer, blob, update) in sends {
             let id = self.next_request_id();
-            self.track(
-                id,
-                Outstanding::Have {
-                    peer: peer.clone(),
-                    deadline,
-                },
-            );
             self.actions.push_back(Action::Send {
                 peer,
                 id,

@@ -148,10 +148,6 @@ pub(super) enum Outstanding<P> {
         peer: P,
         deadline: Instant,
     },
-    Have {
-        peer: P,
-        deadline: Instant,
-    },
 }
 
 impl<P> Outstanding<P> {
@@ -159,8 +155,7 @@ impl<P> Outstanding<P> {
         match self {
             Self::Chunk { deadline, .. }
             | Self::ChunkMap { deadline, .. }
-            | Self::Releases { deadline, .. }
-            | Self::Have { deadline, .. } => *deadline,
+            | Self::Releases { deadline, .. } => *deadline,
         }
     }
 
@@ -168,8 +163,7 @@ impl<P> Outstanding<P> {
         match self {
             Self::Chunk { peer, .. }
             | Self::ChunkMap { peer, .. }
-            | Self::Releases { peer, .. }
-            | Self::Have { peer, .. } => peer,
+            | Self::Releases { peer, .. } => peer,
         }
     }
 }

@@ -411,6 +411,11 @@ impl World {
 
     fn respond(&mut self, to: u32, id: node::RequestId, r: Response, now: Duration) {
         self.control(&r);
+        if matches!(r, Response::Ack) {
+            // Nothing waits on an acknowledgement (have-updates are fire-and-forget):
+            // count its bytes, skip its delivery.
+            return;
+        }
         self.push(
             now + self.cfg.latency,
             Msg::Response {
