@@ -18,10 +18,12 @@ use libp2p_identity::Keypair;
 
 /// Seed files for one target: (name, bytes, whether the harness must accept it).
 type Seeds = Vec<(String, Vec<u8>, bool)>;
+/// A target's harness: returns whether it accepted the input.
+type Harness = fn(&[u8]) -> bool;
 
 fn main() {
     let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "corpus".into()));
-    let targets: [(&str, Seeds, fn(&[u8]) -> bool); 4] = [
+    let targets: [(&str, Seeds, Harness); 4] = [
         (
             "wire_request",
             request_seeds(),
