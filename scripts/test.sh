@@ -12,3 +12,6 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 cargo test --workspace --release --all-features "$@"
 bash scripts/validate-manifests.sh # deploy/: render, schema-validate, flags vs. the binary built above
 bash scripts/fuzz.sh 20 # fuzz/: every fuzz target for 20 s (cargo-fuzz on stable); fails on any crash
+# The swarm benchmark's smoke run (issue 6): fails if the harness breaks or blobswarm's
+# registry egress is not about 1x the image. About 30 s after the build above.
+bash scripts/bench-smoke.sh
