@@ -31,6 +31,10 @@ pub(crate) struct Args {
     /// Fraction of peers killed during the transfer (0 to <1).
     #[arg(long, default_value_t = 0.0)]
     churn: f64,
+    /// Remove the seeder at this fraction of the lower bound (e.g. 0.3); peers then fall
+    /// back to the herd guard for chunks nobody holds.
+    #[arg(long)]
+    seeder_leaves_at: Option<f64>,
     /// Neighbours per node.
     #[arg(long, default_value_t = 16)]
     degree: usize,
@@ -108,6 +112,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         down_bytes_per_sec: args.down,
         latency: Duration::from_secs_f64(args.latency_ms / 1000.0),
         churn: args.churn,
+        seeder_leaves_at: args.seeder_leaves_at,
         degree: args.degree,
         seed: args.seed,
         node: node_config(&args),
@@ -146,6 +151,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         "registry fetches/blob  {:>8.0}",
         r.registry_fetches_per_blob
     );
+    if args.seeder_leaves_at.is_some() {
+        println!(
+            "seeder left; missing   {:>8} chunks, {} fetched from the registry, at most {} per chunk",
+            r.chunks_missing_when_seeder_left,
+            r.registry_chunk_fetches,
+            r.registry_fetches_max_per_chunk
+        );
+    }
     println!(
         "control bytes / node   {:>8}",
         units::bytes(r.control_bytes_per_node as u64)

@@ -14,6 +14,10 @@
 //! | `Chunk { blob, index }` | `Chunk { blob, index }` + payload | the payload is verified against the chunk map before it is stored or served on |
 //! | `Have { blob, update }` | `Ack` | push of have-information to neighbours: full bitfield once, then added indices |
 //!
+//! A second topic, [`SWARM_TOPIC`], carries [`SwarmNotice`]s: seeders say they are alive,
+//! and when no seeder has been heard of for a while, nodes claim chunks nobody around them
+//! holds before fetching them from the registry (the herd guard; see `node::herd`).
+//!
 //! # Limits
 //! Headers are at most [`crate::codec::MAX_HEADER`] bytes, payloads at most one chunk
 //! ([`crate::codec::MAX_PAYLOAD`]); lists in messages are capped by the constants here.
@@ -33,6 +37,10 @@ use crate::{Bitfield, ChunkMap, Digest, SignedRelease, codec};
 pub const PROTOCOL: &str = "/blobswarm/chunk/1";
 /// Gossipsub topic on which seeders announce signed releases.
 pub const RELEASE_TOPIC: &str = "blobswarm/releases/1";
+/// Gossipsub topic for swarm-wide notices: seeder liveness and registry-fetch claims.
+pub const SWARM_TOPIC: &str = "blobswarm/swarm/1";
+/// Most chunk indices claimed in one notice.
+pub const MAX_CLAIM_INDICES: usize = 4096;
 /// Most releases returned in one `Releases` response.
 pub const MAX_RELEASES: usize = 64;
 /// Most peers returned in one `Peers` response.
@@ -113,6 +121,36 @@ pub enum Response {
     Ack,
     /// The request could not be served.
     Error(ErrorCode),
+}
+
+/// A swarm-wide notice on [`SWARM_TOPIC`]; the sender is the gossip message's signed
+/// author, never a field of the notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SwarmNotice {
+    /// A seeder is up and serving: while this is heard, nobody falls back to the registry.
+    SeederAlive,
+    /// The sender will fetch these chunks from the registry unless a claim with a higher
+    /// rendezvous score arrives within the settle time; everyone else waits for them.
+    Claim {
+        /// The blob.
+        blob: Digest,
+        /// Chunk indices claimed.
+        #[serde(deserialize_with = "codec::bounded_vec::<_, _, MAX_CLAIM_INDICES>")]
+        indices: Vec<u32>,
+    },
+}
+
+impl SwarmNotice {
+    /// Checks list caps after decoding.
+    ///
+    /// # Errors
+    /// [`MessageError`] naming the offending field.
+    pub fn validate(&self) -> Result<(), MessageError> {
+        match self {
+            Self::SeederAlive => Ok(()),
+            Self::Claim { indices, .. } => cap("claimed indices", indices.len(), MAX_CLAIM_INDICES),
+        }
+    }
 }
 
 /// Why a request was not served; lets the requester pick another peer at once.
@@ -422,5 +460,29 @@ mod tests {
         let back: Response = codec::decode(&codec::encode(&at_cap).unwrap()).unwrap();
         assert_eq!(back, at_cap);
         back.validate().unwrap();
+    }
+
+    #[test]
+    fn swarm_notices_round_trip_and_claims_are_capped() {
+        for n in [
+            SwarmNotice::SeederAlive,
+            SwarmNotice::Claim {
+                blob: Digest::of(b"b"),
+                indices: vec![0, 7, 4095],
+            },
+        ] {
+            let back: SwarmNotice = codec::decode(&codec::encode(&n).unwrap()).unwrap();
+            assert_eq!(back, n);
+            assert!(back.validate().is_ok());
+        }
+        let big = SwarmNotice::Claim {
+            blob: Digest::of(b"b"),
+            indices: vec![1; MAX_CLAIM_INDICES + 1],
+        };
+        assert!(big.validate().is_err());
+        assert!(
+            codec::decode::<SwarmNotice>(&codec::encode(&big).unwrap()).is_err(),
+            "an over-long claim is refused while decoding"
+        );
     }
 }

@@ -11,7 +11,8 @@ use blobswarm_containerd_import::containerd::ContainerdConfig;
 use blobswarm_core::node::{self, Action, ChunkOutcome, Inbound, Node, RequestId};
 use blobswarm_core::store::FsStore;
 use blobswarm_core::wire::{
-    ErrorCode, MAX_PEER_RECORDS, PeerRecord, RELEASE_TOPIC, Request, Response,
+    ErrorCode, MAX_PEER_RECORDS, PeerRecord, RELEASE_TOPIC, Request, Response, SWARM_TOPIC,
+    SwarmNotice,
 };
 use blobswarm_core::{ChunkMap, Digest, ReleaseId, SignedRelease, TrustedSeeders, codec};
 use bytes::Bytes;
@@ -343,6 +344,15 @@ impl EventLoop {
                     self.outbound.insert(out, Origin::Node(id));
                 }
                 Action::Publish(signed) => self.gossip_release(&signed),
+                Action::Notice(notice) => self.gossip_notice(&notice),
+                Action::FetchRegistry {
+                    id, blob, index, ..
+                } => {
+                    // The agent does not enable the herd guard yet (it has no registry
+                    // client), so the node never asks; fail cleanly if it does.
+                    warn!(blob = %blob.short(), index, "registry fetch requested but not configured");
+                    self.node.handle_failure(id, Instant::now());
+                }
                 Action::ReleaseAccepted(id) => {
                     if let Some(r) = self.node.release(&id) {
                         info!(release = %id.short(), reference = %r.reference, bytes = r.total_bytes(), "release accepted");
@@ -367,6 +377,17 @@ impl EventLoop {
             Ok(_) | Err(gossipsub::PublishError::Duplicate) => {}
             // Peers that join later learn the release through the sync on connect.
             Err(e) => debug!(error = %e, "release gossip not sent"),
+        }
+    }
+
+    fn gossip_notice(&mut self, notice: &SwarmNotice) {
+        let Ok(bytes) = codec::encode(notice) else {
+            return;
+        };
+        let topic = gossipsub::IdentTopic::new(SWARM_TOPIC);
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+            // No subscribed neighbour yet (InsufficientPeers): the next heartbeat retries.
+            debug!(error = %e, "swarm notice not sent");
         }
     }
 
@@ -505,6 +526,21 @@ impl EventLoop {
                     self.swarm.add_peer_address(peer_id, a.clone());
                 }
                 self.addr_book.insert(peer_id, addrs);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                message,
+                ..
+            })) if message.topic == gossipsub::IdentTopic::new(SWARM_TOPIC).hash() => {
+                let notice = codec::decode::<SwarmNotice>(&message.data)
+                    .map_err(|e| e.to_string())
+                    .and_then(|n| n.validate().map(|()| n).map_err(|e| e.to_string()));
+                match (notice, message.source) {
+                    (Ok(notice), Some(from)) => {
+                        self.node.handle_notice(&from, notice, Instant::now());
+                    }
+                    (Err(e), source) => warn!(?source, error = %e, "malformed swarm notice"),
+                    (Ok(_), None) => {}
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 message,

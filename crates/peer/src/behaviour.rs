@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use blobswarm_core::wire::{PROTOCOL, RELEASE_TOPIC};
+use blobswarm_core::wire::{PROTOCOL, RELEASE_TOPIC, SWARM_TOPIC};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
     StreamProtocol, Swarm, SwarmBuilder, gossipsub, identify, identity::Keypair, noise,
@@ -56,6 +56,7 @@ pub(crate) fn build_swarm(
             )
             .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
             gossipsub.subscribe(&gossipsub::IdentTopic::new(RELEASE_TOPIC))?;
+            gossipsub.subscribe(&gossipsub::IdentTopic::new(SWARM_TOPIC))?;
             let identify = identify::Behaviour::new(identify::Config::new(
                 "/blobswarm/id/1".into(),
                 key.public(),

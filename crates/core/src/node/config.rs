@@ -29,6 +29,11 @@ pub struct Config {
     pub max_uploads_per_peer: usize,
     /// After an `Overloaded` answer, leave that peer alone for this long.
     pub overload_backoff: Duration,
+    /// Herd guard (see `node::herd`): set on nodes that can fetch chunks from the
+    /// registry themselves when no seeder is left.
+    pub herd: Option<super::HerdConfig>,
+    /// Seeder side: how often a node that published a release says it is alive.
+    pub heartbeat: Option<Duration>,
     /// Seed of the random choices (tie-breaks, peer order); fixed seeds make runs repeatable.
     pub rng_seed: u64,
 }
@@ -50,6 +55,8 @@ impl Default for Config {
             max_uploads: 6,
             max_uploads_per_peer: 2,
             overload_backoff: Duration::from_millis(200),
+            herd: None,
+            heartbeat: Some(Duration::from_secs(2)),
             rng_seed: 0,
         }
     }

@@ -13,6 +13,7 @@
 //! and tests and the simulator can use whatever identity type suits them.
 
 mod config;
+mod herd;
 mod pick;
 mod state;
 #[cfg(test)]
@@ -28,9 +29,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use config::{Config, ConfigError};
+use herd::HerdState;
+pub use herd::{HerdConfig, claim_score};
 use state::{BlobState, Outstanding, PeerState, ReleaseState};
 
-use crate::wire::{ErrorCode, HaveUpdate, Request, Response};
+use crate::wire::{ErrorCode, HaveUpdate, Request, Response, SwarmNotice};
 use crate::{
     Bitfield, ChunkError, ChunkMap, Digest, Release, ReleaseError, ReleaseId, SignedRelease,
     TrustedSeeders,
@@ -66,6 +69,21 @@ pub enum Action<P> {
     },
     /// Announce a release on gossip (seeders only).
     Publish(SignedRelease),
+    /// Gossip this notice on the swarm topic.
+    Notice(SwarmNotice),
+    /// Fetch this byte range of the blob from the registry (herd guard: this node won the
+    /// claim), verify it like a chunk from a peer, and report it with
+    /// [`Node::handle_chunk`] under `id` (or [`Node::handle_failure`]).
+    FetchRegistry {
+        /// Id to report the outcome under.
+        id: RequestId,
+        /// The blob.
+        blob: Digest,
+        /// Chunk index.
+        index: u32,
+        /// Byte range within the blob.
+        range: Range<u64>,
+    },
     /// A release was accepted and its download starts.
     ReleaseAccepted(ReleaseId),
     /// Every chunk of a blob is verified and stored; the driver can finalize it.
@@ -123,6 +141,10 @@ pub struct Stats {
     pub requests_failed: u64,
     /// Releases refused (untrusted, bad signature, expired, malformed).
     pub releases_rejected: u64,
+    /// Chunk bytes verified from the registry (herd guard).
+    pub bytes_from_registry: u64,
+    /// Chunks this node fetched from the registry (herd guard).
+    pub registry_fetches: u64,
 }
 
 /// Progress of one blob, for progress bars and status reports.
@@ -164,6 +186,10 @@ pub struct Node<P> {
     chunk_requests: BTreeMap<(Digest, u32), Vec<RequestId>>,
     seeder_keys: Vec<Vec<u8>>,
     stats: Stats,
+    herd: HerdState,
+    /// This node published a release: it is a seeder and sends heartbeats.
+    published: bool,
+    next_heartbeat: Option<Instant>,
 }
 
 impl<P: PeerKey> Node<P> {
@@ -192,6 +218,9 @@ impl<P: PeerKey> Node<P> {
             chunk_requests: BTreeMap::new(),
             seeder_keys: Vec::new(),
             stats: Stats::default(),
+            herd: HerdState::default(),
+            published: false,
+            next_heartbeat: None,
         })
     }
 
@@ -247,7 +276,7 @@ impl<P: PeerKey> Node<P> {
         let ids: Vec<RequestId> = self
             .requests
             .iter()
-            .filter(|(_, o)| o.peer() == peer)
+            .filter(|(_, o)| o.peer() == Some(peer))
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -313,6 +342,8 @@ impl<P: PeerKey> Node<P> {
     ) -> Result<ReleaseId, ReleaseError> {
         let id = self.handle_release(signed.clone(), now, now_unix_ms)?;
         self.actions.push_back(Action::Publish(signed));
+        self.published = true;
+        self.heartbeat(now);
         Ok(id)
     }
 
@@ -414,7 +445,7 @@ impl<P: PeerKey> Node<P> {
                 Response::Error(ErrorCode::Busy),
             ) => {
                 // Not a failure: the peer wants this chunk fetched elsewhere (super-seeding).
-                self.release_slot(id, &peer, &blob, index);
+                self.release_slot(id, Some(&peer), &blob, index);
                 let until = now + self.config.busy_backoff;
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.declined.insert((blob, index), until);
@@ -428,7 +459,7 @@ impl<P: PeerKey> Node<P> {
                 Response::Error(ErrorCode::Overloaded),
             ) => {
                 // Not a failure: the peer is at its upload limit; give it a moment.
-                self.release_slot(id, &peer, &blob, index);
+                self.release_slot(id, Some(&peer), &blob, index);
                 let until = now + self.config.overload_backoff;
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.unavailable_until = Some(p.unavailable_until.map_or(until, |t| t.max(until)));
@@ -446,7 +477,7 @@ impl<P: PeerKey> Node<P> {
     /// Which chunk request `id` is for, so the driver can verify the payload.
     pub fn chunk_target(&self, id: RequestId) -> Option<(Arc<ChunkMap>, u32)> {
         match self.requests.get(&id)? {
-            Outstanding::Chunk { blob, index, .. } => {
+            Outstanding::Chunk { blob, index, .. } | Outstanding::Registry { blob, index, .. } => {
                 Some((self.blobs.get(blob)?.map.clone()?, *index))
             }
             _ => None,
@@ -455,23 +486,31 @@ impl<P: PeerKey> Node<P> {
 
     /// The outcome of a chunk the driver received for request `id`.
     pub fn handle_chunk(&mut self, id: RequestId, outcome: ChunkOutcome, now: Instant) {
-        let Some(Outstanding::Chunk {
-            peer, blob, index, ..
-        }) = self.requests.remove(&id)
-        else {
-            return;
+        let (peer, blob, index) = match self.requests.remove(&id) {
+            Some(Outstanding::Chunk {
+                peer, blob, index, ..
+            }) => (Some(peer), blob, index),
+            Some(Outstanding::Registry { blob, index, .. }) => (None, blob, index),
+            Some(other) => {
+                self.requests.insert(id, other);
+                return;
+            }
+            None => return,
         };
-        self.release_slot(id, &peer, &blob, index);
-        match outcome {
-            ChunkOutcome::Stored => {
-                self.chunk_stored(&peer, blob, index);
+        self.release_slot(id, peer.as_ref(), &blob, index);
+        match (outcome, peer) {
+            (ChunkOutcome::Stored, peer) => {
+                self.chunk_stored(peer.as_ref(), blob, index);
                 self.drop_duplicates(blob, index);
             }
-            ChunkOutcome::Corrupt(err) => {
+            (ChunkOutcome::Corrupt(err), Some(peer)) => {
                 self.stats.chunks_rejected += 1;
                 self.ban(&peer, now, err.to_string());
             }
-            ChunkOutcome::LocalError(_) => {}
+            // A registry chunk that fails its hash: counted; the herd guard finds the
+            // chunk orphaned again and a later claim retries it.
+            (ChunkOutcome::Corrupt(_), None) => self.stats.chunks_rejected += 1,
+            (ChunkOutcome::LocalError(_), _) => {}
         }
         self.after_input(now);
     }
@@ -493,6 +532,8 @@ impl<P: PeerKey> Node<P> {
         while self.decline_expiries.front().is_some_and(|t| *t <= now) {
             self.decline_expiries.pop_front();
         }
+        self.heartbeat(now);
+        self.herd_tick(now);
         for p in self.peers.values_mut() {
             if p.unavailable_until.is_some_and(|t| t <= now) {
                 p.unavailable_until = None;
@@ -518,7 +559,14 @@ impl<P: PeerKey> Node<P> {
             .map(|(t, _)| *t);
         let backoffs = self.peers.values().filter_map(|p| p.unavailable_until);
         let decline = self.decline_expiries.front().copied();
-        request.into_iter().chain(decline).chain(backoffs).min()
+        let heartbeat = self.next_heartbeat.filter(|_| self.published);
+        request
+            .into_iter()
+            .chain(decline)
+            .chain(heartbeat)
+            .chain(self.herd_timeout())
+            .chain(backoffs)
+            .min()
     }
 
     // ---- getters ---------------------------------------------------------------------
@@ -711,8 +759,9 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
-    fn chunk_stored(&mut self, peer: &P, blob: Digest, index: u32) {
-        let from_seeder = self.peers.get(peer).is_some_and(|p| p.is_seeder);
+    fn chunk_stored(&mut self, peer: Option<&P>, blob: Digest, index: u32) {
+        let from_seeder =
+            peer.is_some_and(|peer| self.peers.get(peer).is_some_and(|p| p.is_seeder));
         let Some(state) = self.blobs.get_mut(&blob) else {
             return;
         };
@@ -724,7 +773,9 @@ impl<P: PeerKey> Node<P> {
             .as_ref()
             .and_then(|m| m.range(index).ok())
             .map_or(0, |r| r.end - r.start);
-        if from_seeder {
+        if peer.is_none() {
+            self.stats.bytes_from_registry += len;
+        } else if from_seeder {
             self.stats.bytes_from_seeders += len;
         } else {
             self.stats.bytes_from_peers += len;
@@ -738,9 +789,9 @@ impl<P: PeerKey> Node<P> {
 
     /// Frees the request slot of chunk request `id`; the chunk stops being pending once no
     /// request for it (an endgame duplicate may remain) is outstanding.
-    fn release_slot(&mut self, id: RequestId, peer: &P, blob: &Digest, index: u32) {
+    fn release_slot(&mut self, id: RequestId, peer: Option<&P>, blob: &Digest, index: u32) {
         self.chunks_inflight = self.chunks_inflight.saturating_sub(1);
-        if let Some(p) = self.peers.get_mut(peer) {
+        if let Some(p) = peer.and_then(|peer| self.peers.get_mut(peer)) {
             p.inflight = p.inflight.saturating_sub(1);
         }
         let key = (*blob, index);
@@ -764,11 +815,17 @@ impl<P: PeerKey> Node<P> {
             .remove(&(blob, index))
             .unwrap_or_default();
         for id in ids {
-            if let Some(Outstanding::Chunk { peer, .. }) = self.requests.remove(&id) {
-                self.chunks_inflight = self.chunks_inflight.saturating_sub(1);
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.inflight = p.inflight.saturating_sub(1);
+            match self.requests.remove(&id) {
+                Some(Outstanding::Chunk { peer, .. }) => {
+                    self.chunks_inflight = self.chunks_inflight.saturating_sub(1);
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.inflight = p.inflight.saturating_sub(1);
+                    }
                 }
+                Some(Outstanding::Registry { .. }) => {
+                    self.chunks_inflight = self.chunks_inflight.saturating_sub(1);
+                }
+                _ => {}
             }
         }
     }
@@ -793,7 +850,12 @@ impl<P: PeerKey> Node<P> {
                 peer, blob, index, ..
             } => {
                 self.stats.requests_failed += 1;
-                self.release_slot(id, peer, blob, *index);
+                self.release_slot(id, Some(peer), blob, *index);
+            }
+            Outstanding::Registry { blob, index, .. } => {
+                self.stats.requests_failed += 1;
+                self.release_slot(id, None, blob, *index);
+                return;
             }
             Outstanding::ChunkMap { peer, blob, .. } => {
                 if let Some(b) = self.blobs.get_mut(blob) {
@@ -805,7 +867,7 @@ impl<P: PeerKey> Node<P> {
         }
         if penalize {
             let backoff = self.config.failure_backoff;
-            if let Some(p) = self.peers.get_mut(out.peer()) {
+            if let Some(p) = out.peer().and_then(|peer| self.peers.get_mut(peer)) {
                 let until = now + backoff;
                 p.unavailable_until = Some(p.unavailable_until.map_or(until, |t| t.max(until)));
             }
@@ -823,6 +885,14 @@ impl<P: PeerKey> Node<P> {
     }
 
     fn after_input(&mut self, now: Instant) {
+        if let Some(herd) = &self.config.herd
+            && self.herd_idle()
+            && self.blobs.values().any(|b| b.downloading())
+        {
+            // Wake the herd guard's periodic scan once something is downloading.
+            let first = now + herd.scan_interval;
+            self.herd_wake(now, first);
+        }
         while let Some((_, id)) = self.deadlines.front()
             && !self.requests.contains_key(id)
         {

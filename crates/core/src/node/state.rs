@@ -148,6 +148,12 @@ pub(super) enum Outstanding<P> {
         peer: P,
         deadline: Instant,
     },
+    /// A herd-guard fetch from the registry.
+    Registry {
+        blob: Digest,
+        index: u32,
+        deadline: Instant,
+    },
 }
 
 impl<P> Outstanding<P> {
@@ -155,15 +161,18 @@ impl<P> Outstanding<P> {
         match self {
             Self::Chunk { deadline, .. }
             | Self::ChunkMap { deadline, .. }
-            | Self::Releases { deadline, .. } => *deadline,
+            | Self::Releases { deadline, .. }
+            | Self::Registry { deadline, .. } => *deadline,
         }
     }
 
-    pub(super) fn peer(&self) -> &P {
+    /// The peer asked; `None` for the registry.
+    pub(super) fn peer(&self) -> Option<&P> {
         match self {
             Self::Chunk { peer, .. }
             | Self::ChunkMap { peer, .. }
-            | Self::Releases { peer, .. } => peer,
+            | Self::Releases { peer, .. } => Some(peer),
+            Self::Registry { .. } => None,
         }
     }
 }

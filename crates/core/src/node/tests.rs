@@ -7,7 +7,7 @@ use libp2p_identity::{Keypair, PeerId};
 
 use super::state::BlobState;
 use super::*;
-use crate::wire::{ErrorCode, HaveUpdate, Request, Response};
+use crate::wire::{ErrorCode, HaveUpdate, Request, Response, SwarmNotice};
 use crate::{Document, MIN_CHUNK_SIZE, Release, chunk_map_of, release_blob};
 
 struct Swarm {
@@ -166,7 +166,8 @@ impl Swarm {
             }
             Action::ReleaseComplete(id) => self.complete[i].push(id),
             Action::Misbehaved { peer, .. } => self.misbehaved.push((i, peer)),
-            Action::ReleaseAccepted(_) | Action::BlobComplete(_) => {}
+            Action::ReleaseAccepted(_) | Action::BlobComplete(_) | Action::Notice(_) => {}
+            Action::FetchRegistry { .. } => panic!("these swarms have no herd guard"),
         }
     }
 }
@@ -757,5 +758,197 @@ fn super_seeder_least_served_count_tracks_every_level() {
     assert!(
         !state.super_seed_admit(1, now, window),
         "chunk 1 is now above the least level and was just handed out"
+    );
+}
+
+/// A node with the herd guard that knows the release and chunk map of `data` but has no
+/// neighbours left (its only one served the map and went away): every chunk is an orphan.
+fn orphaned_node(data: &[u8], seed: u8) -> (Node<PeerId>, PeerId, Digest, Instant) {
+    let k = key();
+    let (s, signed) = Swarm::new(1, &[data.to_vec()], &k, k.public().to_peer_id());
+    let map = chunk_map_of(data, MIN_CHUNK_SIZE).unwrap();
+    let me = PeerId::random();
+    let config = Config {
+        herd: Some(HerdConfig::new(me.to_bytes())),
+        rng_seed: u64::from(seed),
+        ..Config::default()
+    };
+    let mut node = Node::new(config, TrustedSeeders::new([k.public().to_peer_id()])).unwrap();
+    let now = s.now;
+    let helper = PeerId::random();
+    node.handle_peer_connected(helper, now);
+    node.handle_release(signed, now, 0).unwrap();
+    let map_req = std::iter::from_fn(|| node.poll_action())
+        .find_map(|a| match a {
+            Action::Send {
+                id,
+                request: Request::ChunkMap { .. },
+                ..
+            } => Some(id),
+            _ => None,
+        })
+        .expect("chunk map requested");
+    let digest = map.blob();
+    node.handle_response(map_req, Response::ChunkMap(map), now, 0);
+    node.handle_peer_disconnected(&helper, now);
+    while node.poll_action().is_some() {}
+    (node, me, digest, now)
+}
+
+/// Runs the node's timers up to `until`, returning its claims and registry fetches.
+fn run_timers(node: &mut Node<PeerId>, until: Instant) -> (Vec<u32>, Vec<(RequestId, u32)>) {
+    let (mut claims, mut fetches) = (Vec::new(), Vec::new());
+    while let Some(t) = node.poll_timeout().filter(|t| *t <= until) {
+        node.handle_timeout(t);
+        while let Some(a) = node.poll_action() {
+            match a {
+                Action::Notice(SwarmNotice::Claim { indices, .. }) => claims.extend(indices),
+                Action::FetchRegistry { id, index, .. } => fetches.push((id, index)),
+                _ => {}
+            }
+        }
+    }
+    (claims, fetches)
+}
+
+#[test]
+fn herd_guard_claims_then_fetches_each_orphan_once_and_completes() {
+    let data = blob(5 * MIN_CHUNK_SIZE as usize, 43);
+    let (mut node, _, _, start) = orphaned_node(&data, 1);
+    let cfg = HerdConfig::new(vec![]);
+    // Nothing before the seeder has been silent for `after` plus the grace time.
+    let (claims, fetches) = run_timers(&mut node, start + cfg.after);
+    assert!(claims.is_empty() && fetches.is_empty());
+    let end = start + cfg.after + cfg.scan_interval + cfg.grace + cfg.spread + cfg.settle;
+    let (mut claims, fetches) = run_timers(&mut node, end + Duration::from_secs(1));
+    claims.sort_unstable();
+    assert_eq!(claims, vec![0, 1, 2, 3, 4], "every orphan claimed once");
+    let mut fetched: Vec<u32> = fetches.iter().map(|(_, i)| *i).collect();
+    fetched.sort_unstable();
+    assert_eq!(fetched, vec![0, 1, 2, 3, 4], "and fetched once");
+    let now = end + Duration::from_secs(1);
+    for (id, _) in fetches {
+        assert!(
+            node.chunk_target(id).is_some(),
+            "a registry fetch is verified like a chunk"
+        );
+        node.handle_chunk(id, ChunkOutcome::Stored, now);
+    }
+    let done =
+        std::iter::from_fn(|| node.poll_action()).any(|a| matches!(a, Action::ReleaseComplete(_)));
+    assert!(done);
+    assert_eq!(node.stats().registry_fetches, 5);
+    assert_eq!(node.stats().bytes_from_registry, data.len() as u64);
+    // Nothing more to claim or fetch once complete.
+    let (claims, fetches) = run_timers(&mut node, now + Duration::from_secs(120));
+    assert!(claims.is_empty() && fetches.is_empty());
+}
+
+#[test]
+fn herd_guard_yields_to_a_higher_scoring_claim_and_waits_for_an_earlier_one() {
+    let data = blob(16 * MIN_CHUNK_SIZE as usize, 47);
+    let (mut node, me, digest, start) = orphaned_node(&data, 2);
+    let cfg = HerdConfig::new(vec![]);
+    // A rival whose scores beat ours on some of chunks 8..16 and lose on others.
+    let wins = |r: &PeerId| {
+        (8..16)
+            .filter(|i| {
+                claim_score(&me.to_bytes(), &digest, *i) > claim_score(&r.to_bytes(), &digest, *i)
+            })
+            .count()
+    };
+    let rival = std::iter::repeat_with(PeerId::random)
+        .find(|r| (1..8).contains(&wins(r)))
+        .unwrap();
+    // The rival claims every chunk early, before this node is due for any: this node must
+    // wait for it on every chunk, whatever the scores.
+    let early = start + cfg.after;
+    run_timers(&mut node, early);
+    node.handle_notice(
+        &rival,
+        SwarmNotice::Claim {
+            blob: digest,
+            indices: (0..8).collect(),
+        },
+        early,
+    );
+    // Chunks 8..16: the rival claims each one the moment this node does (gossip crossing
+    // in flight); only chunks where our score is higher may be fetched by us.
+    let due_all = early + cfg.scan_interval + cfg.grace + cfg.spread + cfg.settle;
+    let mut t = early;
+    let mut fetched = Vec::new();
+    while t < due_all + cfg.scan_interval {
+        t += Duration::from_millis(50);
+        let (claims, fetches) = run_timers(&mut node, t);
+        assert!(
+            claims.iter().all(|i| *i >= 8),
+            "claimed a chunk someone else claimed first: {claims:?}"
+        );
+        if !claims.is_empty() {
+            node.handle_notice(
+                &rival,
+                SwarmNotice::Claim {
+                    blob: digest,
+                    indices: claims,
+                },
+                t,
+            );
+        }
+        fetched.extend(fetches.iter().map(|(_, i)| *i));
+    }
+    fetched.sort_unstable();
+    let expected: Vec<u32> = (8..16)
+        .filter(|i| {
+            claim_score(&me.to_bytes(), &digest, *i) > claim_score(&rival.to_bytes(), &digest, *i)
+        })
+        .collect();
+    assert!(
+        !expected.is_empty() && expected.len() < 8,
+        "scores split the chunks"
+    );
+    assert_eq!(
+        fetched, expected,
+        "fetch only where our claim out-scores the rival's"
+    );
+    // The rival never delivers: after the claim TTL this node claims the rest itself.
+    let (claims, _) = run_timers(
+        &mut node,
+        due_all + cfg.claim_ttl + cfg.spread + cfg.grace + 2 * cfg.settle,
+    );
+    assert!(
+        claims.iter().any(|i| *i < 8),
+        "a void claim is taken over: {claims:?}"
+    );
+}
+
+#[test]
+fn herd_guard_sleeps_while_the_seeder_is_heard() {
+    let data = blob(3 * MIN_CHUNK_SIZE as usize, 53);
+    let (mut node, _, _, start) = orphaned_node(&data, 3);
+    // orphaned_node signs with its own fresh key; learn that seeder id from the release.
+    let seeder = {
+        let id = *node.release_ids().next().unwrap();
+        PeerId::from_bytes(&node.release(&id).unwrap().seeder).unwrap()
+    };
+    let mut now = start;
+    for _ in 0..60 {
+        now += Duration::from_secs(2);
+        node.handle_notice(&seeder, SwarmNotice::SeederAlive, now);
+        let (claims, fetches) = run_timers(&mut node, now);
+        assert!(
+            claims.is_empty() && fetches.is_empty(),
+            "claimed while the seeder is alive"
+        );
+    }
+    // A stranger's "alive" notice does not count.
+    let stranger = PeerId::random();
+    for _ in 0..30 {
+        now += Duration::from_secs(1);
+        node.handle_notice(&stranger, SwarmNotice::SeederAlive, now);
+    }
+    let (claims, _) = run_timers(&mut node, now + Duration::from_secs(30));
+    assert!(
+        !claims.is_empty(),
+        "the guard woke once the seeder went silent"
     );
 }

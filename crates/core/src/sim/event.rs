@@ -31,6 +31,16 @@ pub(super) enum Msg {
     Timer {
         node: u32,
     },
+    /// A swarm notice reaching every live node (gossip), from `from`.
+    Notice {
+        from: u32,
+        notice: crate::wire::SwarmNotice,
+    },
+    /// A chunk range fetched from the registry arrives.
+    RegistryChunk {
+        to: u32,
+        id: RequestId,
+    },
     Kill {
         node: u32,
     },

@@ -13,6 +13,10 @@
 //! - Churn kills a fraction of peers at uniform random times within the lower bound;
 //!   their neighbours see the disconnect one latency later.
 //!
+//! - The seeder can be removed part-way (`seeder_leaves_at`); peers then fall back to the
+//!   herd guard, fetching each chunk nobody holds from a registry reached over their own
+//!   downlink, and the report counts those fetches per chunk.
+//!
 //! The lower bound is `image / min(up, down)` plus one chunk's pipeline delay
 //! (`chunk / up + 2 × latency`): no peer can receive the image faster.
 
@@ -82,6 +86,8 @@ pub struct SimConfig {
     pub latency: Duration,
     /// Fraction of peers killed during the transfer.
     pub churn: f64,
+    /// Remove the seeder at this fraction of the lower bound after the release.
+    pub seeder_leaves_at: Option<f64>,
     /// Neighbours per node.
     pub degree: usize,
     /// Seed of every random choice (overlay, churn, schedulers).
@@ -102,6 +108,7 @@ impl Default for SimConfig {
             down_bytes_per_sec: 125e6,
             latency: Duration::from_millis(1),
             churn: 0.0,
+            seeder_leaves_at: None,
             degree: 16,
             seed: 1,
             node: node::Config::default(),
@@ -137,8 +144,14 @@ pub struct SimReport {
     /// swarm cannot finish before, so this over the lower bound shows how much of the
     /// total the seeder's own pace explains.
     pub seeder_injected_all_secs: f64,
-    /// Registry fetches per blob: the seeder's single ingest (the model has no other source).
+    /// Whole-blob registry reads per blob: the seeder's single ingest.
     pub registry_fetches_per_blob: f64,
+    /// Chunks the seeder had never sent when it left (0 if it stayed).
+    pub chunks_missing_when_seeder_left: usize,
+    /// Chunk ranges fetched from the registry by the herd guard.
+    pub registry_chunk_fetches: u64,
+    /// Most registry fetches of any one chunk (the herd guard's goal: at most 1).
+    pub registry_fetches_max_per_chunk: u32,
     /// Mean control (non-chunk) bytes sent and received per node.
     pub control_bytes_per_node: f64,
     /// Events processed.
@@ -236,6 +249,9 @@ struct World {
     injected: std::collections::HashSet<(Digest, u32)>,
     total_chunks: usize,
     injected_all_at: Option<Duration>,
+    registry_fetches: std::collections::HashMap<(Digest, u32), u32>,
+    /// Chunks the seeder had sent when it was removed.
+    injected_at_kill: Option<usize>,
     control_bytes: u64,
     events: u64,
 }
@@ -281,6 +297,25 @@ impl World {
                             );
                         }
                     }
+                }
+                Action::Notice(notice) => {
+                    self.control(&notice);
+                    self.push(now + 2 * self.cfg.latency, Msg::Notice { from: i, notice });
+                }
+                Action::FetchRegistry {
+                    id,
+                    blob,
+                    index,
+                    range,
+                } => {
+                    *self.registry_fetches.entry((blob, index)).or_default() += 1;
+                    let size = range.end - range.start;
+                    let recv_time =
+                        Duration::from_secs_f64(size as f64 / self.cfg.down_bytes_per_sec);
+                    let arrive = (now + 2 * self.cfg.latency + recv_time)
+                        .max(self.down_free[i as usize] + recv_time);
+                    self.down_free[i as usize] = arrive;
+                    self.push(arrive, Msg::RegistryChunk { to: i, id });
                 }
                 Action::ReleaseComplete(_) if i != 0 => {
                     self.done_at[i as usize].get_or_insert(now);
@@ -387,8 +422,28 @@ impl World {
                     self.drain(node, now);
                 }
             }
+            Msg::Notice { from, notice } => {
+                let sender = self.peers[from as usize].clone();
+                for k in 0..self.nodes.len() {
+                    if k != from as usize && !self.dead[k] {
+                        self.nodes[k].handle_notice(&sender, notice.clone(), t);
+                    }
+                }
+            }
+            Msg::RegistryChunk { to, id } => {
+                if !self.dead[to as usize] {
+                    let node = &mut self.nodes[to as usize];
+                    if node.chunk_target(id).is_some() {
+                        node.handle_chunk(id, ChunkOutcome::Stored, t);
+                    }
+                    self.drain(to, now);
+                }
+            }
             Msg::Kill { node } => {
                 self.dead[node as usize] = true;
+                if node == 0 {
+                    self.injected_at_kill = Some(self.injected.len());
+                }
                 for n in self.adj[node as usize].clone() {
                     self.push(
                         now + self.cfg.latency,
@@ -467,13 +522,15 @@ pub fn run(cfg: SimConfig) -> Result<SimReport, SimError> {
         })
         .collect();
     let mut nodes = Vec::with_capacity(n);
-    for i in 0..n {
+    for (i, peer) in peers.iter().enumerate() {
         let mut c = cfg
             .node
             .clone()
             .with_rng_seed(cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         if i == 0 {
             c = c.with_super_seed(true);
+        } else {
+            c.herd = Some(node::HerdConfig::new(peer.key_bytes()));
         }
         nodes.push(
             Node::new(c, TrustedSeeders::new([seeder_id]))
@@ -502,6 +559,8 @@ pub fn run(cfg: SimConfig) -> Result<SimReport, SimError> {
         injected: std::collections::HashSet::new(),
         total_chunks: maps.iter().map(|m| m.count() as usize).sum(),
         injected_all_at: None,
+        registry_fetches: std::collections::HashMap::new(),
+        injected_at_kill: None,
         control_bytes: 0,
         events: 0,
         adj,
@@ -521,6 +580,12 @@ pub fn run(cfg: SimConfig) -> Result<SimReport, SimError> {
         .publish_release(signed, base + publish_at, 0)
         .map_err(|e| SimError::Config(e.to_string()))?;
     w.drain(0, publish_at);
+    let seeder_leaves = cfg
+        .seeder_leaves_at
+        .map(|f| publish_at + Duration::from_secs_f64(f * lower_bound));
+    if let Some(at) = seeder_leaves {
+        w.push(at, Msg::Kill { node: 0 });
+    }
     let killed = (cfg.churn * cfg.nodes as f64).round() as usize;
     let mut victims: Vec<u32> = (1..n as u32).collect();
     for k in 0..killed {
@@ -561,6 +626,13 @@ pub fn run(cfg: SimConfig) -> Result<SimReport, SimError> {
             .injected_all_at
             .map_or(f64::NAN, |t| (t - publish_at).as_secs_f64()),
         registry_fetches_per_blob: 1.0,
+        chunks_missing_when_seeder_left: if seeder_leaves.is_some() {
+            w.total_chunks - w.injected_at_kill.unwrap_or(w.injected.len())
+        } else {
+            0
+        },
+        registry_chunk_fetches: w.registry_fetches.values().map(|n| u64::from(*n)).sum(),
+        registry_fetches_max_per_chunk: w.registry_fetches.values().copied().max().unwrap_or(0),
         control_bytes_per_node: w.control_bytes as f64 / n as f64,
         events: w.events,
     })

@@ -64,3 +64,30 @@ fn gate_200_peers_3gib_p99_within_1_5x_of_the_bound() {
     assert!(r.p99_over_lower_bound <= 1.5, "{r:?}");
     assert!(r.seeder_upload_over_image <= 2.0, "{r:?}");
 }
+
+/// Issue acceptance: the seeder leaves at 30% of the lower bound; the herd guard has every
+/// node complete, fetching each chunk nobody holds from the registry at most once.
+#[test]
+fn seeder_gone_at_30_percent_every_node_completes_with_one_fetch_per_missing_chunk() {
+    let r = run(SimConfig {
+        nodes: 100,
+        image_size: 512 << 20,
+        seeder_leaves_at: Some(0.3),
+        ..SimConfig::default()
+    })
+    .unwrap();
+    println!("{}", serde_json::to_string(&r).unwrap());
+    assert_eq!(r.incomplete, 0, "{r:?}");
+    assert!(r.chunks_missing_when_seeder_left > 0, "{r:?}");
+    assert_eq!(r.registry_fetches_max_per_chunk, 1, "{r:?}");
+    assert!(
+        r.registry_chunk_fetches as f64 <= 1.1 * r.chunks_missing_when_seeder_left as f64,
+        "{r:?}"
+    );
+}
+
+#[test]
+fn with_the_seeder_present_nothing_comes_from_the_registry() {
+    let r = run(small()).unwrap();
+    assert_eq!(r.registry_chunk_fetches, 0, "{r:?}");
+}
