@@ -615,7 +615,7 @@ impl EventLoop {
     /// Frees the upload slot of a chunk serve, whichever way it ended; once per serve.
     fn finish_upload(&mut self, request_id: InboundRequestId) {
         if let Some(peer) = self.serving.remove(&request_id) {
-            self.node.handle_upload_done(&peer);
+            self.node.handle_upload_done(&peer, Instant::now());
         }
     }
 

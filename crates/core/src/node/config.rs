@@ -29,6 +29,10 @@ pub struct Config {
     pub max_uploads_per_peer: usize,
     /// After an `Overloaded` answer, leave that peer alone for this long.
     pub overload_backoff: Duration,
+    /// Fair rotation: a freed upload slot is held this long for the peer refused longest
+    /// ago, so peers that re-ask fastest cannot keep every slot (longer than
+    /// `overload_backoff`, so the refused peer's retry arrives in time).
+    pub slot_reservation: Duration,
     /// Herd guard (see `node::herd`): set on nodes that can fetch chunks from the
     /// registry themselves when no seeder is left.
     pub herd: Option<super::HerdConfig>,
@@ -55,6 +59,7 @@ impl Default for Config {
             max_uploads: 6,
             max_uploads_per_peer: 2,
             overload_backoff: Duration::from_millis(200),
+            slot_reservation: Duration::from_millis(300),
             herd: None,
             heartbeat: Some(Duration::from_secs(2)),
             rng_seed: 0,

@@ -178,6 +178,10 @@ pub struct Node<P> {
     chunks_inflight: usize,
     /// Chunks being served right now.
     uploads: usize,
+    /// Peers refused an upload slot, oldest first: freed slots go to them in turn.
+    upload_waiting: VecDeque<P>,
+    /// Freed slots held for a waiting peer until the given time.
+    upload_reserved: Vec<(P, Instant)>,
     actions: VecDeque<Action<P>>,
     new_haves: BTreeMap<Digest, Vec<u32>>,
     /// A peer or a chunk map appeared: some peer may be owed a full bitfield.
@@ -212,6 +216,8 @@ impl<P: PeerKey> Node<P> {
             next_id: 0,
             chunks_inflight: 0,
             uploads: 0,
+            upload_waiting: VecDeque::new(),
+            upload_reserved: Vec::new(),
             actions: VecDeque::new(),
             new_haves: BTreeMap::new(),
             announce_full: false,
@@ -262,6 +268,8 @@ impl<P: PeerKey> Node<P> {
         let Some(state) = self.peers.remove(peer) else {
             return;
         };
+        self.upload_waiting.retain(|p| p != peer);
+        self.upload_reserved.retain(|(p, _)| p != peer);
         if !state.is_seeder {
             for (blob, bits) in &state.haves {
                 if let Some(b) = self.blobs.get_mut(blob) {
@@ -386,13 +394,25 @@ impl<P: PeerKey> Node<P> {
             return Inbound::Respond(Response::Error(ErrorCode::BadRequest));
         };
         let peer_uploads = self.peers.get(from).map_or(0, |p| p.uploads);
-        if self.uploads >= self.config.max_uploads
+        self.upload_reserved.retain(|(_, until)| *until > now);
+        let mine = self.upload_reserved.iter().position(|(p, _)| p == from);
+        let held_for_others = self.upload_reserved.len() - usize::from(mine.is_some());
+        if self.uploads + held_for_others >= self.config.max_uploads
             || peer_uploads >= self.config.max_uploads_per_peer
         {
+            if peer_uploads < self.config.max_uploads_per_peer
+                && !self.upload_waiting.contains(from)
+                && mine.is_none()
+            {
+                self.upload_waiting.push_back(from.clone());
+            }
             return Inbound::Respond(Response::Error(ErrorCode::Overloaded));
         }
         if super_seed && !b.super_seed_admit(index, now, window) {
             return Inbound::Respond(Response::Error(ErrorCode::Busy));
+        }
+        if let Some(i) = mine {
+            self.upload_reserved.swap_remove(i);
         }
         self.uploads += 1;
         if let Some(p) = self.peers.get_mut(from) {
@@ -402,11 +422,20 @@ impl<P: PeerKey> Node<P> {
     }
 
     /// A chunk handed out with [`Inbound::ServeChunk`] was sent, or could not be: frees
-    /// its upload slot. The driver must report every `ServeChunk` exactly once.
-    pub fn handle_upload_done(&mut self, to: &P) {
+    /// its upload slot, which is held briefly for the peer refused longest ago (fair
+    /// rotation). The driver must report every `ServeChunk` exactly once.
+    pub fn handle_upload_done(&mut self, to: &P, now: Instant) {
         self.uploads = self.uploads.saturating_sub(1);
         if let Some(p) = self.peers.get_mut(to) {
             p.uploads = p.uploads.saturating_sub(1);
+        }
+        self.upload_reserved.retain(|(_, until)| *until > now);
+        while let Some(next) = self.upload_waiting.pop_front() {
+            if self.peers.contains_key(&next) {
+                let until = now + self.config.slot_reservation;
+                self.upload_reserved.push((next, until));
+                break;
+            }
         }
     }
 

@@ -136,7 +136,7 @@ impl Swarm {
                     }
                     Inbound::ServeChunk { blob, range, .. } => {
                         // Delivery is instant: the upload is over as soon as it starts.
-                        self.nodes[j].handle_upload_done(&from);
+                        self.nodes[j].handle_upload_done(&from, now);
                         self.served[j] += range.end - range.start;
                         let mut bytes =
                             self.data[&blob][range.start as usize..range.end as usize].to_vec();
@@ -555,7 +555,7 @@ fn upload_slots_cap_serving_per_peer_and_in_total_until_uploads_finish() {
     );
     assert!(ask(&c, 2));
     assert!(!ask(&c, 3), "fourth upload exceeds the total cap");
-    node.handle_upload_done(&a);
+    node.handle_upload_done(&a, now);
     assert!(
         node_ask(&mut node, &c, b, 3, now),
         "a finished upload frees a slot"
@@ -950,5 +950,53 @@ fn herd_guard_sleeps_while_the_seeder_is_heard() {
     assert!(
         !claims.is_empty(),
         "the guard woke once the seeder went silent"
+    );
+}
+
+#[test]
+fn freed_upload_slots_rotate_to_refused_peers_in_turn() {
+    let cs = MIN_CHUNK_SIZE as usize;
+    let data = blob(8 * cs, 59);
+    let map = chunk_map_of(&data, MIN_CHUNK_SIZE).unwrap();
+    let b = map.blob();
+    let config = Config {
+        max_uploads: 2,
+        max_uploads_per_peer: 2,
+        ..Config::default()
+    };
+    let reservation = config.slot_reservation;
+    let mut node = Node::new(config, TrustedSeeders::default()).unwrap();
+    let now = Instant::now();
+    node.add_local_blob(map, "x", now);
+    let (a, bp, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+    for p in [a, bp, c] {
+        node.handle_peer_connected(p, now);
+    }
+    // `a` takes both slots; `bp` then `c` are refused and queue up in that order.
+    assert!(node_ask(&mut node, &a, b, 0, now));
+    assert!(node_ask(&mut node, &a, b, 1, now));
+    assert!(!node_ask(&mut node, &bp, b, 2, now));
+    assert!(!node_ask(&mut node, &c, b, 3, now));
+    // A slot frees: it is held for `bp`, the peer refused first; `a` asking again at once
+    // (the greedy pattern) and `c` are refused.
+    node.handle_upload_done(&a, now);
+    assert!(
+        !node_ask(&mut node, &a, b, 4, now),
+        "the freed slot is held"
+    );
+    assert!(!node_ask(&mut node, &c, b, 3, now), "not c's turn yet");
+    assert!(node_ask(&mut node, &bp, b, 2, now), "bp gets its turn");
+    // Next freed slot goes to `c`, then `a` (refused while the slots were held).
+    node.handle_upload_done(&a, now);
+    assert!(!node_ask(&mut node, &bp, b, 5, now));
+    assert!(node_ask(&mut node, &c, b, 3, now), "c's turn");
+    node.handle_upload_done(&bp, now);
+    assert!(node_ask(&mut node, &a, b, 4, now), "a's turn after waiting");
+    // A held slot whose peer does not come back in time goes to whoever asks.
+    node.handle_upload_done(&c, now);
+    let later = now + reservation + Duration::from_millis(1);
+    assert!(
+        node_ask(&mut node, &c, b, 6, later),
+        "an expired hold goes to whoever asks"
     );
 }

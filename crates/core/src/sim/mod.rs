@@ -405,7 +405,7 @@ impl World {
             Msg::UploadDone { node, to } => {
                 if !self.dead[node as usize] {
                     let peer = self.peers[to as usize].clone();
-                    self.nodes[node as usize].handle_upload_done(&peer);
+                    self.nodes[node as usize].handle_upload_done(&peer, t);
                     self.drain(node, now);
                 }
             }
