@@ -12,7 +12,8 @@ use crate::runs::{Baseline, Loopback, Swarm};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Row {
     pub(crate) nodes: usize,
-    pub(crate) baseline: Baseline,
+    /// `None` with `--skip-baseline` (profiling runs).
+    pub(crate) baseline: Option<Baseline>,
     pub(crate) blobswarm: Swarm,
 }
 
@@ -75,17 +76,25 @@ impl Results {
             let mean = cpu.iter().sum::<f64>() / cpu.len().max(1) as f64;
             let max_cpu = cpu.iter().copied().fold(0.0, f64::max);
             let rss = w.agents.iter().map(|u| u.max_rss_bytes).max().unwrap_or(0);
+            let (base_time, speed_up, base_egress) = match b {
+                Some(b) => (
+                    format!("{:.1} s", b.time_to_all_secs),
+                    format!("{:.1}×", b.time_to_all_secs / w.max_secs),
+                    format!(
+                        "{:.2}× (body {:.2}×)",
+                        ratio(b.registry_wire_bytes, img),
+                        ratio(b.registry_http_bytes, img)
+                    ),
+                ),
+                None => ("—".into(), "—".into(), "—".into()),
+            };
             s.push_str(&format!(
-                "| {} | {:.1} s | {:.1} / {:.1} / {:.1} s | {:.1} s | {:.1}× | {:.2}× (body {:.2}×) | {:.2}× (body {:.2}×) | {:.2}× | {:.1} / {:.1} | {:.0} MiB |\n",
+                "| {} | {base_time} | {:.1} / {:.1} / {:.1} s | {:.1} s | {speed_up} | {base_egress} | {:.2}× (body {:.2}×) | {:.2}× | {:.1} / {:.1} | {:.0} MiB |\n",
                 r.nodes,
-                b.time_to_all_secs,
                 w.p50_secs,
                 w.p99_secs,
                 w.max_secs,
                 w.release_secs,
-                b.time_to_all_secs / w.max_secs,
-                ratio(b.registry_wire_bytes, img),
-                ratio(b.registry_http_bytes, img),
                 ratio(w.registry_wire_bytes, img),
                 ratio(w.registry_http_bytes, img),
                 ratio(w.seeder_upload_bytes, img),
@@ -136,7 +145,12 @@ impl Results {
         let max_y = self
             .rows
             .iter()
-            .map(|r| r.baseline.time_to_all_secs.max(r.blobswarm.max_secs))
+            .map(|r| {
+                r.baseline
+                    .as_ref()
+                    .map_or(0.0, |b| b.time_to_all_secs)
+                    .max(r.blobswarm.max_secs)
+            })
             .fold(1.0, f64::max)
             * 1.1;
         let caption = format!(
@@ -166,35 +180,35 @@ impl Results {
             .label_style(("sans-serif", 16))
             .draw()?;
         // The median is drawn wide and light under the max, so both show where they meet.
-        type Value = Box<dyn Fn(&Row) -> f64>;
+        type Value = Box<dyn Fn(&Row) -> Option<f64>>;
         let series: [(&str, RGBColor, u32, bool, Value); 3] = [
             (
                 "blobswarm: median agent done",
                 RGBColor(150, 190, 245),
                 8,
                 false,
-                Box::new(|r: &Row| r.blobswarm.p50_secs),
+                Box::new(|r: &Row| Some(r.blobswarm.p50_secs)),
             ),
             (
                 "baseline: N direct pulls, last done",
                 RGBColor(200, 40, 40),
                 3,
                 true,
-                Box::new(|r: &Row| r.baseline.time_to_all_secs),
+                Box::new(|r: &Row| r.baseline.as_ref().map(|b| b.time_to_all_secs)),
             ),
             (
                 "blobswarm: seeder + N agents, last done",
                 RGBColor(20, 70, 180),
                 3,
                 true,
-                Box::new(|r: &Row| r.blobswarm.max_secs),
+                Box::new(|r: &Row| Some(r.blobswarm.max_secs)),
             ),
         ];
         for (label, color, width, values, value) in series {
             let points: Vec<(f64, f64)> = self
                 .rows
                 .iter()
-                .map(|r| (log2(r.nodes), value(r)))
+                .filter_map(|r| Some((log2(r.nodes), value(r)?)))
                 .collect();
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(width)))?
