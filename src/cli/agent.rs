@@ -25,6 +25,15 @@ pub(crate) struct Args {
     /// Neighbours to keep connected.
     #[arg(long, default_value_t = 32)]
     max_peers: usize,
+    /// Cap on bytes served to other nodes per second, e.g. 50MiB (default: no cap).
+    #[arg(long, value_parser = super::units::parse_size)]
+    max_upload_rate: Option<u64>,
+    /// Cap on bytes fetched per second, e.g. 100MiB (default: no cap).
+    #[arg(long, value_parser = super::units::parse_size)]
+    max_download_rate: Option<u64>,
+    /// Blobs (layers) downloaded at once (default: all of a release).
+    #[arg(long)]
+    max_active_blobs: Option<usize>,
     /// Where completed images go: `containerd` (CRI-visible, unpacked), `oci-layout`
     /// (DATA_DIR/oci), or `auto`: containerd when its socket exists and this binary was
     /// built with containerd support, else an OCI layout.
@@ -57,6 +66,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         config.layout_dir = Some(args.data_dir.join("oci"));
     }
     config.max_peers = args.max_peers;
+    config.node.max_upload_rate = args.max_upload_rate;
+    config.node.max_download_rate = args.max_download_rate;
+    config.node.max_active_blobs = args.max_active_blobs;
+    config.node.validate()?;
     if args.corrupt_serving {
         tracing::warn!("serving corrupted chunks (test mode)");
         config.serve_fault = Some(ServeFault::FlipByte);

@@ -12,6 +12,7 @@ mod chunk_map;
 pub mod codec;
 mod digest;
 pub mod node;
+pub mod rate;
 mod release;
 pub mod sim;
 pub mod store;

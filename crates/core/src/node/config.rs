@@ -33,6 +33,14 @@ pub struct Config {
     /// ago, so peers that re-ask fastest cannot keep every slot (longer than
     /// `overload_backoff`, so the refused peer's retry arrives in time).
     pub slot_reservation: Duration,
+    /// Cap on chunk bytes served per second (None: no cap). A capped node answers
+    /// `Overloaded`, so requesters go elsewhere rather than queue.
+    pub max_upload_rate: Option<u64>,
+    /// Cap on chunk bytes requested per second (None: no cap).
+    pub max_download_rate: Option<u64>,
+    /// Blobs downloaded at once (None: all): with a cap, a node finishes some layers
+    /// early instead of all of them late, and holds fewer partial files.
+    pub max_active_blobs: Option<usize>,
     /// Herd guard (see `node::herd`): set on nodes that can fetch chunks from the
     /// registry themselves when no seeder is left.
     pub herd: Option<super::HerdConfig>,
@@ -60,6 +68,9 @@ impl Default for Config {
             max_uploads_per_peer: 2,
             overload_backoff: Duration::from_millis(200),
             slot_reservation: Duration::from_millis(300),
+            max_upload_rate: None,
+            max_download_rate: None,
+            max_active_blobs: None,
             herd: None,
             heartbeat: Some(Duration::from_secs(2)),
             rng_seed: 0,
@@ -100,6 +111,12 @@ impl Config {
         }
         if self.max_uploads == 0 || self.max_uploads_per_peer == 0 {
             return Err(ConfigError("upload slots must be at least 1"));
+        }
+        if self.max_upload_rate == Some(0) || self.max_download_rate == Some(0) {
+            return Err(ConfigError("rate caps must be positive"));
+        }
+        if self.max_active_blobs == Some(0) {
+            return Err(ConfigError("max_active_blobs must be at least 1"));
         }
         if self.request_timeout.is_zero() {
             return Err(ConfigError("request_timeout must be positive"));

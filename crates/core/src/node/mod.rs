@@ -33,6 +33,7 @@ use herd::HerdState;
 pub use herd::{HerdConfig, claim_score};
 use state::{BlobState, Outstanding, PeerState, ReleaseState};
 
+use crate::rate::TokenBucket;
 use crate::wire::{ErrorCode, HaveUpdate, Request, Response, SwarmNotice};
 use crate::{
     Bitfield, ChunkError, ChunkMap, Digest, Release, ReleaseError, ReleaseId, SignedRelease,
@@ -191,6 +192,10 @@ pub struct Node<P> {
     seeder_keys: Vec<Vec<u8>>,
     stats: Stats,
     herd: HerdState,
+    up_rate: Option<TokenBucket>,
+    down_rate: Option<TokenBucket>,
+    /// The download cap stopped scheduling until then.
+    down_blocked_until: Option<Instant>,
     /// This node published a release: it is a seeder and sends heartbeats.
     published: bool,
     next_heartbeat: Option<Instant>,
@@ -203,6 +208,12 @@ impl<P: PeerKey> Node<P> {
     /// [`ConfigError`] when the config is invalid.
     pub fn new(config: Config, trusted: TrustedSeeders) -> Result<Self, ConfigError> {
         config.validate()?;
+        // A tenth of a second's worth of bytes (at least 1 MiB) may be saved up.
+        let bucket = |rate: u64| TokenBucket::new(rate, (rate / 10).max(1 << 20));
+        let (up_rate, down_rate) = (
+            config.max_upload_rate.map(bucket),
+            config.max_download_rate.map(bucket),
+        );
         Ok(Self {
             rng: StdRng::seed_from_u64(config.rng_seed),
             config,
@@ -225,6 +236,9 @@ impl<P: PeerKey> Node<P> {
             seeder_keys: Vec::new(),
             stats: Stats::default(),
             herd: HerdState::default(),
+            up_rate,
+            down_rate,
+            down_blocked_until: None,
             published: false,
             next_heartbeat: None,
         })
@@ -408,8 +422,14 @@ impl<P: PeerKey> Node<P> {
             }
             return Inbound::Respond(Response::Error(ErrorCode::Overloaded));
         }
+        if self.up_rate.as_mut().is_some_and(|r| !r.ready(now)) {
+            return Inbound::Respond(Response::Error(ErrorCode::Overloaded));
+        }
         if super_seed && !b.super_seed_admit(index, now, window) {
             return Inbound::Respond(Response::Error(ErrorCode::Busy));
+        }
+        if let Some(r) = self.up_rate.as_mut() {
+            r.take(range.end - range.start);
         }
         if let Some(i) = mine {
             self.upload_reserved.swap_remove(i);
@@ -561,6 +581,9 @@ impl<P: PeerKey> Node<P> {
         while self.decline_expiries.front().is_some_and(|t| *t <= now) {
             self.decline_expiries.pop_front();
         }
+        if self.down_blocked_until.is_some_and(|t| t <= now) {
+            self.down_blocked_until = None;
+        }
         self.heartbeat(now);
         self.herd_tick(now);
         for p in self.peers.values_mut() {
@@ -589,6 +612,7 @@ impl<P: PeerKey> Node<P> {
         let backoffs = self.peers.values().filter_map(|p| p.unavailable_until);
         let decline = self.decline_expiries.front().copied();
         let heartbeat = self.next_heartbeat.filter(|_| self.published);
+        let heartbeat = heartbeat.into_iter().chain(self.down_blocked_until).min();
         request
             .into_iter()
             .chain(decline)

@@ -73,6 +73,7 @@ impl<P: PeerKey> Node<P> {
     /// what one neighbour offers and nothing else, and is by far the most frequent input.
     pub(super) fn schedule_chunks(&mut self, now: Instant, only: Option<&P>) {
         if self.chunks_inflight >= self.config.max_requests_total
+            || self.down_blocked_until.is_some_and(|t| t > now)
             || !self.blobs.values().any(|b| b.downloading())
         {
             return;
@@ -127,6 +128,19 @@ impl<P: PeerKey> Node<P> {
                     order.swap_remove(i);
                     continue;
                 };
+                if let Some(rate) = self.down_rate.as_mut() {
+                    if !rate.ready(now) {
+                        // Over the download cap: stop until the bucket refills.
+                        self.down_blocked_until = Some(rate.ready_at(now));
+                        return;
+                    }
+                    let len = self.blobs[&blob]
+                        .map
+                        .as_ref()
+                        .and_then(|m| m.range(index).ok())
+                        .map_or(0, |r| r.end - r.start);
+                    rate.take(len);
+                }
                 let peer = peer.clone();
                 self.send_chunk_request(peer, blob, index, deadline);
                 i += 1;
@@ -205,9 +219,27 @@ impl<P: PeerKey> Node<P> {
         } else {
             0
         };
+        // With a cap on blobs at once, started blobs come first and new ones start only
+        // while fewer than the cap are under way.
+        let mut may_start = self.config.max_active_blobs.map(|cap| {
+            let started = self
+                .blobs
+                .values()
+                .filter(|b| b.downloading() && b.have.count() + b.pending.count() > 0)
+                .count();
+            cap.saturating_sub(started)
+        });
         for (digest, b) in self.blobs.iter().cycle().skip(first_blob).take(nblobs) {
             if !b.downloading() {
                 continue;
+            }
+            if let Some(left) = may_start.as_mut()
+                && b.have.count() + b.pending.count() == 0
+            {
+                if *left == 0 {
+                    continue;
+                }
+                *left -= 1;
             }
             // What this peer offers, as packed bits: its announced haves, or for a seeder
             // everything no available non-seeder neighbour holds.

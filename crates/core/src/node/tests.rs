@@ -1,6 +1,6 @@
 //! Scripted swarms of `Node`s with instant in-memory delivery and real chunk verification.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use libp2p_identity::{Keypair, PeerId};
@@ -999,4 +999,72 @@ fn freed_upload_slots_rotate_to_refused_peers_in_turn() {
         node_ask(&mut node, &c, b, 6, later),
         "an expired hold goes to whoever asks"
     );
+}
+
+#[test]
+fn blob_cap_finishes_started_blobs_before_starting_more() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let blobs = [blob(6 * cs, 61), blob(6 * cs, 62), blob(6 * cs, 63)];
+    let (s, signed) = Swarm::new(1, &blobs, &k, k.public().to_peer_id());
+    let config = Config {
+        max_active_blobs: Some(1),
+        max_requests_per_peer: 4,
+        max_requests_total: 4,
+        ..Config::default()
+    };
+    let mut node = Node::new(config, TrustedSeeders::new([k.public().to_peer_id()])).unwrap();
+    let now = s.now;
+    let seeder = k.public().to_peer_id();
+    node.handle_peer_connected(seeder, now);
+    node.handle_release(signed, now, 0).unwrap();
+    let maps: HashMap<Digest, ChunkMap> = blobs
+        .iter()
+        .map(|b| {
+            let m = chunk_map_of(b, MIN_CHUNK_SIZE).unwrap();
+            (m.blob(), m)
+        })
+        .collect();
+    let map_reqs: Vec<(RequestId, Digest)> = std::iter::from_fn(|| node.poll_action())
+        .filter_map(|a| match a {
+            Action::Send {
+                id,
+                request: Request::ChunkMap { blob },
+                ..
+            } => Some((id, blob)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(map_reqs.len(), 3);
+    for (id, b) in map_reqs {
+        node.handle_response(id, Response::ChunkMap(maps[&b].clone()), now, 0);
+    }
+    // Answer every request as it comes; the order of blobs completed must be strict.
+    let mut order: Vec<Digest> = Vec::new();
+    let mut pending: VecDeque<(RequestId, Digest)> = VecDeque::new();
+    loop {
+        while let Some(a) = node.poll_action() {
+            match a {
+                Action::Send {
+                    id,
+                    request: Request::Chunk { blob, .. },
+                    ..
+                } => {
+                    if order.last() != Some(&blob) {
+                        assert!(!order.contains(&blob), "went back to a blob");
+                        order.push(blob);
+                    }
+                    pending.push_back((id, blob));
+                }
+                Action::BlobComplete(b) => assert_eq!(order.last(), Some(&b)),
+                _ => {}
+            }
+        }
+        let Some((id, _)) = pending.pop_front() else {
+            break;
+        };
+        node.handle_chunk(id, ChunkOutcome::Stored, now);
+    }
+    assert_eq!(order.len(), 3, "each blob in turn, one at a time");
+    assert!(node.progress().iter().all(|p| p.complete));
 }

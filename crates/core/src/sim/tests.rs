@@ -91,3 +91,34 @@ fn with_the_seeder_present_nothing_comes_from_the_registry() {
     let r = run(small()).unwrap();
     assert_eq!(r.registry_chunk_fetches, 0, "{r:?}");
 }
+
+#[test]
+fn rate_caps_bound_the_transfer() {
+    let capped = |node: node::Config| {
+        run(SimConfig {
+            nodes: 20,
+            image_size: 64 << 20,
+            node,
+            ..SimConfig::default()
+        })
+        .unwrap()
+    };
+    let cap = 20_000_000u64;
+    let free = capped(node::Config::default());
+    let down = capped(node::Config {
+        max_download_rate: Some(cap),
+        ..node::Config::default()
+    });
+    let up = capped(node::Config {
+        max_upload_rate: Some(cap),
+        ..node::Config::default()
+    });
+    let floor = (64 << 20) as f64 / cap as f64;
+    assert_eq!(down.incomplete + up.incomplete, 0);
+    assert!(free.p50_secs < floor / 2.0, "{free:?}");
+    // A burst of at most 2 MiB + one chunk may run ahead of the cap.
+    let slack = (6u64 << 20) as f64 / cap as f64;
+    assert!(down.p50_secs >= floor - slack, "download cap: {down:?}");
+    // The seeder's own upload is capped too: nothing completes before it sent one copy.
+    assert!(up.p50_secs >= floor - slack, "upload cap: {up:?}");
+}
