@@ -302,21 +302,14 @@ impl<P: PeerKey> Node<P> {
         else {
             return;
         };
-        if let Some(b) = self.blobs.get_mut(&blob) {
-            b.pending.set(index);
-        }
-        self.chunks_inflight += 1;
-        let id = self.next_request_id();
-        self.chunk_requests
-            .entry((blob, index))
-            .or_default()
-            .push(id);
-        self.track(
-            id,
+        let deadline = now + self.config.request_timeout;
+        let id = self.open_chunk_request(
+            blob,
+            index,
             Outstanding::Registry {
                 blob,
                 index,
-                deadline: now + self.config.request_timeout,
+                deadline,
             },
         );
         self.stats.registry_fetches += 1;

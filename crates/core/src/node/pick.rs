@@ -7,7 +7,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 
 use super::state::Outstanding;
-use super::{Action, Node, PeerKey};
+use super::{Action, Node, PeerKey, RequestId};
 use crate::wire::Request;
 use crate::{Bitfield, Digest};
 
@@ -149,20 +149,10 @@ impl<P: PeerKey> Node<P> {
     }
 
     fn send_chunk_request(&mut self, peer: P, blob: Digest, index: u32, deadline: Instant) {
-        self.blobs
-            .get_mut(&blob)
-            .expect("picked")
-            .pending
-            .set(index);
         self.peers.get_mut(&peer).expect("ordered").inflight += 1;
-        self.chunks_inflight += 1;
-        let id = self.next_request_id();
-        self.chunk_requests
-            .entry((blob, index))
-            .or_default()
-            .push(id);
-        self.track(
-            id,
+        let id = self.open_chunk_request(
+            blob,
+            index,
             Outstanding::Chunk {
                 peer: peer.clone(),
                 blob,
@@ -175,6 +165,27 @@ impl<P: PeerKey> Node<P> {
             id,
             request: Request::Chunk { blob, index },
         });
+    }
+
+    /// Books a request for a chunk (from a peer or the registry): pending, counted in
+    /// flight, listed among the chunk's requests, and tracked until answered.
+    pub(super) fn open_chunk_request(
+        &mut self,
+        blob: Digest,
+        index: u32,
+        out: Outstanding<P>,
+    ) -> RequestId {
+        if let Some(b) = self.blobs.get_mut(&blob) {
+            b.pending.set(index);
+        }
+        self.chunks_inflight += 1;
+        let id = self.next_request_id();
+        self.chunk_requests
+            .entry((blob, index))
+            .or_default()
+            .push(id);
+        self.track(id, out);
+        id
     }
 
     /// Endgame: once every missing chunk is already requested, an idle peer holding one of
