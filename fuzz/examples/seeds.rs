@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use blobswarm_core::codec;
-use blobswarm_core::wire::{ErrorCode, HaveUpdate, PeerRecord, Request, Response};
+use blobswarm_core::wire::{
+    ErrorCode, HaveUpdate, MAX_CLAIM_INDICES, PeerRecord, Request, Response, SwarmNotice,
+};
 use blobswarm_core::{
     Bitfield, ChunkMap, Digest, Document, MIN_CHUNK_SIZE, Release, SignedRelease, chunk_map_of,
     release_blob,
@@ -23,7 +25,7 @@ type Harness = fn(&[u8]) -> bool;
 
 fn main() {
     let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "corpus".into()));
-    let targets: [(&str, Seeds, Harness); 4] = [
+    let targets: [(&str, Seeds, Harness); 5] = [
         (
             "wire_request",
             request_seeds(),
@@ -40,6 +42,7 @@ fn main() {
             blobswarm_fuzz::signed_release,
         ),
         ("chunk_map", chunk_map_seeds(), blobswarm_fuzz::chunk_map),
+        ("swarm_notice", notice_seeds(), blobswarm_fuzz::swarm_notice),
     ];
     for (target, seeds, harness) in targets {
         let n = seeds.len();
@@ -189,6 +192,29 @@ fn response_seeds() -> Seeds {
         ));
     }
     seeds
+}
+
+fn notice_seeds() -> Seeds {
+    let enc = |n: &SwarmNotice| codec::encode(n).expect("seed encodes");
+    let claim = |n: u32| SwarmNotice::Claim {
+        blob: Digest::of(b"blob"),
+        indices: (0..n).map(|i| i * 7).collect(),
+    };
+    vec![
+        ("alive".into(), enc(&SwarmNotice::SeederAlive), true),
+        ("claim-1".into(), enc(&claim(1)), true),
+        (
+            "claim-max".into(),
+            enc(&claim(MAX_CLAIM_INDICES as u32)),
+            true,
+        ),
+        // Over the cap: refused from the list's length prefix.
+        (
+            "claim-over".into(),
+            enc(&claim(MAX_CLAIM_INDICES as u32 + 1)),
+            false,
+        ),
+    ]
 }
 
 fn chunk_map_seeds() -> Seeds {

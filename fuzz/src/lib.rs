@@ -14,7 +14,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use blobswarm_core::codec::{self, PREFIX_LEN};
-use blobswarm_core::wire::{HaveUpdate, Request, Response};
+use blobswarm_core::wire::{HaveUpdate, Request, Response, SwarmNotice};
 use blobswarm_core::{ChunkMap, Digest, Release, SignedRelease, TrustedSeeders, chunk_count};
 use libp2p_identity::Keypair;
 use serde::Serialize;
@@ -326,6 +326,17 @@ pub fn chunk_map(data: &[u8]) -> bool {
     }
     check_chunk_map(&map, payload);
     true
+}
+
+/// Target `swarm_notice`: gossip message bytes on the swarm topic, decoded as a
+/// `SwarmNotice` and validated, as the agent does with every such message. Returns
+/// whether the notice was accepted.
+pub fn swarm_notice(data: &[u8]) -> bool {
+    let Ok(notice) = decode::<SwarmNotice>(data) else {
+        return false;
+    };
+    round_trip(&notice, data.len());
+    notice.validate().is_ok()
 }
 
 /// A decoded value re-encodes to at most the bytes it came from (the encoder is minimal)
