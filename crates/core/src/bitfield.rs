@@ -146,9 +146,19 @@ impl Bitfield {
         self.count() == self.len
     }
 
-    /// The packed bits (MSB first), for word-at-a-time set operations in the scheduler.
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.bits
+    /// Bits `64 w .. 64 w + 64` as one word, bit `64 w` in the top bit; bits past the end
+    /// read as zero. The scheduler scans candidates a word at a time.
+    pub(crate) fn word(&self, w: usize) -> u64 {
+        let start = w * 8;
+        match self.bits.get(start..start + 8) {
+            Some(b) => u64::from_be_bytes(b.try_into().expect("8 bytes")),
+            None => {
+                let mut buf = [0u8; 8];
+                let tail = self.bits.get(start..).unwrap_or_default();
+                buf[..tail.len()].copy_from_slice(tail);
+                u64::from_be_bytes(buf)
+            }
+        }
     }
 
     /// Sets every bit set in `other`; bitfields of different lengths are left alone.
@@ -210,7 +220,7 @@ mod tests {
 
     #[test]
     fn kept_count_matches_the_bits_through_every_change_and_a_round_trip() {
-        let recount = |b: &Bitfield| b.as_bytes().iter().map(|x| x.count_ones()).sum::<u32>();
+        let recount = |b: &Bitfield| b.bits.iter().map(|x| x.count_ones()).sum::<u32>();
         let mut a = Bitfield::new(21);
         a.set(3);
         a.set(3);
@@ -227,5 +237,18 @@ mod tests {
         let decoded: Bitfield = crate::codec::decode(&crate::codec::encode(&b).unwrap()).unwrap();
         assert_eq!(decoded, b);
         assert_eq!(decoded.count(), 2);
+    }
+
+    #[test]
+    fn word_reads_msb_first_and_pads_the_tail_with_zeros() {
+        let bytes: Vec<u8> = (1..=10).collect();
+        let b = Bitfield::from(WireBitfield {
+            len: 80,
+            bits: bytes,
+        });
+        assert_eq!(b.word(0), 0x0102_0304_0506_0708);
+        assert_eq!(b.word(1), 0x090a_0000_0000_0000);
+        assert_eq!(b.word(2), 0);
+        assert_eq!(Bitfield::new(0).word(0), 0);
     }
 }

@@ -116,8 +116,14 @@ impl<P: PeerKey> Node<P> {
                 let Some(cfg) = self.config.herd.as_ref() else {
                     return;
                 };
+                // Only claims on chunks this node is still missing are kept, so a node
+                // gossiping claims on made-up blobs cannot grow the table.
+                let Some(b) = self.blobs.get(&blob).filter(|b| b.downloading()) else {
+                    return;
+                };
+                let count = b.have.len();
                 let key = from.key_bytes();
-                for index in indices {
+                for index in indices.into_iter().filter(|i| *i < count) {
                     let score = claim_score(&key, &blob, index);
                     let live = |c: &Claim| now < c.at + cfg.claim_ttl;
                     let replace = self
@@ -140,15 +146,23 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
-    pub(super) fn herd_idle(&self) -> bool {
-        self.herd.next_scan.is_none()
+    /// Starts the periodic scan once something is downloading. A node that never heard
+    /// of a seeder counts its silence from now, so it too waits [`HerdConfig::after`]
+    /// before claiming anything.
+    pub(super) fn herd_arm(&mut self, now: Instant) {
+        if let Some(cfg) = &self.config.herd
+            && self.herd.next_scan.is_none()
+            && self.blobs.values().any(|b| b.downloading())
+        {
+            self.herd.next_scan = Some(now + cfg.scan_interval);
+            self.herd.seeder_seen.get_or_insert(now);
+        }
     }
 
-    /// Starts the periodic scan; a node that never heard of a seeder counts its silence
-    /// from now, so it also waits [`HerdConfig::after`] before claiming anything.
-    pub(super) fn herd_wake(&mut self, now: Instant, first_scan: Instant) {
-        self.herd.next_scan = Some(first_scan);
-        self.herd.seeder_seen.get_or_insert(now);
+    /// Claims remembered, for tests of the table's bound.
+    #[cfg(test)]
+    pub(super) fn claims_known(&self) -> usize {
+        self.herd.claims.len()
     }
 
     /// When the herd guard next needs [`Node::handle_timeout`], if it is awake.
@@ -172,17 +186,24 @@ impl<P: PeerKey> Node<P> {
 
     /// Runs the guard: re-scans for orphans when due and acts on due claims.
     pub(super) fn herd_tick(&mut self, now: Instant) {
-        let Some(cfg) = self.config.herd.clone() else {
-            return;
-        };
-        let downloading = self.blobs.values().any(|b| b.downloading());
-        if !downloading {
-            self.herd.orphans.clear();
-            self.herd.agenda.clear();
-            self.herd.next_scan = None;
+        if self.config.herd.is_none() {
             return;
         }
-        if self.herd.next_scan.is_none_or(|t| t <= now) {
+        if !self.blobs.values().any(|b| b.downloading()) {
+            // Nothing left to guard; only when a seeder was last heard still matters.
+            self.herd = HerdState {
+                seeder_seen: self.herd.seeder_seen,
+                ..HerdState::default()
+            };
+            return;
+        }
+        let scan_due = self.herd.next_scan.is_none_or(|t| t <= now);
+        let agenda_due = self.herd.agenda.first().is_some_and(|(t, _, _)| *t <= now);
+        if !scan_due && !agenda_due {
+            return;
+        }
+        let cfg = self.config.herd.clone().expect("checked above");
+        if scan_due {
             self.herd.next_scan = Some(now + cfg.scan_interval);
             self.scan_orphans(&cfg, now);
         }
@@ -253,12 +274,7 @@ impl<P: PeerKey> Node<P> {
             if !b.downloading() {
                 continue;
             }
-            let mut held = crate::Bitfield::new(b.have.len());
-            for p in self.peers.values().filter(|p| p.available(now)) {
-                if let Some(bits) = p.haves.get(digest) {
-                    held.union_with(bits);
-                }
-            }
+            let held = self.held_by_neighbours(digest, b.have.len(), now);
             for i in 0..b.have.len() {
                 if !b.have.get(i) && !b.pending.get(i) && !held.get(i) {
                     found.insert((*digest, i));

@@ -610,13 +610,12 @@ impl<P: PeerKey> Node<P> {
             .find(|(_, id)| self.requests.contains_key(id))
             .map(|(t, _)| *t);
         let backoffs = self.peers.values().filter_map(|p| p.unavailable_until);
-        let decline = self.decline_expiries.front().copied();
-        let heartbeat = self.next_heartbeat.filter(|_| self.published);
-        let heartbeat = heartbeat.into_iter().chain(self.down_blocked_until).min();
+        // `next_heartbeat` is only ever set on a node that published a release.
         request
             .into_iter()
-            .chain(decline)
-            .chain(heartbeat)
+            .chain(self.decline_expiries.front().copied())
+            .chain(self.next_heartbeat)
+            .chain(self.down_blocked_until)
             .chain(self.herd_timeout())
             .chain(backoffs)
             .min()
@@ -868,17 +867,11 @@ impl<P: PeerKey> Node<P> {
             .remove(&(blob, index))
             .unwrap_or_default();
         for id in ids {
-            match self.requests.remove(&id) {
-                Some(Outstanding::Chunk { peer, .. }) => {
-                    self.chunks_inflight = self.chunks_inflight.saturating_sub(1);
-                    if let Some(p) = self.peers.get_mut(&peer) {
-                        p.inflight = p.inflight.saturating_sub(1);
-                    }
+            if let Some(out) = self.requests.remove(&id) {
+                self.chunks_inflight = self.chunks_inflight.saturating_sub(1);
+                if let Some(p) = out.peer().and_then(|peer| self.peers.get_mut(peer)) {
+                    p.inflight = p.inflight.saturating_sub(1);
                 }
-                Some(Outstanding::Registry { .. }) => {
-                    self.chunks_inflight = self.chunks_inflight.saturating_sub(1);
-                }
-                _ => {}
             }
         }
     }
@@ -899,16 +892,9 @@ impl<P: PeerKey> Node<P> {
         penalize: bool,
     ) {
         match out {
-            Outstanding::Chunk {
-                peer, blob, index, ..
-            } => {
+            Outstanding::Chunk { blob, index, .. } | Outstanding::Registry { blob, index, .. } => {
                 self.stats.requests_failed += 1;
-                self.release_slot(id, Some(peer), blob, *index);
-            }
-            Outstanding::Registry { blob, index, .. } => {
-                self.stats.requests_failed += 1;
-                self.release_slot(id, None, blob, *index);
-                return;
+                self.release_slot(id, out.peer(), blob, *index);
             }
             Outstanding::ChunkMap { peer, blob, .. } => {
                 if let Some(b) = self.blobs.get_mut(blob) {
@@ -938,14 +924,7 @@ impl<P: PeerKey> Node<P> {
     }
 
     fn after_input(&mut self, now: Instant) {
-        if let Some(herd) = &self.config.herd
-            && self.herd_idle()
-            && self.blobs.values().any(|b| b.downloading())
-        {
-            // Wake the herd guard's periodic scan once something is downloading.
-            let first = now + herd.scan_interval;
-            self.herd_wake(now, first);
-        }
+        self.herd_arm(now);
         while let Some((_, id)) = self.deadlines.front()
             && !self.requests.contains_key(id)
         {

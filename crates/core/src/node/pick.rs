@@ -212,6 +212,22 @@ impl<P: PeerKey> Node<P> {
         best.map(|(_, b, i)| (b, i))
     }
 
+    /// Chunks of `blob` (of `len` chunks) that some available non-seeder neighbour
+    /// announces: what a seeder need not be asked for, and what is not an orphan.
+    pub(super) fn held_by_neighbours(&self, blob: &Digest, len: u32, now: Instant) -> Bitfield {
+        let mut held = Bitfield::new(len);
+        for q in self
+            .peers
+            .values()
+            .filter(|q| !q.is_seeder && q.available(now))
+        {
+            if let Some(bits) = q.haves.get(blob) {
+                held.union_with(bits);
+            }
+        }
+        held
+    }
+
     /// The rarest chunk `peer` holds that we neither have nor have asked for. The scan
     /// starts at a random blob and byte and keeps the first rarest chunk it meets, so ties
     /// fall at random without a random draw per candidate, and it stops early at a chunk
@@ -255,17 +271,7 @@ impl<P: PeerKey> Node<P> {
             // What this peer offers, as packed bits: its announced haves, or for a seeder
             // everything no available non-seeder neighbour holds.
             let offer: Cow<'_, Bitfield> = if p.is_seeder {
-                let mut held = Bitfield::new(b.have.len());
-                for q in self
-                    .peers
-                    .values()
-                    .filter(|q| !q.is_seeder && q.available(now))
-                {
-                    if let Some(bits) = q.haves.get(digest) {
-                        held.union_with(bits);
-                    }
-                }
-                Cow::Owned(held)
+                Cow::Owned(self.held_by_neighbours(digest, b.have.len(), now))
             } else {
                 match p.haves.get(digest) {
                     Some(bits) if bits.len() == b.have.len() => Cow::Borrowed(bits),
@@ -273,8 +279,6 @@ impl<P: PeerKey> Node<P> {
                 }
             };
             let len = b.have.len() as usize;
-            let (have, pending, offer) =
-                (b.have.as_bytes(), b.pending.as_bytes(), offer.as_bytes());
             let nwords = len.div_ceil(64);
             if nwords == 0 {
                 continue;
@@ -286,9 +290,9 @@ impl<P: PeerKey> Node<P> {
                 } else {
                     start + step - nwords
                 };
-                let offered = word(offer, w);
+                let offered = offer.word(w);
                 let offered = if p.is_seeder { !offered } else { offered };
-                let mut cand = offered & !word(have, w) & !word(pending, w);
+                let mut cand = offered & !b.have.word(w) & !b.pending.word(w);
                 if w == nwords - 1 && !len.is_multiple_of(64) {
                     cand &= !(u64::MAX >> (len % 64));
                 }
@@ -310,34 +314,5 @@ impl<P: PeerKey> Node<P> {
             }
         }
         best.map(|(_, d, i)| (d, i))
-    }
-}
-
-/// Bits `64 w .. 64 w + 64` of a packed MSB-first bitfield as one word, bit 0 of the
-/// bitfield in the word's top bit; bytes past the end read as zero.
-fn word(bytes: &[u8], w: usize) -> u64 {
-    let start = w * 8;
-    match bytes.get(start..start + 8) {
-        Some(b) => u64::from_be_bytes(b.try_into().expect("8 bytes")),
-        None => {
-            let mut buf = [0u8; 8];
-            let tail = bytes.get(start..).unwrap_or_default();
-            buf[..tail.len()].copy_from_slice(tail);
-            u64::from_be_bytes(buf)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::word;
-
-    #[test]
-    fn word_reads_msb_first_and_pads_the_tail_with_zeros() {
-        let bytes: Vec<u8> = (1..=10).collect();
-        assert_eq!(word(&bytes, 0), 0x0102_0304_0506_0708);
-        assert_eq!(word(&bytes, 1), 0x090a_0000_0000_0000);
-        assert_eq!(word(&bytes, 2), 0);
-        assert_eq!(word(&[], 0), 0);
     }
 }

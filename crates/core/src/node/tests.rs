@@ -379,24 +379,9 @@ fn busy_answer_moves_on_to_another_chunk_without_backing_off_the_peer() {
     node.handle_peer_connected(seeder, now);
     node.handle_release(signed, now, 0).unwrap();
     // Drain: releases sync and chunk-map request; answer the map request.
-    let mut map_req = None;
-    while let Some(a) = node.poll_action() {
-        if let Action::Send {
-            id,
-            request: Request::ChunkMap { .. },
-            ..
-        } = a
-        {
-            map_req = Some(id);
-        }
-    }
+    let map_req = chunk_map_request(node);
     let map = chunk_map_of(&blob(4 * cs, 19), MIN_CHUNK_SIZE).unwrap();
-    node.handle_response(
-        map_req.expect("chunk map requested"),
-        Response::ChunkMap(map),
-        now,
-        0,
-    );
+    node.handle_response(map_req, Response::ChunkMap(map), now, 0);
     let mut asked = Vec::new();
     while let Some(a) = node.poll_action() {
         if let Action::Send {
@@ -531,18 +516,7 @@ fn endgame_duplicates_the_last_chunk_and_drops_the_loser() {
 
 #[test]
 fn upload_slots_cap_serving_per_peer_and_in_total_until_uploads_finish() {
-    let cs = MIN_CHUNK_SIZE as usize;
-    let data = blob(8 * cs, 29);
-    let map = chunk_map_of(&data, MIN_CHUNK_SIZE).unwrap();
-    let b = map.blob();
-    let config = Config {
-        max_uploads: 3,
-        max_uploads_per_peer: 2,
-        ..Config::default()
-    };
-    let mut node = Node::new(config, TrustedSeeders::default()).unwrap();
-    let now = Instant::now();
-    node.add_local_blob(map, "x", now);
+    let (mut node, b, now) = serving_node(3, 2, 29);
     let (a, c) = (PeerId::random(), PeerId::random());
     node.handle_peer_connected(a, now);
     node.handle_peer_connected(c, now);
@@ -560,6 +534,38 @@ fn upload_slots_cap_serving_per_peer_and_in_total_until_uploads_finish() {
         node_ask(&mut node, &c, b, 3, now),
         "a finished upload frees a slot"
     );
+}
+
+/// Drains the node's actions and returns its one chunk-map request.
+fn chunk_map_request(node: &mut Node<PeerId>) -> RequestId {
+    let ids: Vec<RequestId> = std::iter::from_fn(|| node.poll_action())
+        .filter_map(|a| match a {
+            Action::Send {
+                id,
+                request: Request::ChunkMap { .. },
+                ..
+            } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one chunk-map request");
+    ids[0]
+}
+
+/// A node serving one locally held blob of 8 chunks, with the given upload-slot caps.
+fn serving_node(max_uploads: usize, per_peer: usize, seed: u8) -> (Node<PeerId>, Digest, Instant) {
+    let data = blob(8 * MIN_CHUNK_SIZE as usize, seed);
+    let map = chunk_map_of(&data, MIN_CHUNK_SIZE).unwrap();
+    let b = map.blob();
+    let config = Config {
+        max_uploads,
+        max_uploads_per_peer: per_peer,
+        ..Config::default()
+    };
+    let mut node = Node::new(config, TrustedSeeders::default()).unwrap();
+    let now = Instant::now();
+    node.add_local_blob(map, "x", now);
+    (node, b, now)
 }
 
 fn node_ask(node: &mut Node<PeerId>, p: &PeerId, blob: Digest, index: u32, now: Instant) -> bool {
@@ -586,17 +592,7 @@ fn overloaded_answer_backs_the_peer_off_briefly_without_failure() {
     let seeder = k.public().to_peer_id();
     node.handle_peer_connected(seeder, now);
     node.handle_release(signed, now, 0).unwrap();
-    let sends: Vec<(RequestId, Request)> = std::iter::from_fn(|| node.poll_action())
-        .filter_map(|a| match a {
-            Action::Send { id, request, .. } => Some((id, request)),
-            _ => None,
-        })
-        .collect();
-    let map_req = sends
-        .iter()
-        .find(|(_, r)| matches!(r, Request::ChunkMap { .. }))
-        .unwrap()
-        .0;
+    let map_req = chunk_map_request(&mut node);
     node.handle_response(map_req, Response::ChunkMap(map), now, 0);
     let chunk_reqs: Vec<RequestId> = std::iter::from_fn(|| node.poll_action())
         .filter_map(|a| match a {
@@ -691,16 +687,7 @@ fn rarest_chunks_are_asked_first() {
         );
     }
     node.handle_release(signed, now, 0).unwrap();
-    let map_req = std::iter::from_fn(|| node.poll_action())
-        .find_map(|a| match a {
-            Action::Send {
-                id,
-                request: Request::ChunkMap { .. },
-                ..
-            } => Some(id),
-            _ => None,
-        })
-        .expect("chunk map requested");
+    let map_req = chunk_map_request(&mut node);
     node.handle_response(map_req, Response::ChunkMap(map), now, 0);
     let first = chunk_sends(&mut node);
     assert_eq!(first.len(), 3, "one request per neighbour: {first:?}");
@@ -778,16 +765,7 @@ fn orphaned_node(data: &[u8], seed: u8) -> (Node<PeerId>, PeerId, Digest, Instan
     let helper = PeerId::random();
     node.handle_peer_connected(helper, now);
     node.handle_release(signed, now, 0).unwrap();
-    let map_req = std::iter::from_fn(|| node.poll_action())
-        .find_map(|a| match a {
-            Action::Send {
-                id,
-                request: Request::ChunkMap { .. },
-                ..
-            } => Some(id),
-            _ => None,
-        })
-        .expect("chunk map requested");
+    let map_req = chunk_map_request(&mut node);
     let digest = map.blob();
     node.handle_response(map_req, Response::ChunkMap(map), now, 0);
     node.handle_peer_disconnected(&helper, now);
@@ -955,19 +933,8 @@ fn herd_guard_sleeps_while_the_seeder_is_heard() {
 
 #[test]
 fn freed_upload_slots_rotate_to_refused_peers_in_turn() {
-    let cs = MIN_CHUNK_SIZE as usize;
-    let data = blob(8 * cs, 59);
-    let map = chunk_map_of(&data, MIN_CHUNK_SIZE).unwrap();
-    let b = map.blob();
-    let config = Config {
-        max_uploads: 2,
-        max_uploads_per_peer: 2,
-        ..Config::default()
-    };
-    let reservation = config.slot_reservation;
-    let mut node = Node::new(config, TrustedSeeders::default()).unwrap();
-    let now = Instant::now();
-    node.add_local_blob(map, "x", now);
+    let (mut node, b, now) = serving_node(2, 2, 59);
+    let reservation = Config::default().slot_reservation;
     let (a, bp, c) = (PeerId::random(), PeerId::random(), PeerId::random());
     for p in [a, bp, c] {
         node.handle_peer_connected(p, now);
@@ -1067,4 +1034,25 @@ fn blob_cap_finishes_started_blobs_before_starting_more() {
     }
     assert_eq!(order.len(), 3, "each blob in turn, one at a time");
     assert!(node.progress().iter().all(|p| p.complete));
+}
+
+#[test]
+fn claims_are_kept_only_for_chunks_being_downloaded() {
+    let data = blob(4 * MIN_CHUNK_SIZE as usize, 67);
+    let (mut node, _, digest, now) = orphaned_node(&data, 4);
+    let stranger = PeerId::random();
+    let claim = |blob, indices| SwarmNotice::Claim { blob, indices };
+    node.handle_notice(
+        &stranger,
+        claim(Digest::of(b"made up"), (0..4096).collect()),
+        now,
+    );
+    node.handle_notice(&stranger, claim(digest, vec![4, 5, 4095]), now);
+    assert_eq!(
+        node.claims_known(),
+        0,
+        "unknown blob and out-of-range indices ignored"
+    );
+    node.handle_notice(&stranger, claim(digest, vec![0, 3]), now);
+    assert_eq!(node.claims_known(), 2);
 }
