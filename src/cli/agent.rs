@@ -41,6 +41,8 @@ pub(crate) struct Args {
     runtime: RuntimeChoice,
     #[command(flatten)]
     containerd: super::containerd_args::ContainerdArgs,
+    #[command(flatten)]
+    fallback: super::fallback::FallbackArgs,
     /// Testing only: corrupt one byte of every chunk served (hostile-peer tests).
     #[arg(long, hide = true)]
     corrupt_serving: bool,
@@ -69,6 +71,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     config.node.max_upload_rate = args.max_upload_rate;
     config.node.max_download_rate = args.max_download_rate;
     config.node.max_active_blobs = args.max_active_blobs;
+    config.node.herd = args
+        .fallback
+        .herd_config(config.keypair.public().to_peer_id().to_bytes());
+    config.registry_fallback = args.fallback.fallback();
     config.node.validate()?;
     if args.corrupt_serving {
         tracing::warn!("serving corrupted chunks (test mode)");

@@ -4,6 +4,7 @@ mod agent;
 mod containerd_args;
 mod demo;
 mod demo_image;
+mod fallback;
 mod import;
 mod keygen;
 mod keys;

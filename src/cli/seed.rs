@@ -42,6 +42,9 @@ pub(crate) struct Args {
     /// Chunk size (e.g. 4MiB); the unit of verification and of parallel download.
     #[arg(long, default_value = "4MiB", value_parser = units::parse_size)]
     chunk_size: u64,
+    /// Cap on bytes served to the swarm per second, e.g. 100MiB (default: no cap).
+    #[arg(long, value_parser = units::parse_size)]
+    max_upload_rate: Option<u64>,
     /// How long peers accept this release (e.g. 24h = 86400s); 0 for no expiry.
     #[arg(long, default_value_t = 7 * 24 * 3600)]
     ttl_secs: u64,
@@ -71,6 +74,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     config.listen = args.listen.clone();
     config.trusted = vec![key.public().to_peer_id()];
     config.node = config.node.with_super_seed(true);
+    config.node.max_upload_rate = args.max_upload_rate;
+    config.node.validate()?;
     let (agent, task) = blobswarm_peer::spawn(config).await?;
     for addr in agent.listen_addrs().await? {
         println!("listening {addr}");

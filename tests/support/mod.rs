@@ -134,24 +134,33 @@ pub(crate) struct Seeder {
 impl Seeder {
     /// Creates the seeder key with `keygen`, starts `seed` and waits until it listens.
     pub(crate) fn start(root: &Path, reference: &str, registry_addr: &str) -> Self {
+        Self::start_with(root, reference, registry_addr, &[])
+    }
+
+    /// [`Self::start`] with `extra` flags appended to `seed`.
+    pub(crate) fn start_with(
+        root: &Path,
+        reference: &str,
+        registry_addr: &str,
+        extra: &[&str],
+    ) -> Self {
         let key = root.join("seeder.key");
         let id = blobswarm(&["keygen", "--out", key.to_str().unwrap()]);
-        let mut proc = Proc::start(
-            "seeder",
-            &[
-                "seed",
-                reference,
-                "--key-file",
-                key.to_str().unwrap(),
-                "--data-dir",
-                root.join("seeder").to_str().unwrap(),
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--insecure-registry",
-                registry_addr,
-            ],
-            &root.join("seeder.log"),
-        );
+        let data_dir = root.join("seeder");
+        let mut args = vec![
+            "seed",
+            reference,
+            "--key-file",
+            key.to_str().unwrap(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--insecure-registry",
+            registry_addr,
+        ];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::start("seeder", &args, &root.join("seeder.log"));
         let addr = proc.wait_line("listening ", Duration::from_secs(30));
         assert!(addr.ends_with(&id), "{addr} should end with /p2p/{id}");
         Self { proc, id, addr }

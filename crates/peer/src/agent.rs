@@ -59,6 +59,8 @@ pub struct AgentConfig {
     pub max_peers: usize,
     /// Test-only fault injection.
     pub serve_fault: Option<ServeFault>,
+    /// Registry reads for the herd guard; `Some` turns the guard on (see [`RegistryFallback`]).
+    pub registry_fallback: Option<Arc<dyn crate::RegistryFallback>>,
 }
 
 impl AgentConfig {
@@ -75,6 +77,7 @@ impl AgentConfig {
             node: node::Config::default(),
             max_peers: 32,
             serve_fault: None,
+            registry_fallback: None,
         }
     }
 }
@@ -181,8 +184,12 @@ pub async fn spawn(
             warn!(%addr, error = %e, "cannot dial bootstrap peer");
         }
     }
+    let mut node_config = config.node.clone();
+    if config.registry_fallback.is_some() && node_config.herd.is_none() {
+        node_config.herd = Some(node::HerdConfig::new(peer_id.to_bytes()));
+    }
     let node = Node::new(
-        config.node.clone(),
+        node_config,
         TrustedSeeders::new(config.trusted.iter().copied()),
     )?;
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
@@ -246,6 +253,12 @@ enum Internal {
     Imported {
         id: ReleaseId,
         result: Result<(), String>,
+    },
+    RegistryChunk {
+        id: RequestId,
+        blob: Digest,
+        index: u32,
+        result: Result<Bytes, String>,
     },
 }
 
@@ -346,13 +359,11 @@ impl EventLoop {
                 Action::Publish(signed) => self.gossip_release(&signed),
                 Action::Notice(notice) => self.gossip_notice(&notice),
                 Action::FetchRegistry {
-                    id, blob, index, ..
-                } => {
-                    // The agent does not enable the herd guard yet (it has no registry
-                    // client), so the node never asks; fail cleanly if it does.
-                    warn!(blob = %blob.short(), index, "registry fetch requested but not configured");
-                    self.node.handle_failure(id, Instant::now());
-                }
+                    id,
+                    blob,
+                    index,
+                    range,
+                } => self.fetch_from_registry(id, blob, index, range),
                 Action::ReleaseAccepted(id) => {
                     if let Some(r) = self.node.release(&id) {
                         info!(release = %id.short(), reference = %r.reference, bytes = r.total_bytes(), "release accepted");
@@ -366,6 +377,45 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// Herd guard: this node won the claim on a chunk nobody holds; read it from the
+    /// registry of a release that contains the blob. The bytes take the same
+    /// verify-then-store path as a chunk from a peer.
+    fn fetch_from_registry(
+        &mut self,
+        id: RequestId,
+        blob: Digest,
+        index: u32,
+        range: std::ops::Range<u64>,
+    ) {
+        let reference = self.node.release_ids().find_map(|r| {
+            let release = self.node.release(r)?;
+            release
+                .blobs
+                .iter()
+                .any(|b| b.digest == blob)
+                .then(|| release.reference.clone())
+        });
+        let (Some(fallback), Some(reference)) = (self.config.registry_fallback.clone(), reference)
+        else {
+            warn!(blob = %blob.short(), index, "registry fetch requested but no registry fallback is configured");
+            self.node.handle_failure(id, Instant::now());
+            return;
+        };
+        info!(blob = %blob.short(), index, %reference, "herd guard: fetching an orphaned chunk from the registry");
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let result = fallback.read_range(reference, blob, range).await;
+            let _ = tx
+                .send(Internal::RegistryChunk {
+                    id,
+                    blob,
+                    index,
+                    result,
+                })
+                .await;
+        });
     }
 
     fn gossip_release(&mut self, signed: &SignedRelease) {
@@ -425,6 +475,18 @@ impl EventLoop {
 
     fn on_internal(&mut self, msg: Internal) {
         match msg {
+            Internal::RegistryChunk {
+                id,
+                blob,
+                index,
+                result,
+            } => match result {
+                Ok(bytes) => self.verify_and_store(id, bytes),
+                Err(e) => {
+                    warn!(blob = %blob.short(), index, error = %e, "herd guard: registry read failed");
+                    self.node.handle_failure(id, Instant::now());
+                }
+            },
             Internal::ChunkDone { id, outcome } => {
                 if let ChunkOutcome::LocalError(e) = &outcome {
                     warn!(error = %e, "cannot store chunk");

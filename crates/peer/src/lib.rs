@@ -6,9 +6,11 @@
 
 mod agent;
 mod behaviour;
+mod fallback;
 mod protocol;
 mod runtime;
 mod status;
 
 pub use agent::{AgentConfig, AgentHandle, LocalBlob, ServeFault, spawn};
+pub use fallback::RegistryFallback;
 pub use status::{AgentStatus, ReleaseStatus};

@@ -16,6 +16,7 @@
 
 mod credentials;
 mod layout;
+mod ranges;
 mod registry;
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +30,7 @@ use futures::{Stream, StreamExt as _};
 use serde::Deserialize;
 
 pub use layout::LayoutSource;
+pub use ranges::RegistryRanges;
 pub use registry::RegistrySource;
 
 /// Largest manifest or index accepted, in bytes (the limit distribution enforces).

@@ -1,0 +1,26 @@
+//! The registry as the source of last resort for the herd guard.
+//!
+//! The agent crate does not speak the registry protocol itself (the seeder crate
+//! does, and depends on nothing of the agent): whoever builds the agent plugs in a
+//! reader, so tests can also count or fail its reads.
+
+use std::ops::Range;
+
+use blobswarm_core::Digest;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+/// Reads a byte range of a blob from the registry a release's image came from.
+///
+/// Called only when the core's herd guard chose this node to re-inject a chunk that
+/// no peer holds after the seeder went silent; the agent verifies the bytes against
+/// the chunk map before storing them, exactly as for a chunk from a peer.
+pub trait RegistryFallback: std::fmt::Debug + Send + Sync + 'static {
+    /// `reference` is the release's image reference; the error is a one-line cause.
+    fn read_range(
+        &self,
+        reference: String,
+        blob: Digest,
+        range: Range<u64>,
+    ) -> BoxFuture<'static, Result<Bytes, String>>;
+}

@@ -1,0 +1,91 @@
+//! Plugs the seeder crate's registry range reader into the agent's herd guard.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use blobswarm_core::Digest;
+use blobswarm_peer::RegistryFallback;
+use blobswarm_seeder::source::{RegistryRanges, SourceOptions};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+/// Agent flags that turn the herd guard on: which registries it may read, and how.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FallbackArgs {
+    /// Registry (`host:port` as written in image references) this node may read a chunk
+    /// from when no peer has it and the seeder is gone (the herd guard: one node per
+    /// chunk, cluster-wide). Repeat for several; none turns the guard off.
+    #[arg(long)]
+    registry_fallback: Vec<String>,
+    /// Registry (`host:port`) to reach over plain HTTP; repeat for several.
+    #[arg(long)]
+    insecure_registry: Vec<String>,
+    /// Registry user name (else docker config.json, else anonymous).
+    #[arg(long, env = "BLOBSWARM_REGISTRY_USERNAME")]
+    registry_username: Option<String>,
+    /// Registry password; read from the environment so it never shows in `ps`.
+    #[arg(long, env = "BLOBSWARM_REGISTRY_PASSWORD", hide_env_values = true)]
+    registry_password: Option<String>,
+    /// Testing only: herd-guard timings in hundreds of milliseconds instead of seconds.
+    #[arg(long, hide = true)]
+    herd_fast: bool,
+}
+
+impl FallbackArgs {
+    /// The reader to plug into the agent, when any registry is allowed.
+    pub(crate) fn fallback(&self) -> Option<Arc<dyn RegistryFallback>> {
+        if self.registry_fallback.is_empty() {
+            return None;
+        }
+        let opts = SourceOptions {
+            platform: None,
+            insecure_registries: self.insecure_registry.clone(),
+            username: self.registry_username.clone(),
+            password: self.registry_password.clone(),
+        };
+        Some(Arc::new(Fallback(Arc::new(RegistryRanges::new(
+            self.registry_fallback.clone(),
+            opts,
+        )))))
+    }
+
+    /// Herd-guard timings for `identity`, when the guard is on.
+    pub(crate) fn herd_config(
+        &self,
+        identity: Vec<u8>,
+    ) -> Option<blobswarm_core::node::HerdConfig> {
+        if self.registry_fallback.is_empty() {
+            return None;
+        }
+        let mut c = blobswarm_core::node::HerdConfig::new(identity);
+        if self.herd_fast {
+            use std::time::Duration;
+            c.after = Duration::from_millis(3000);
+            c.grace = Duration::from_millis(300);
+            c.spread = Duration::from_millis(1000);
+            c.settle = Duration::from_millis(300);
+            c.scan_interval = Duration::from_millis(200);
+        }
+        Some(c)
+    }
+}
+
+#[derive(Debug)]
+struct Fallback(Arc<RegistryRanges>);
+
+impl RegistryFallback for Fallback {
+    fn read_range(
+        &self,
+        reference: String,
+        blob: Digest,
+        range: Range<u64>,
+    ) -> BoxFuture<'static, Result<Bytes, String>> {
+        let ranges = Arc::clone(&self.0);
+        Box::pin(async move {
+            ranges
+                .fetch(&reference, &blob, range)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
