@@ -42,6 +42,10 @@ pub(crate) struct Args {
     /// Chunk size (e.g. 4MiB); the unit of verification and of parallel download.
     #[arg(long, default_value = "4MiB", value_parser = units::parse_size)]
     chunk_size: u64,
+    /// Neighbours to serve at once; agents dialling a full seeder learn other peers
+    /// from it and are then disconnected, so the overlay stays bounded at any size.
+    #[arg(long, default_value_t = 32)]
+    max_peers: usize,
     /// Cap on bytes served to the swarm per second, e.g. 100MiB (default: no cap).
     #[arg(long, value_parser = units::parse_size)]
     max_upload_rate: Option<u64>,
@@ -75,6 +79,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     config.trusted = vec![key.public().to_peer_id()];
     config.node = config.node.with_super_seed(true);
     config.node.max_upload_rate = args.max_upload_rate;
+    config.max_peers = args.max_peers;
     config.node.validate()?;
     let (agent, task) = blobswarm_peer::spawn(config).await?;
     for addr in agent.listen_addrs().await? {

@@ -217,6 +217,7 @@ pub async fn spawn(
         releases: HashMap::new(),
         refused: HashSet::new(),
         serving: HashMap::new(),
+        bootstrap_only: Default::default(),
     };
     let task = tokio::spawn(event_loop.run());
     Ok((
@@ -290,6 +291,8 @@ struct EventLoop {
     refused: HashSet<ReleaseId>,
     /// Chunk serves in progress, to free their upload slots when they end.
     serving: HashMap<InboundRequestId, PeerId>,
+    /// Inbound peers beyond `max_peers`, served discovery only, then disconnected.
+    bootstrap_only: crate::overlay::BootstrapOnly,
 }
 
 /// Refused release ids remembered to avoid re-verifying them; bounded against floods.
@@ -556,6 +559,12 @@ impl EventLoop {
                 num_established,
                 ..
             } if num_established.get() == 1 => {
+                if self.node.peer_count() >= self.config.max_peers {
+                    // Neighbour set full: answer its discovery requests, then let it go.
+                    debug!(peer = %peer_id, "neighbour set full; peer is bootstrap-only");
+                    self.bootstrap_only.admit(peer_id, now);
+                    return;
+                }
                 debug!(peer = %peer_id, "connected");
                 self.node.handle_peer_connected(peer_id, now);
                 let out = self
@@ -570,8 +579,18 @@ impl EventLoop {
                 num_established: 0,
                 ..
             } => {
+                if self.bootstrap_only.remove(&peer_id) {
+                    return;
+                }
                 debug!(peer = %peer_id, "disconnected");
                 self.node.handle_peer_disconnected(&peer_id, now);
+                // A neighbour left (not a bootstrap-only peer whose grace ran out).
+                if self.node.peer_count() < self.config.max_peers
+                    && let Some(next) = self.bootstrap_only.promote()
+                {
+                    debug!(peer = %next, "bootstrap-only peer promoted to neighbour");
+                    self.node.handle_peer_connected(next, now);
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
@@ -688,6 +707,20 @@ impl EventLoop {
         request: Request,
         channel: ResponseChannel<(Response, Bytes)>,
     ) {
+        if self.bootstrap_only.contains(&peer)
+            && !crate::overlay::answered_when_bootstrap_only(&request)
+        {
+            let answer = match request {
+                Request::Have { .. } => Response::Ack,
+                _ => Response::Error(ErrorCode::Busy),
+            };
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .rr
+                .send_response(channel, (answer, Bytes::new()));
+            return;
+        }
         match self.node.handle_request(&peer, request, Instant::now()) {
             Inbound::Respond(r) => {
                 let _ = self
@@ -812,6 +845,10 @@ impl EventLoop {
     /// (covers gossip sent before we were subscribed), and refresh peer exchange.
     fn maintain(&mut self) {
         self.log_progress();
+        for peer in self.bootstrap_only.take_due(Instant::now()) {
+            debug!(%peer, "closing bootstrap-only connection");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         if connected.is_empty() {
             for addr in self.config.bootstrap.clone() {

@@ -7,6 +7,7 @@
 mod agent;
 mod behaviour;
 mod fallback;
+mod overlay;
 mod protocol;
 mod runtime;
 mod status;

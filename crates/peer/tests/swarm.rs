@@ -249,3 +249,64 @@ async fn release_signed_by_untrusted_key_is_ignored() {
     assert_eq!(s2.stats.bytes_from_seeders + s2.stats.bytes_from_peers, 0);
     assert!(!tmp.path().join("agent/oci/index.json").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_seeder_sheds_extra_agents_which_complete_through_their_neighbours() {
+    const MAX: usize = 3;
+    const AGENTS: usize = 8;
+    let tmp = tempfile::tempdir().unwrap();
+    let key = Keypair::generate_ed25519();
+    let seeder_id = key.public().to_peer_id();
+    let data = blobs();
+    let (local, signed) = prepare(&tmp.path().join("seeder/store"), &key, &data);
+    let mut cfg = AgentConfig::new(key, tmp.path().join("seeder/store"));
+    cfg.trusted = vec![seeder_id];
+    cfg.max_peers = MAX;
+    let (seeder, _task) = blobswarm_peer::spawn(cfg).await.unwrap();
+    let seeder_addr = seeder.listen_addrs().await.unwrap()[0].clone();
+
+    // Every agent knows only the seeder's address, as with a cluster Service.
+    let mut agents = Vec::new();
+    for i in 0..AGENTS {
+        agents.push(
+            start(
+                &tmp.path().join(format!("agent-{i}")),
+                Keypair::generate_ed25519(),
+                seeder_id,
+                vec![seeder_addr.clone()],
+                None,
+            )
+            .await,
+        );
+    }
+    let watch = seeder.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    let most = tokio::spawn(async move {
+        let mut most = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            most = most.max(watch.status().borrow().peers);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        most
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    seeder.publish(local, signed).await.unwrap();
+    for (i, a) in agents.iter().enumerate() {
+        wait_for(
+            a,
+            &format!("agent-{i} to import"),
+            Duration::from_secs(60),
+            imported,
+        )
+        .await;
+        assert_layout_holds(&tmp.path().join(format!("agent-{i}")), &data);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = most.await.unwrap();
+    assert!(
+        most <= MAX,
+        "the seeder had {most} neighbours at once; its bound is {MAX}"
+    );
+    assert!(most >= 1, "the seeder never had a neighbour");
+}
