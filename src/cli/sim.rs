@@ -53,6 +53,9 @@ pub(crate) struct Args {
     /// Scheduler: chunks served at once to one peer.
     #[arg(long)]
     max_uploads_per_peer: Option<usize>,
+    /// Override: have-update batch window in milliseconds (0: announce each chunk at once).
+    #[arg(long)]
+    have_batch_ms: Option<u64>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -99,6 +102,9 @@ fn node_config(args: &Args) -> blobswarm_core::node::Config {
     }
     if let Some(n) = args.max_uploads_per_peer {
         c.max_uploads_per_peer = n;
+    }
+    if let Some(ms) = args.have_batch_ms {
+        c.have_batch = Duration::from_millis(ms);
     }
     c
 }

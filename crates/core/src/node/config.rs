@@ -9,6 +9,10 @@ pub struct Config {
     pub max_requests_per_peer: usize,
     /// Chunk requests in flight in total: bounds memory held by chunks being received.
     pub max_requests_total: usize,
+    /// Newly verified chunks are announced to neighbours at most once per this window:
+    /// one message carries several chunks, so control traffic and per-message work stay
+    /// low, at the cost of up to this much delay per hop. Zero announces each at once.
+    pub have_batch: Duration,
     /// A request unanswered for this long fails and its peer is backed off.
     pub request_timeout: Duration,
     /// How long a peer that failed a request is left alone.
@@ -55,6 +59,7 @@ impl Default for Config {
         Self {
             max_requests_per_peer: 2,
             max_requests_total: 8,
+            have_batch: Duration::ZERO,
             request_timeout: Duration::from_secs(30),
             failure_backoff: Duration::from_secs(3),
             ban_duration: Duration::from_secs(600),

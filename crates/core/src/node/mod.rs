@@ -187,6 +187,10 @@ pub struct Node<P> {
     new_haves: BTreeMap<Digest, Vec<u32>>,
     /// A peer or a chunk map appeared: some peer may be owed a full bitfield.
     announce_full: bool,
+    /// When have-updates were last sent, and when the held-back ones are due
+    /// ([`Config::have_batch`]).
+    last_have_flush: Option<Instant>,
+    have_flush_due: Option<Instant>,
     /// Outstanding requests per chunk: one normally, two in endgame.
     chunk_requests: BTreeMap<(Digest, u32), Vec<RequestId>>,
     seeder_keys: Vec<Vec<u8>>,
@@ -232,6 +236,8 @@ impl<P: PeerKey> Node<P> {
             actions: VecDeque::new(),
             new_haves: BTreeMap::new(),
             announce_full: false,
+            last_have_flush: None,
+            have_flush_due: None,
             chunk_requests: BTreeMap::new(),
             seeder_keys: Vec::new(),
             stats: Stats::default(),
@@ -616,6 +622,7 @@ impl<P: PeerKey> Node<P> {
             .chain(self.decline_expiries.front().copied())
             .chain(self.next_heartbeat)
             .chain(self.down_blocked_until)
+            .chain(self.have_flush_due)
             .chain(self.herd_timeout())
             .chain(backoffs)
             .min()
@@ -931,7 +938,7 @@ impl<P: PeerKey> Node<P> {
             self.deadlines.pop_front();
         }
         self.complete_releases();
-        self.flush_haves();
+        self.flush_haves(now);
         self.request_chunk_maps(now);
         self.schedule_chunks(now, None);
     }
@@ -950,11 +957,21 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
-    fn flush_haves(&mut self) {
+    fn flush_haves(&mut self, now: Instant) {
         // Most inputs (an incoming Have, above all) give nothing new to announce.
         if self.new_haves.is_empty() && !self.announce_full {
             return;
         }
+        // New chunks wait for the batch window, so one update carries several of them;
+        // a full bitfield owed to a new neighbour goes at once.
+        if !self.announce_full
+            && let Some(last) = self.last_have_flush
+            && now < last + self.config.have_batch
+        {
+            self.have_flush_due = Some(last + self.config.have_batch);
+            return;
+        }
+        self.have_flush_due = None;
         self.announce_full = false;
         let new = std::mem::take(&mut self.new_haves);
         let mut sends = Vec::new();
@@ -975,6 +992,10 @@ impl<P: PeerKey> Node<P> {
                     sends.push((peer.clone(), *digest, HaveUpdate::Added(idx.clone())));
                 }
             }
+        }
+        // The window runs from the last update actually sent.
+        if !sends.is_empty() {
+            self.last_have_flush = Some(now);
         }
         // Have-updates are fire-and-forget: nothing waits on the acknowledgement, so they
         // are not tracked (answers and failures for their ids are ignored). A lost update

@@ -1056,3 +1056,81 @@ fn claims_are_kept_only_for_chunks_being_downloaded() {
     node.handle_notice(&stranger, claim(digest, vec![0, 3]), now);
     assert_eq!(node.claims_known(), 2);
 }
+
+/// Drains the node's actions and returns the have-updates it sent to `to`.
+fn haves_to(node: &mut Node<PeerId>, to: &PeerId) -> Vec<HaveUpdate> {
+    std::iter::from_fn(|| node.poll_action())
+        .filter_map(|a| match a {
+            Action::Send {
+                peer,
+                request: Request::Have { update, .. },
+                ..
+            } if peer == *to => Some(update),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn chunks_verified_within_the_have_batch_window_are_announced_in_one_update() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let data = blob(8 * cs, 43);
+    let (s, signed) = Swarm::new(1, std::slice::from_ref(&data), &k, k.public().to_peer_id());
+    let map = chunk_map_of(&data, MIN_CHUNK_SIZE).unwrap();
+    let digest = map.blob();
+    let batch = Duration::from_millis(100);
+    let config = Config {
+        have_batch: batch,
+        max_requests_per_peer: 4,
+        max_requests_total: 4,
+        ..Config::default()
+    };
+    let mut node = Node::new(config, TrustedSeeders::new([k.public().to_peer_id()])).unwrap();
+    let t0 = s.now;
+    // `a` holds everything; `n` holds nothing and only listens to our announcements.
+    let (a, n) = (PeerId::random(), PeerId::random());
+    node.handle_peer_connected(a, t0);
+    node.handle_peer_connected(n, t0);
+    let full = Request::Have {
+        blob: digest,
+        update: HaveUpdate::Full(Bitfield::full(8)),
+    };
+    node.handle_request(&a, full, t0);
+    node.handle_release(signed, t0, 0).unwrap();
+    let map_req = chunk_map_request(&mut node);
+    node.handle_response(map_req, Response::ChunkMap(map), t0, 0);
+    let asked = chunk_sends(&mut node);
+    assert_eq!(asked.len(), 4);
+
+    // The first chunk goes out at once (as the full bitfield `n` is owed).
+    node.handle_chunk(asked[0].1, ChunkOutcome::Stored, t0);
+    let first = haves_to(&mut node, &n);
+    assert!(
+        matches!(first.as_slice(), [HaveUpdate::Full(b)] if b.count() == 1),
+        "{first:?}"
+    );
+    // Three more within the window: held back, with a timer at the window's end.
+    for (i, (_, id, _)) in asked[1..].iter().enumerate() {
+        node.handle_chunk(
+            *id,
+            ChunkOutcome::Stored,
+            t0 + Duration::from_millis(10 * (i as u64 + 1)),
+        );
+    }
+    assert!(
+        haves_to(&mut node, &n).is_empty(),
+        "held back within the window"
+    );
+    assert!(node.poll_timeout().is_some_and(|t| t <= t0 + batch));
+    node.handle_timeout(t0 + batch);
+    let batched = haves_to(&mut node, &n);
+    let mut got: Vec<u32> = match batched.as_slice() {
+        [HaveUpdate::Added(v)] => v.clone(),
+        other => panic!("one update with the three chunks expected, got {other:?}"),
+    };
+    got.sort_unstable();
+    let mut want: Vec<u32> = asked[1..].iter().map(|(_, _, i)| *i).collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+}
