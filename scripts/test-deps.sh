@@ -7,6 +7,7 @@
 #   busybox-static     the binary inside the test images
 #   protobuf-compiler  protoc, for crates that generate code from .proto files
 #   containerd, runc   the runtime the containerd importer is tested against
+#   chromium           headless browser for the seeder dashboard test
 set -euo pipefail
 
 # Commands may live in sbin directories that a non-root PATH lacks.
@@ -38,6 +39,7 @@ check_all() {
     need protobuf-compiler protoc
     need containerd containerd ctr
     need runc runc
+    need chromium chromium
 }
 
 check_all

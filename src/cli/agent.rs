@@ -43,6 +43,11 @@ pub(crate) struct Args {
     containerd: super::containerd_args::ContainerdArgs,
     #[command(flatten)]
     fallback: super::fallback::FallbackArgs,
+    #[command(flatten)]
+    metrics: super::ops_args::MetricsArgs,
+    /// Name in progress reports (`blobswarm status`, the wait gate); default: hostname.
+    #[arg(long, env = "BLOBSWARM_NODE_NAME")]
+    node_name: Option<String>,
     /// Testing only: corrupt one byte of every chunk served (hostile-peer tests).
     #[arg(long, hide = true)]
     corrupt_serving: bool,
@@ -80,7 +85,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!("serving corrupted chunks (test mode)");
         config.serve_fault = Some(ServeFault::FlipByte);
     }
+    config.node_name = Some(super::ops_args::node_name(args.node_name));
     let (agent, mut task) = blobswarm_peer::spawn(config).await?;
+    args.metrics.start(&agent, true).await?;
     for addr in agent.listen_addrs().await? {
         println!("listening {addr}");
     }

@@ -1,6 +1,8 @@
 //! Subcommands, one module each, plus the small helpers they share.
 
 mod agent;
+mod api;
+mod api_client;
 mod containerd_args;
 mod demo;
 mod demo_image;
@@ -8,8 +10,12 @@ mod fallback;
 mod import;
 mod keygen;
 mod keys;
+mod ops_args;
+mod rollout;
 mod seed;
+mod seeder_service;
 mod sim;
+mod status;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -38,12 +44,14 @@ pub(crate) enum Command {
     Import(import::Args),
     /// Create an identity key file and print its peer id (the id agents trust).
     Keygen(keygen::Args),
+    /// Show per-node progress of the seeder's releases (reads the seeder API).
+    Status(status::Args),
 }
 
 impl Command {
     pub(crate) fn default_log_level(&self) -> &'static str {
         match self {
-            Self::Demo(_) | Self::Sim(_) => "warn",
+            Self::Demo(_) | Self::Sim(_) | Self::Status(_) => "warn",
             _ => "info",
         }
     }
@@ -56,6 +64,7 @@ impl Command {
             Self::Keygen(a) => keygen::run(a),
             Self::Import(a) => import::run(a).await,
             Self::Sim(a) => sim::run(a),
+            Self::Status(a) => status::run(a).await,
         }
     }
 }

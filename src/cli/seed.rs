@@ -1,23 +1,55 @@
-//! `blobswarm seed IMAGE`: resolve, ingest once, sign, publish, serve.
+//! `blobswarm seed`: resolve, ingest once, sign, publish, serve; with `--serve` a
+//! long-running seeder behind an HTTP API; with `--wait` the CI gate; with `--api` the
+//! same as a client of a running seeder.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use blobswarm_peer::AgentConfig;
-use blobswarm_seeder::source::{Source, SourceOptions};
-use indicatif::{ProgressBar, ProgressStyle};
+use blobswarm_seeder::source::SourceOptions;
 use libp2p::Multiaddr;
 
+use super::api_client::{ApiArgs, Client};
+use super::rollout::{self, Expect, ReleaseView, Verdict};
+use super::seeder_service::SeederService;
 use super::{keys, units};
 
 /// Arguments of `blobswarm seed`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Image to seed: a registry reference (`host:port/repo:tag`, `repo@sha256:…`) or
-    /// `oci-layout:DIR[:tag]` for an image CI just built.
-    image: String,
+    /// `oci-layout:DIR[:tag]` for an image CI just built. Optional with `--serve`.
+    #[arg(required_unless_present = "serve")]
+    image: Option<String>,
+    /// Keep running and seed what the API (`--api-listen`) or registry notifications ask for.
+    #[arg(long)]
+    serve: bool,
+    /// Serve the HTTP API (trigger, progress, notifications, dashboard) on this address.
+    #[arg(long)]
+    api_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Registry `host:port` whose push notifications (`/v1/notifications`) are seeded.
+    #[arg(long)]
+    notify_registry: Option<String>,
+    /// Repository whose pushes are seeded automatically (`team/app` or `team/*`); repeat.
+    #[arg(long)]
+    auto_seed_repo: Vec<String>,
+    /// Wait until the expected nodes imported the image; exit non-zero otherwise.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: the number of nodes that must import it.
+    #[arg(long, requires = "wait", conflicts_with = "all_nodes")]
+    expect: Option<usize>,
+    /// With --wait: every node that reports must import it (the default).
+    #[arg(long, requires = "wait")]
+    all_nodes: bool,
+    /// With --wait: give up after this long (e.g. 90s, 10m, 1h).
+    #[arg(long, default_value = "10m", value_parser = rollout::parse_duration)]
+    timeout: Duration,
     /// Seeder identity; created if missing. Agents trust its peer id.
     #[arg(long, default_value = "blobswarm-seeder.key")]
     key_file: PathBuf,
@@ -49,31 +81,25 @@ pub(crate) struct Args {
     /// Cap on bytes served to the swarm per second, e.g. 100MiB (default: no cap).
     #[arg(long, value_parser = units::parse_size)]
     max_upload_rate: Option<u64>,
+    #[command(flatten)]
+    metrics: super::ops_args::MetricsArgs,
     /// How long peers accept this release (e.g. 24h = 86400s); 0 for no expiry.
     #[arg(long, default_value_t = 7 * 24 * 3600)]
     ttl_secs: u64,
 }
 
+impl Args {
+    fn expect(&self) -> Expect {
+        self.expect.map_or(Expect::AllNodes, Expect::Count)
+    }
+}
+
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    if !args.serve && args.api.url.is_some() {
+        return run_remote(args).await;
+    }
     let key = keys::load_or_create(&args.key_file)?;
     let chunk_size = u32::try_from(args.chunk_size).context("chunk size too large")?;
-    let source = Source::parse(
-        &args.image,
-        SourceOptions {
-            platform: args.platform.clone(),
-            insecure_registries: args.insecure_registry.clone(),
-            username: args.username.clone(),
-            password: args.password.clone(),
-        },
-    )
-    .with_context(|| format!("parsing image reference {}", args.image))?;
-    let image = source
-        .resolve()
-        .await
-        .with_context(|| format!("resolving {}", args.image))?;
-    let total: u64 = image.blobs.iter().map(|b| b.size).sum();
-    tracing::info!(reference = %image.reference, root = %image.root.digest, blobs = image.blobs.len(), bytes = total, "resolved");
-
     let mut config = AgentConfig::new(key.clone(), args.data_dir.join("store"));
     config.listen = args.listen.clone();
     config.trusted = vec![key.public().to_peer_id()];
@@ -81,53 +107,108 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     config.node.max_upload_rate = args.max_upload_rate;
     config.max_peers = args.max_peers;
     config.node.validate()?;
+    config.collect_reports = true;
     let (agent, task) = blobswarm_peer::spawn(config).await?;
     for addr in agent.listen_addrs().await? {
         println!("listening {addr}");
     }
-
-    let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template(
-            "ingest {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("static template"),
-    );
-    let started = Instant::now();
-    let store = Arc::clone(agent.store());
-    let blobs = blobswarm_seeder::ingest(&source, &image, &store, chunk_size, &|n| bar.inc(n))
-        .await
-        .with_context(|| format!("ingesting {}", image.reference))?;
-    bar.finish_and_clear();
-    let read: u64 = blobs.iter().map(|b| b.bytes_read).sum();
-    tracing::info!(
-        bytes_read = read,
-        secs = started.elapsed().as_secs_f64(),
-        "ingested every blob once"
-    );
-
-    let sequence = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_millis() as u64);
+    let metrics = args.metrics.start(&agent, false).await?;
     let ttl = (args.ttl_secs > 0).then(|| Duration::from_secs(args.ttl_secs));
-    let signed = blobswarm_seeder::sign_release(&image, &blobs, &key, sequence, ttl)?;
-    let local = super::local_blobs(blobs);
-    let id = agent.publish(local, signed).await?;
-    println!("release {id} {}", image.reference);
-    tracing::info!(release = %id, "published; serving until stopped (Ctrl-C or SIGTERM)");
-
+    let options = SourceOptions {
+        platform: args.platform.clone(),
+        insecure_registries: args.insecure_registry.clone(),
+        username: args.username.clone(),
+        password: args.password.clone(),
+    };
+    let service = Arc::new(SeederService::new(
+        agent.clone(),
+        metrics,
+        key,
+        options,
+        chunk_size,
+        ttl,
+    ));
+    if let Some(addr) = args.api_listen {
+        let token = super::api_client::token(args.api.api_token_file.as_ref())?;
+        let auto = super::api::AutoSeed {
+            registry: args.notify_registry.clone(),
+            repos: args.auto_seed_repo.clone(),
+        };
+        let bound = super::api::serve(addr, service.clone(), token, auto).await?;
+        tracing::info!(%bound, "serving the API");
+        println!("api http://{bound}");
+    }
+    if let Some(image) = &args.image {
+        let started = Instant::now();
+        let id = service.seed(image).await?;
+        let view = service.release(&id).context("release vanished")?;
+        println!("release {id} {}", view.reference);
+        tracing::info!(release = %id, secs = started.elapsed().as_secs_f64(), "published; serving until stopped (Ctrl-C or SIGTERM)");
+        if args.wait {
+            let expect = args.expect();
+            return wait(args.timeout, expect, || {
+                let v = service.release(&id);
+                async move { v.context("release vanished") }
+            })
+            .await;
+        }
+    }
     tokio::select! {
         () = super::shutdown_signal() => {}
         _ = task => anyhow::bail!("seeder agent stopped unexpectedly"),
     }
     let s = agent.status().borrow().clone();
-    tracing::info!(
-        uploaded = s.uploaded_bytes,
-        chunks = s.chunks_served,
-        "seeder stopped"
-    );
     println!(
         "uploaded {} bytes in {} chunks",
         s.uploaded_bytes, s.chunks_served
     );
     Ok(())
+}
+
+/// `seed IMAGE --api URL [--wait …]`: ask a running seeder, then watch its reports.
+async fn run_remote(args: Args) -> anyhow::Result<()> {
+    let client = Client::new(&args.api)?;
+    let image = args.image.clone().context("IMAGE is required")?;
+    let view = client.seed(&image).await?;
+    println!("release {} {}", view.id, view.reference);
+    if !args.wait {
+        return Ok(());
+    }
+    let id = view.id.clone();
+    let client = &client;
+    wait(args.timeout, args.expect(), || client.release(&id)).await
+}
+
+/// Polls `look` until the verdict is in or `timeout` passes; prints progress on change.
+async fn wait<F, Fut>(timeout: Duration, expect: Expect, mut look: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ReleaseView>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let view = look().await?;
+        let done = view.nodes.iter().filter(|n| n.state == "done").count();
+        let line = format!("{done} of {} nodes done", view.nodes.len());
+        if line != last {
+            eprintln!("{line}");
+            last = line;
+        }
+        match rollout::verdict(&view, expect) {
+            Verdict::Done => {
+                println!("imported on {done} nodes: {}", view.reference);
+                return Ok(());
+            }
+            Verdict::Failed => {
+                anyhow::bail!("rollout failed\n{}", rollout::missing_report(&view, expect))
+            }
+            Verdict::Pending if Instant::now() >= deadline => anyhow::bail!(
+                "timed out after {:?}\n{}",
+                timeout,
+                rollout::missing_report(&view, expect)
+            ),
+            Verdict::Pending => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
 }

@@ -153,6 +153,124 @@ impl SwarmNotice {
     }
 }
 
+/// Gossipsub topic on which agents publish [`ProgressReport`]s; seeders aggregate them.
+pub const REPORT_TOPIC: &str = "blobswarm/reports/1";
+/// Largest encoded progress report; refused before decoding when longer.
+pub const MAX_REPORT_BYTES: usize = 8 << 10;
+/// Most releases in one progress report (the newest ones when an agent holds more).
+pub const MAX_REPORT_RELEASES: usize = 16;
+/// Longest node name in bytes (a Kubernetes node name is a DNS subdomain: 253).
+pub const MAX_NODE_NAME: usize = 253;
+/// Longest failure reason in bytes; longer reasons are cut by the sender.
+pub const MAX_REASON: usize = 512;
+
+/// An agent's bounded account of where each release stands on its node, gossiped on
+/// [`REPORT_TOPIC`] so the seeder (and through it `blobswarm status`, the CI wait gate and
+/// the dashboard) can tell which nodes have an image and why the others do not. The
+/// sender is the gossip message's signed author; `node_name` is what operators read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressReport {
+    /// The node's name (Kubernetes node name or hostname), at most [`MAX_NODE_NAME`] bytes.
+    pub node_name: String,
+    /// Sender's wall clock in ms since the epoch; a receiver keeps the newest per sender.
+    pub sent_ms: u64,
+    /// Connected neighbours.
+    pub peers: u32,
+    /// Per-release progress, at most [`MAX_REPORT_RELEASES`].
+    #[serde(deserialize_with = "codec::bounded_vec::<_, _, MAX_REPORT_RELEASES>")]
+    pub releases: Vec<ReleaseProgress>,
+}
+
+/// One release on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseProgress {
+    /// The release.
+    pub release: Digest,
+    /// Where it stands.
+    pub state: ProgressState,
+    /// Bytes verified and stored.
+    pub have_bytes: u64,
+    /// Bytes of all its blobs.
+    pub total_bytes: u64,
+    /// Download rate over the last report interval, bytes per second.
+    pub rate: u64,
+}
+
+/// The states an operator sees per node and release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProgressState {
+    /// Accepted, nothing fetched yet.
+    Waiting,
+    /// Chunks arriving.
+    Downloading,
+    /// All bytes present, last chunks being verified and blobs finalised.
+    Verifying,
+    /// Complete, being handed to the runtime.
+    Importing,
+    /// Imported (or complete, when the node has no import target).
+    Done,
+    /// Import failed; the reason is at most [`MAX_REASON`] bytes.
+    Failed(String),
+}
+
+impl ProgressState {
+    /// The lowercase name used in JSON, tables and metrics labels.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Downloading => "downloading",
+            Self::Verifying => "verifying",
+            Self::Importing => "importing",
+            Self::Done => "done",
+            Self::Failed(_) => "failed",
+        }
+    }
+}
+
+impl ProgressReport {
+    /// Decodes gossip bytes: refuses anything over [`MAX_REPORT_BYTES`] before decoding
+    /// (so a report never allocates more than its small frame), then checks every cap.
+    ///
+    /// # Errors
+    /// A message naming what was wrong.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() > MAX_REPORT_BYTES {
+            return Err(format!(
+                "progress report of {} bytes exceeds the limit of {MAX_REPORT_BYTES} bytes",
+                bytes.len()
+            ));
+        }
+        let report: Self = codec::decode(bytes).map_err(|e| e.to_string())?;
+        report.validate().map_err(|e| e.to_string())?;
+        Ok(report)
+    }
+
+    /// Checks list and string caps after decoding.
+    ///
+    /// # Errors
+    /// [`MessageError`] naming the offending field.
+    pub fn validate(&self) -> Result<(), MessageError> {
+        cap("node name bytes", self.node_name.len(), MAX_NODE_NAME)?;
+        cap("report releases", self.releases.len(), MAX_REPORT_RELEASES)?;
+        self.releases.iter().try_for_each(|r| match &r.state {
+            ProgressState::Failed(reason) => cap("failure reason bytes", reason.len(), MAX_REASON),
+            _ => Ok(()),
+        })
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary (names and reasons in reports).
+pub fn truncate_utf8(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
 /// Why a request was not served; lets the requester pick another peer at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorCode {
@@ -240,6 +358,38 @@ mod tests {
 
     fn sample_map() -> ChunkMap {
         crate::chunk_map_of(&vec![7u8; 100_000], crate::MIN_CHUNK_SIZE).unwrap()
+    }
+
+    #[test]
+    fn progress_reports_round_trip_and_caps_hold() {
+        let r = ProgressReport {
+            node_name: "node-1".into(),
+            sent_ms: 5,
+            peers: 3,
+            releases: vec![ReleaseProgress {
+                release: Digest::of(b"r"),
+                state: ProgressState::Failed("disk full".into()),
+                have_bytes: 1,
+                total_bytes: 2,
+                rate: 9,
+            }],
+        };
+        let bytes = codec::encode(&r).unwrap();
+        assert_eq!(ProgressReport::decode(&bytes).unwrap(), r);
+        let mut long = r.clone();
+        long.node_name = "x".repeat(MAX_NODE_NAME + 1);
+        let err = ProgressReport::decode(&codec::encode(&long).unwrap()).unwrap_err();
+        assert!(err.contains("node name"), "{err}");
+        let mut many = r.clone();
+        many.releases = vec![r.releases[0].clone(); MAX_REPORT_RELEASES + 1];
+        assert!(ProgressReport::decode(&codec::encode(&many).unwrap()).is_err());
+        let mut reason = r;
+        reason.releases[0].state = ProgressState::Failed("y".repeat(MAX_REASON + 1));
+        let err = ProgressReport::decode(&codec::encode(&reason).unwrap()).unwrap_err();
+        assert!(err.contains("reason"), "{err}");
+        let err = ProgressReport::decode(&vec![0u8; MAX_REPORT_BYTES + 1]).unwrap_err();
+        assert!(err.contains("exceeds"), "{err}");
+        assert_eq!(truncate_utf8("héllo", 2), "h");
     }
 
     #[test]

@@ -11,8 +11,8 @@ use blobswarm_containerd_import::containerd::ContainerdConfig;
 use blobswarm_core::node::{self, Action, ChunkOutcome, Inbound, Node, RequestId};
 use blobswarm_core::store::FsStore;
 use blobswarm_core::wire::{
-    ErrorCode, MAX_PEER_RECORDS, PeerRecord, RELEASE_TOPIC, Request, Response, SWARM_TOPIC,
-    SwarmNotice,
+    ErrorCode, MAX_PEER_RECORDS, PeerRecord, RELEASE_TOPIC, REPORT_TOPIC, Request, Response,
+    SWARM_TOPIC, SwarmNotice,
 };
 use blobswarm_core::{ChunkMap, Digest, ReleaseId, SignedRelease, TrustedSeeders, codec};
 use bytes::Bytes;
@@ -61,6 +61,10 @@ pub struct AgentConfig {
     pub serve_fault: Option<ServeFault>,
     /// Registry reads for the herd guard; `Some` turns the guard on (see [`RegistryFallback`]).
     pub registry_fallback: Option<Arc<dyn crate::RegistryFallback>>,
+    /// Name in progress reports (hostname or Kubernetes node name); None sends none.
+    pub node_name: Option<String>,
+    /// Keep other nodes' progress reports (seeders: for status, the wait gate, the dashboard).
+    pub collect_reports: bool,
 }
 
 impl AgentConfig {
@@ -78,6 +82,8 @@ impl AgentConfig {
             max_peers: 32,
             serve_fault: None,
             registry_fallback: None,
+            node_name: None,
+            collect_reports: false,
         }
     }
 }
@@ -106,6 +112,8 @@ pub struct AgentHandle {
     status: watch::Receiver<AgentStatus>,
     peer_id: PeerId,
     store: Arc<FsStore>,
+    runtime: crate::runtime::Runtime,
+    reports: crate::reports::SharedAggregator,
 }
 
 impl AgentHandle {
@@ -117,6 +125,30 @@ impl AgentHandle {
     /// The agent's chunk store (the seeder ingests into it before publishing).
     pub fn store(&self) -> &Arc<FsStore> {
         &self.store
+    }
+
+    /// Other nodes' newest progress reports (filled when `collect_reports` is set).
+    pub fn reports(&self) -> &crate::reports::SharedAggregator {
+        &self.reports
+    }
+
+    /// `/readyz`: listening, joined the swarm (a neighbour connected, when `need_peer`),
+    /// and the runtime answers when one is configured.
+    ///
+    /// # Errors
+    /// What is not ready yet.
+    pub async fn ready(&self, need_peer: bool) -> Result<(), String> {
+        let (listening, peers) = {
+            let s = self.status.borrow();
+            (!s.listen_addrs.is_empty(), s.peers)
+        };
+        if !listening {
+            return Err("not listening yet".into());
+        }
+        if need_peer && peers == 0 {
+            return Err("no peer connected yet".into());
+        }
+        self.runtime.ping().await
     }
 
     /// A receiver of status snapshots, updated a few times a second.
@@ -188,6 +220,7 @@ pub async fn spawn(
     if config.registry_fallback.is_some() && node_config.herd.is_none() {
         node_config.herd = Some(node::HerdConfig::new(peer_id.to_bytes()));
     }
+    let reports = crate::reports::SharedAggregator::default();
     let node = Node::new(
         node_config,
         TrustedSeeders::new(config.trusted.iter().copied()),
@@ -198,6 +231,9 @@ pub async fn spawn(
         peer_id: Some(peer_id),
         ..AgentStatus::default()
     });
+    let event_loop_name = config.node_name.clone();
+    let collect = config.collect_reports;
+    let runtime_handle = runtime.clone();
     let event_loop = EventLoop {
         swarm,
         node,
@@ -218,6 +254,9 @@ pub async fn spawn(
         refused: HashSet::new(),
         serving: HashMap::new(),
         bootstrap_only: Default::default(),
+        chunks_verified: 0,
+        reporter: config_reporter(&event_loop_name),
+        aggregator: collect.then(|| reports.clone()),
     };
     let task = tokio::spawn(event_loop.run());
     Ok((
@@ -226,9 +265,15 @@ pub async fn spawn(
             status: status_rx,
             peer_id,
             store,
+            runtime: runtime_handle,
+            reports,
         },
         task,
     ))
+}
+
+fn config_reporter(name: &Option<String>) -> Option<crate::reports::Reporter> {
+    name.as_deref().map(crate::reports::Reporter::new)
 }
 
 /// Why we sent an outbound request.
@@ -267,6 +312,8 @@ enum Internal {
 struct ReleaseTiming {
     accepted: Option<Instant>,
     completed: Option<Duration>,
+    import_started: Option<Instant>,
+    import_time: Option<Duration>,
     imported: bool,
     import_error: Option<String>,
 }
@@ -293,6 +340,11 @@ struct EventLoop {
     serving: HashMap<InboundRequestId, PeerId>,
     /// Inbound peers beyond `max_peers`, served discovery only, then disconnected.
     bootstrap_only: crate::overlay::BootstrapOnly,
+    chunks_verified: u64,
+    /// Sends this node's progress reports (None: not configured).
+    reporter: Option<crate::reports::Reporter>,
+    /// Keeps other nodes' reports (seeders).
+    aggregator: Option<crate::reports::SharedAggregator>,
 }
 
 /// Refused release ids remembered to avoid re-verifying them; bounded against floods.
@@ -466,6 +518,7 @@ impl EventLoop {
         if self.layout.is_none() && self.runtime.is_none() {
             return;
         }
+        timing.import_started = Some(Instant::now());
         let layout = self.layout.clone();
         let runtime = self.runtime.clone();
         let store = self.store.clone();
@@ -493,6 +546,9 @@ impl EventLoop {
             Internal::ChunkDone { id, outcome } => {
                 if let ChunkOutcome::LocalError(e) = &outcome {
                     warn!(error = %e, "cannot store chunk");
+                }
+                if matches!(outcome, ChunkOutcome::Stored) {
+                    self.chunks_verified += 1;
                 }
                 self.node.handle_chunk(id, outcome, Instant::now());
             }
@@ -534,6 +590,7 @@ impl EventLoop {
                     Ok(()) => {
                         info!(release = %id.short(), "release imported");
                         t.imported = true;
+                        t.import_time = t.import_started.map(|s| s.elapsed());
                     }
                     Err(e) => {
                         warn!(release = %id.short(), error = %e, "import failed");
@@ -541,6 +598,7 @@ impl EventLoop {
                     }
                 }
                 self.publish_status();
+                self.send_report();
             }
         }
     }
@@ -622,6 +680,12 @@ impl EventLoop {
                     (Err(e), source) => warn!(?source, error = %e, "malformed swarm notice"),
                     (Ok(_), None) => {}
                 }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                message,
+                ..
+            })) if message.topic == gossipsub::IdentTopic::new(REPORT_TOPIC).hash() => {
+                self.receive_report(message.source, &message.data);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 message,
@@ -849,6 +913,7 @@ impl EventLoop {
             debug!(%peer, "closing bootstrap-only connection");
             let _ = self.swarm.disconnect_peer_id(peer);
         }
+        self.send_report();
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         if connected.is_empty() {
             for addr in self.config.bootstrap.clone() {
@@ -885,6 +950,35 @@ impl EventLoop {
         }
     }
 
+    /// Gossips this node's progress report (when a node name is configured).
+    fn send_report(&mut self) {
+        let Some(reporter) = self.reporter.as_mut() else {
+            return;
+        };
+        let report = reporter.report(&self.status.borrow(), Instant::now(), unix_ms());
+        let Ok(bytes) = codec::encode(&report) else {
+            return;
+        };
+        let topic = gossipsub::IdentTopic::new(REPORT_TOPIC);
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+            debug!(error = %e, "progress report not sent");
+        }
+    }
+
+    /// Keeps a neighbour's progress report when this node aggregates them (seeders).
+    fn receive_report(&self, source: Option<PeerId>, data: &[u8]) {
+        let (Some(agg), Some(from)) = (&self.aggregator, source) else {
+            return;
+        };
+        match blobswarm_core::wire::ProgressReport::decode(data) {
+            Ok(report) => agg
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(from, report, unix_ms()),
+            Err(e) => warn!(%from, error = %e, "malformed progress report"),
+        }
+    }
+
     fn publish_status(&mut self) {
         let progress: HashMap<Digest, u64> = self
             .node
@@ -911,6 +1005,7 @@ impl EventLoop {
                     imported: t.is_some_and(|t| t.imported),
                     import_error: t.and_then(|t| t.import_error.clone()),
                     download_time: t.and_then(|t| t.completed),
+                    import_time: t.and_then(|t| t.import_time),
                 })
             })
             .collect();
@@ -922,6 +1017,9 @@ impl EventLoop {
             stats: self.node.stats().clone(),
             uploaded_bytes: self.uploaded_bytes,
             chunks_served: self.chunks_served,
+            chunks_verified: self.chunks_verified,
+            import_target: self.layout.is_some() || !self.runtime.is_none(),
+            updated: Some(Instant::now()),
         };
         self.status.send_replace(status);
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use blobswarm_core::wire::{PROTOCOL, RELEASE_TOPIC, SWARM_TOPIC};
+use blobswarm_core::wire::{PROTOCOL, RELEASE_TOPIC, REPORT_TOPIC, SWARM_TOPIC};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
     StreamProtocol, Swarm, SwarmBuilder, gossipsub, identify, identity::Keypair, noise,
@@ -57,6 +57,8 @@ pub(crate) fn build_swarm(
             .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
             gossipsub.subscribe(&gossipsub::IdentTopic::new(RELEASE_TOPIC))?;
             gossipsub.subscribe(&gossipsub::IdentTopic::new(SWARM_TOPIC))?;
+            // Every node relays progress reports, so they reach the seeder across the mesh.
+            gossipsub.subscribe(&gossipsub::IdentTopic::new(REPORT_TOPIC))?;
             let identify = identify::Behaviour::new(identify::Config::new(
                 "/blobswarm/id/1".into(),
                 key.public(),

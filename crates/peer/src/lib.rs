@@ -8,10 +8,16 @@ mod agent;
 mod behaviour;
 mod fallback;
 mod overlay;
+mod metrics;
+mod ops_http;
 mod protocol;
+mod reports;
 mod runtime;
 mod status;
 
 pub use agent::{AgentConfig, AgentHandle, LocalBlob, ServeFault, spawn};
 pub use fallback::RegistryFallback;
+pub use metrics::Metrics;
+pub use ops_http::serve_ops;
+pub use reports::{Aggregator, MAX_TRACKED_NODES, NodeRelease, NodeView, SharedAggregator};
 pub use status::{AgentStatus, ReleaseStatus};

@@ -49,6 +49,15 @@ impl Runtime {
         }
     }
 
+    /// Whether the runtime answers (always, when there is none): part of `/readyz`.
+    pub(crate) async fn ping(&self) -> Result<(), String> {
+        #[cfg(feature = "containerd")]
+        if let Some(target) = &self.containerd {
+            return target.ping().await.map_err(|e| format!("containerd: {e}"));
+        }
+        Ok(())
+    }
+
     /// Imports a release whose blobs are complete in `store`.
     pub(crate) async fn import(
         &self,

@@ -1,9 +1,10 @@
 //! Snapshots of an agent's state for progress bars, summaries and (later) status reports.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use blobswarm_core::ReleaseId;
 use blobswarm_core::node::Stats;
+use blobswarm_core::wire::ProgressState;
 use libp2p::{Multiaddr, PeerId};
 
 /// A point-in-time view of one agent, published on a watch channel.
@@ -23,6 +24,12 @@ pub struct AgentStatus {
     pub uploaded_bytes: u64,
     /// Chunks served.
     pub chunks_served: u64,
+    /// Chunks verified and stored.
+    pub chunks_verified: u64,
+    /// Whether completed releases are imported somewhere (containerd or an OCI layout).
+    pub import_target: bool,
+    /// When the event loop last published this snapshot: `/healthz` fails when it stalls.
+    pub updated: Option<Instant>,
 }
 
 /// Where one release stands on this agent.
@@ -44,4 +51,25 @@ pub struct ReleaseStatus {
     pub import_error: Option<String>,
     /// From acceptance to completion.
     pub download_time: Option<Duration>,
+    /// How long the import took, once it succeeded.
+    pub import_time: Option<Duration>,
+}
+
+impl ReleaseStatus {
+    /// The state operators see: in reports, `blobswarm status`, the dashboard and metrics.
+    pub fn state(&self, import_target: bool) -> ProgressState {
+        if let Some(e) = &self.import_error {
+            ProgressState::Failed(e.clone())
+        } else if self.imported || (self.complete && !import_target) {
+            ProgressState::Done
+        } else if self.complete {
+            ProgressState::Importing
+        } else if self.have_bytes == 0 {
+            ProgressState::Waiting
+        } else if self.have_bytes >= self.total_bytes {
+            ProgressState::Verifying
+        } else {
+            ProgressState::Downloading
+        }
+    }
 }

@@ -90,22 +90,33 @@ impl Registry {
     /// a free port of 127.0.0.1. Panics (with the registry log) if it does not answer
     /// `GET /v2/` within 15 s.
     pub fn start(tmp: &Path) -> Self {
-        Self::start_inner(tmp, false)
+        Self::start_inner(tmp, false, "")
+    }
+
+    /// Like [`Registry::start`], and sends push notifications (the distribution
+    /// registry's `notifications: endpoints:`) to `url` with `Authorization: Bearer token`.
+    pub fn start_with_notifications(tmp: &Path, url: &str, token: &str) -> Self {
+        let extra = format!(
+            "notifications:\n  endpoints:\n    - name: blobswarm\n      url: {url}\n      \
+             headers:\n        Authorization: [\"Bearer {token}\"]\n      timeout: 5s\n      \
+             threshold: 3\n      backoff: 1s\n"
+        );
+        Self::start_inner(tmp, false, &extra)
     }
 
     /// Like [`Registry::start`] but requiring HTTP basic auth as
     /// [`TEST_USER`]/[`TEST_PASSWORD`] (htpasswd).
     pub fn start_with_basic_auth(tmp: &Path) -> Self {
-        Self::start_inner(tmp, true)
+        Self::start_inner(tmp, true, "")
     }
 
-    fn start_inner(tmp: &Path, basic_auth: bool) -> Self {
+    fn start_inner(tmp: &Path, basic_auth: bool, extra: &str) -> Self {
         // The port was free when we looked; another process may take it before the
         // registry binds it, so retry a few times if the registry dies at start-up.
         let mut last_log = String::new();
         for attempt in 0..3 {
             let dir = tmp.join(format!("registry-{attempt}"));
-            match Self::try_start(&dir, basic_auth) {
+            match Self::try_start(&dir, basic_auth, extra) {
                 Ok(registry) => return registry,
                 Err(log) => last_log = log,
             }
@@ -113,7 +124,7 @@ impl Registry {
         panic!("docker-registry exited during start-up three times; last log:\n{last_log}");
     }
 
-    fn try_start(dir: &Path, basic_auth: bool) -> Result<Self, String> {
+    fn try_start(dir: &Path, basic_auth: bool, extra: &str) -> Result<Self, String> {
         fs::create_dir_all(dir.join("storage")).expect("create registry storage dir");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
@@ -132,7 +143,7 @@ impl Registry {
              log:\n  level: info\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
              http:\n  addr: {addr}\n  secret: blobswarm-test-secret\n\
-             {auth}",
+             {auth}{extra}",
             storage = dir.join("storage").display(),
         );
         let config_path = dir.join("config.yml");

@@ -70,6 +70,18 @@ impl Conn {
         Ok(conn)
     }
 
+    /// One version call: does containerd still answer?
+    pub(crate) async fn ping(&self) -> Result<(), ContainerdError> {
+        self.call(
+            "version",
+            &"",
+            self.timeout(),
+            VersionClient::new(self.channel.clone()).version(self.request((), Lease::None)),
+        )
+        .await?;
+        Ok(())
+    }
+
     pub(crate) const fn timeout(&self) -> Duration {
         self.config.timeout
     }

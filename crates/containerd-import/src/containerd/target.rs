@@ -63,6 +63,15 @@ impl ContainerdTarget {
         self
     }
 
+    /// Asks containerd for its version: the agent's readiness probe, so a node whose
+    /// containerd stopped answering is taken out of service.
+    ///
+    /// # Errors
+    /// [`ContainerdError::NotAnswering`] or [`ContainerdError::Disconnected`].
+    pub async fn ping(&self) -> Result<(), ContainerdError> {
+        self.conn.ping().await
+    }
+
     /// The configuration this target was connected with.
     pub const fn config(&self) -> &ContainerdConfig {
         &self.conn.config

@@ -1,0 +1,247 @@
+//! What the seeder API returns about a release (JSON shared by the server, `blobswarm
+//! status` and the wait gate) and the wait gate's verdict, a pure function of it so the
+//! local and the over-the-API wait decide alike.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One release (or a seeding job that has not produced one yet) across the swarm.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ReleaseView {
+    /// Release id (`sha256:…`); empty while the seeder is still ingesting.
+    pub(crate) id: String,
+    /// What was asked to be seeded.
+    pub(crate) image: String,
+    /// The resolved reference agents import under.
+    pub(crate) reference: String,
+    /// seeding, published or failed (on the seeder).
+    pub(crate) state: String,
+    /// Why seeding failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+    /// Bytes in the release.
+    pub(crate) total_bytes: u64,
+    /// Every node that reports, with its state for this release ("missing" when it has
+    /// not accepted the release).
+    pub(crate) nodes: Vec<NodeState>,
+}
+
+/// One node's state for one release.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NodeState {
+    /// Node name.
+    pub(crate) node: String,
+    /// Peer id.
+    pub(crate) peer: String,
+    /// waiting, downloading, verifying, importing, done, failed or missing.
+    pub(crate) state: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    /// Bytes verified.
+    pub(crate) have_bytes: u64,
+    /// Bytes per second.
+    pub(crate) rate: u64,
+    /// Connected neighbours.
+    pub(crate) peers: u32,
+    /// Milliseconds since the node's newest report.
+    pub(crate) age_ms: u64,
+}
+
+/// The swarm as `GET /v1/releases` returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SwarmView {
+    /// Nodes reporting.
+    pub(crate) nodes: usize,
+    /// Swarm-wide throughput samples: (unix ms, bytes per second).
+    pub(crate) throughput: Vec<(u64, u64)>,
+    /// Releases, newest first.
+    pub(crate) releases: Vec<ReleaseView>,
+}
+
+impl ReleaseView {
+    /// Percent of bytes a node holds.
+    pub(crate) fn percent(&self, n: &NodeState) -> f64 {
+        100.0 * n.have_bytes as f64 / self.total_bytes.max(1) as f64
+    }
+
+    /// `node: state (detail)` for a node that is not done, as the wait gate prints it.
+    pub(crate) fn why(&self, n: &NodeState) -> String {
+        let detail = match n.state.as_str() {
+            "failed" => n.reason.clone().unwrap_or_default(),
+            "missing" => "has not received the release".into(),
+            "downloading" | "verifying" => format!("{:.1} %", self.percent(n)),
+            _ => String::new(),
+        };
+        if detail.is_empty() {
+            format!("{}: {}", n.node, n.state)
+        } else {
+            format!("{}: {} ({detail})", n.node, n.state)
+        }
+    }
+}
+
+/// Which nodes the wait gate waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// At least this many nodes.
+    Count(usize),
+    /// Every node that reports (at least one).
+    AllNodes,
+}
+
+/// The wait gate's answer for one look at a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Every expected node imported the image.
+    Done,
+    /// Not yet; keep polling.
+    Pending,
+    /// Cannot succeed any more (every node settled, too few done): stop now.
+    Failed,
+}
+
+/// Decides the wait gate from one view of the release.
+pub(crate) fn verdict(view: &ReleaseView, expect: Expect) -> Verdict {
+    if view.state == "failed" {
+        return Verdict::Failed;
+    }
+    let done = view.nodes.iter().filter(|n| n.state == "done").count();
+    let settled = view
+        .nodes
+        .iter()
+        .all(|n| n.state == "done" || n.state == "failed");
+    let failed = view.nodes.iter().any(|n| n.state == "failed");
+    match expect {
+        Expect::Count(n) if done >= n => Verdict::Done,
+        Expect::Count(n) if settled && failed && view.nodes.len() >= n => Verdict::Failed,
+        Expect::AllNodes if !view.nodes.is_empty() && done == view.nodes.len() => Verdict::Done,
+        Expect::AllNodes if !view.nodes.is_empty() && settled && failed => Verdict::Failed,
+        _ => Verdict::Pending,
+    }
+}
+
+/// The per-node list of what is missing and why, for a failed or timed-out wait.
+pub(crate) fn missing_report(view: &ReleaseView, expect: Expect) -> String {
+    let mut out = String::new();
+    if let Some(e) = &view.error {
+        out.push_str(&format!("seeding {} failed: {e}\n", view.image));
+    }
+    let done = view.nodes.iter().filter(|n| n.state == "done").count();
+    match expect {
+        Expect::Count(n) => out.push_str(&format!(
+            "{done} of {n} expected nodes imported {} ({} nodes reporting)\n",
+            view.reference,
+            view.nodes.len()
+        )),
+        Expect::AllNodes => out.push_str(&format!(
+            "{done} of {} nodes imported {}\n",
+            view.nodes.len(),
+            view.reference
+        )),
+    }
+    for n in view.nodes.iter().filter(|n| n.state != "done") {
+        out.push_str(&format!("  {}\n", view.why(n)));
+    }
+    if let Expect::Count(n) = expect
+        && view.nodes.len() < n
+    {
+        out.push_str(&format!(
+            "  {} expected nodes have never reported\n",
+            n - view.nodes.len()
+        ));
+    }
+    out
+}
+
+/// Parses `90`, `90s`, `10m`, `1h` for `--timeout`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 90s, 10m, 1h)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?} (use s, m or h)"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, state: &str) -> NodeState {
+        NodeState {
+            node: name.into(),
+            peer: String::new(),
+            state: state.into(),
+            reason: (state == "failed").then(|| "disk full".into()),
+            have_bytes: 50,
+            rate: 0,
+            peers: 1,
+            age_ms: 0,
+        }
+    }
+
+    fn view(states: &[&str]) -> ReleaseView {
+        ReleaseView {
+            id: "sha256:x".into(),
+            image: "img".into(),
+            reference: "img".into(),
+            state: "published".into(),
+            error: None,
+            total_bytes: 100,
+            nodes: states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| node(&format!("n{i}"), s))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(
+            verdict(&view(&["done", "done"]), Expect::AllNodes),
+            Verdict::Done
+        );
+        assert_eq!(verdict(&view(&[]), Expect::AllNodes), Verdict::Pending);
+        assert_eq!(
+            verdict(&view(&["done", "downloading"]), Expect::AllNodes),
+            Verdict::Pending
+        );
+        assert_eq!(
+            verdict(&view(&["done", "failed"]), Expect::AllNodes),
+            Verdict::Failed
+        );
+        assert_eq!(
+            verdict(&view(&["done", "done"]), Expect::Count(3)),
+            Verdict::Pending
+        );
+        assert_eq!(
+            verdict(&view(&["done", "failed", "done"]), Expect::Count(3)),
+            Verdict::Failed
+        );
+        assert_eq!(
+            verdict(&view(&["done", "failed", "done"]), Expect::Count(2)),
+            Verdict::Done
+        );
+        let text = missing_report(&view(&["done", "failed", "downloading"]), Expect::Count(4));
+        assert!(text.contains("n1: failed (disk full)"), "{text}");
+        assert!(text.contains("n2: downloading (50.0 %)"), "{text}");
+        assert!(
+            text.contains("1 expected nodes have never reported"),
+            "{text}"
+        );
+    }
+}

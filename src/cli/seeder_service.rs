@@ -1,0 +1,240 @@
+//! The seeder as a long-running service: seeds images on request (CLI, API, registry
+//! notification), remembers a bounded list of its seeding jobs, and joins them with the
+//! agents' progress reports into [`ReleaseView`]s.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use blobswarm_peer::{AgentHandle, Metrics};
+use blobswarm_seeder::source::{Source, SourceOptions};
+use libp2p::identity::Keypair;
+
+use super::rollout::{NodeState, ReleaseView, SwarmView};
+
+/// Seeding jobs remembered (oldest dropped first).
+const MAX_JOBS: usize = 64;
+
+/// Everything the seeder needs to seed one more image.
+pub(crate) struct SeederService {
+    pub(crate) agent: AgentHandle,
+    pub(crate) metrics: Arc<Metrics>,
+    key: Keypair,
+    options: SourceOptions,
+    chunk_size: u32,
+    ttl: Option<Duration>,
+    jobs: Mutex<Vec<Job>>,
+    /// Ingest one image at a time: the registry sees each blob once, the disk one writer.
+    ingest_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Job {
+    image: String,
+    reference: String,
+    id: Option<String>,
+    total_bytes: u64,
+    error: Option<String>,
+    /// What the reference resolved to: a second request for the same content reuses the
+    /// published release instead of signing another one.
+    root: Option<blobswarm_core::Digest>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl SeederService {
+    pub(crate) fn new(
+        agent: AgentHandle,
+        metrics: Arc<Metrics>,
+        key: Keypair,
+        options: SourceOptions,
+        chunk_size: u32,
+        ttl: Option<Duration>,
+    ) -> Self {
+        Self {
+            agent,
+            metrics,
+            key,
+            options,
+            chunk_size,
+            ttl,
+            jobs: Mutex::new(Vec::new()),
+            ingest_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn jobs(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn update(&self, image: &str, f: impl FnOnce(&mut Job)) {
+        if let Some(j) = self
+            .jobs()
+            .iter_mut()
+            .rev()
+            .find(|j| j.image == image && j.id.is_none() && j.error.is_none())
+        {
+            f(j);
+        }
+    }
+
+    /// True when `image` is being seeded right now (a notification retry is then a no-op).
+    pub(crate) fn in_flight(&self, image: &str) -> bool {
+        self.jobs()
+            .iter()
+            .any(|j| j.image == image && j.id.is_none() && j.error.is_none())
+    }
+
+    /// Resolves, ingests (each blob read once), signs and publishes `image`; returns the
+    /// release id. The job is visible as "seeding" meanwhile and "failed" with the error.
+    pub(crate) async fn seed(&self, image: &str) -> anyhow::Result<String> {
+        {
+            let mut jobs = self.jobs();
+            if jobs.len() >= MAX_JOBS {
+                jobs.remove(0);
+            }
+            jobs.push(Job {
+                image: image.to_owned(),
+                reference: image.to_owned(),
+                id: None,
+                total_bytes: 0,
+                error: None,
+                root: None,
+            });
+        }
+        let result = self.seed_inner(image).await;
+        match &result {
+            Ok(id) => self.update(image, |j| j.id = Some(id.clone())),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                tracing::warn!(%image, error = %msg, "seeding failed");
+                self.update(image, |j| j.error = Some(msg));
+            }
+        }
+        result
+    }
+
+    async fn seed_inner(&self, image: &str) -> anyhow::Result<String> {
+        let _one_at_a_time = self.ingest_lock.lock().await;
+        let source = Source::parse(image, self.options.clone())
+            .with_context(|| format!("parsing image reference {image}"))?;
+        let resolved = source
+            .resolve()
+            .await
+            .with_context(|| format!("resolving {image}"))?;
+        let total: u64 = resolved.blobs.iter().map(|b| b.size).sum();
+        let root = resolved.root.digest;
+        let published = self
+            .jobs()
+            .iter()
+            .rev()
+            .find(|j| j.root == Some(root) && j.id.is_some() && j.reference == resolved.reference)
+            .and_then(|j| j.id.clone());
+        if let Some(id) = published {
+            tracing::info!(release = %id, reference = %resolved.reference, "already published; reusing the release");
+            self.jobs()
+                .retain(|j| !(j.image == image && j.id.is_none() && j.error.is_none()));
+            return Ok(id);
+        }
+        self.update(image, |j| {
+            j.reference = resolved.reference.clone();
+            j.total_bytes = total;
+            j.root = Some(root);
+        });
+        tracing::info!(reference = %resolved.reference, blobs = resolved.blobs.len(), bytes = total, "resolved");
+        let store = Arc::clone(self.agent.store());
+        let blobs = blobswarm_seeder::ingest(&source, &resolved, &store, self.chunk_size, &|_| {})
+            .await
+            .with_context(|| format!("ingesting {}", resolved.reference))?;
+        for b in &blobs {
+            if b.bytes_read > 0 {
+                self.metrics.registry_blob_read(b.bytes_read);
+            }
+        }
+        let signed =
+            blobswarm_seeder::sign_release(&resolved, &blobs, &self.key, unix_ms(), self.ttl)?;
+        let id = self
+            .agent
+            .publish(super::local_blobs(blobs), signed)
+            .await?;
+        tracing::info!(release = %id, reference = %resolved.reference, "published");
+        Ok(id.to_string())
+    }
+
+    /// The view of one job/release by release id, or by image when no id matches.
+    pub(crate) fn release(&self, key: &str) -> Option<ReleaseView> {
+        let job = {
+            let jobs = self.jobs();
+            jobs.iter()
+                .rev()
+                .find(|j| j.id.as_deref() == Some(key))
+                .or_else(|| jobs.iter().rev().find(|j| j.image == key))
+                .cloned()
+        }?;
+        Some(self.view(&job))
+    }
+
+    /// Every job, newest first, with the swarm's size and throughput history.
+    pub(crate) fn swarm(&self) -> SwarmView {
+        let jobs: Vec<Job> = self.jobs().iter().rev().cloned().collect();
+        let agg = self
+            .agent
+            .reports()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (nodes, throughput) = (agg.len(), agg.samples());
+        drop(agg);
+        SwarmView {
+            nodes,
+            throughput,
+            releases: jobs.iter().map(|j| self.view(j)).collect(),
+        }
+    }
+
+    fn view(&self, job: &Job) -> ReleaseView {
+        let nodes = self
+            .agent
+            .reports()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .nodes(unix_ms());
+        let state = match (&job.id, &job.error) {
+            (_, Some(_)) => "failed",
+            (Some(_), None) => "published",
+            (None, None) => "seeding",
+        };
+        ReleaseView {
+            id: job.id.clone().unwrap_or_default(),
+            image: job.image.clone(),
+            reference: job.reference.clone(),
+            state: state.into(),
+            error: job.error.clone(),
+            total_bytes: job.total_bytes,
+            nodes: nodes
+                .into_iter()
+                .map(|n| {
+                    let r = job
+                        .id
+                        .as_ref()
+                        .and_then(|id| n.releases.iter().find(|r| &r.release == id));
+                    NodeState {
+                        node: n.node,
+                        peer: n.peer,
+                        state: r.map_or_else(|| "missing".into(), |r| r.state.clone()),
+                        reason: r.and_then(|r| r.reason.clone()),
+                        have_bytes: r.map_or(0, |r| r.have_bytes),
+                        rate: r.map_or(0, |r| r.rate),
+                        peers: n.peers,
+                        age_ms: n.age_ms,
+                    }
+                })
+                .collect(),
+        }
+    }
+}

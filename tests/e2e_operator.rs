@@ -1,0 +1,332 @@
+//! The operator surface end to end, with real components: a `docker-registry` configured
+//! to send push notifications to the seeder's API, `blobswarm seed --serve` auto-seeding
+//! the pushed image, four `blobswarm agent` processes reporting progress, the CI gate
+//! `blobswarm seed IMAGE --api … --wait` (success, then failure naming the broken node),
+//! `/metrics` byte accounting, `blobswarm status`, and the dashboard in headless Chromium.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use blobswarm_testkit::{
+    Registry, build_test_image, free_port, push_image, require_tools, under_ci,
+};
+use support::{Proc, blobswarm};
+
+const AGENTS: usize = 4;
+const RANDOM_LAYER: u64 = 16 << 20;
+const TOKEN: &str = "e2e-operator-token-0123456789abcdef0123456789";
+
+/// `GET path` over plain HTTP/1.0; returns the body of a 200 answer.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("http answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    body.to_owned()
+}
+
+/// The value of one sample line (`name{labels} value`) in a Prometheus exposition.
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}")) as u64
+}
+
+fn wait_cmd(root: &Path, api: &str, reference: &str, extra: &[&str]) -> Output {
+    let token = root.join("token");
+    let mut args = vec![
+        "seed",
+        reference,
+        "--api",
+        api,
+        "--api-token-file",
+        token.to_str().unwrap(),
+        "--wait",
+    ];
+    args.extend_from_slice(extra);
+    Command::new(env!("CARGO_BIN_EXE_blobswarm"))
+        .args(&args)
+        .env("BLOBSWARM_LOG", "warn")
+        .output()
+        .expect("running seed --wait")
+}
+
+#[test]
+fn push_notification_seeds_agents_report_and_the_wait_gate_decides() {
+    if !require_tools(&["docker-registry", "umoci", "skopeo", "busybox"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::write(root.join("token"), TOKEN).unwrap();
+    let api_port = free_port();
+    let api_addr = format!("127.0.0.1:{api_port}");
+    let api = format!("http://{api_addr}");
+    let registry = Registry::start_with_notifications(
+        &root.join("registry"),
+        &format!("{api}/v1/notifications"),
+        TOKEN,
+    );
+
+    let key = root.join("seeder.key");
+    let seeder_id = blobswarm(&["keygen", "--out", key.to_str().unwrap()]);
+    let mut seeder = Proc::start(
+        "seeder",
+        &[
+            "seed",
+            "--serve",
+            "--api-listen",
+            &api_addr,
+            "--api-token-file",
+            root.join("token").to_str().unwrap(),
+            "--notify-registry",
+            &registry.addr(),
+            "--auto-seed-repo",
+            "test/*",
+            "--insecure-registry",
+            &registry.addr(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--key-file",
+            key.to_str().unwrap(),
+            "--data-dir",
+            root.join("seeder").to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+        &root.join("seeder.log"),
+    );
+    let seeder_addr = seeder.wait_line("listening ", Duration::from_secs(30));
+    let seeder_metrics = seeder
+        .wait_line("metrics http://", Duration::from_secs(10))
+        .to_owned();
+    seeder.wait_line("api http://", Duration::from_secs(10));
+
+    let mut agents: Vec<(Proc, String)> = (0..AGENTS)
+        .map(|i| {
+            let dir = root.join(format!("agent-{i}"));
+            let name = format!("node-{i}");
+            let mut p = Proc::start(
+                &name,
+                &[
+                    "agent",
+                    "--data-dir",
+                    dir.to_str().unwrap(),
+                    "--listen",
+                    "/ip4/127.0.0.1/tcp/0",
+                    "--bootstrap",
+                    &seeder_addr,
+                    "--trust-seeder",
+                    &seeder_id,
+                    "--runtime",
+                    "oci-layout",
+                    "--node-name",
+                    &name,
+                    "--metrics-listen",
+                    "127.0.0.1:0",
+                ],
+                &root.join(format!("agent-{i}.log")),
+            );
+            let metrics = p.wait_line("metrics http://", Duration::from_secs(30));
+            (p, metrics)
+        })
+        .collect();
+    // Every agent is ready (joined the swarm) before the push.
+    for (_, m) in &agents {
+        blobswarm_testkit::wait_until(Duration::from_secs(30), "agent /readyz", || {
+            http_get_ok(m, "/readyz")
+        });
+        assert_eq!(http_get(m, "/healthz").trim(), "ok");
+    }
+
+    // CI pushes; the registry notifies the seeder, which seeds the allow-listed repo.
+    let src = root.join("src-layout");
+    let image = build_test_image(&src, "v1", RANDOM_LAYER, 11);
+    let reference = push_image(&src, "v1", &registry.addr(), "test/img");
+    let image_size: u64 = image.blobs().iter().map(|b| b.size).sum();
+
+    // The gate (a client of the API, like a CI job) exits 0 once all four imported.
+    let out = wait_cmd(
+        root,
+        &api,
+        &reference,
+        &["--all-nodes", "--timeout", "120s"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "wait gate failed:\n{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("imported on {AGENTS} nodes")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let seeder_log = std::fs::read_to_string(root.join("seeder.log")).unwrap();
+    assert!(
+        seeder_log.contains("registry push notification: seeding"),
+        "the push notification did not trigger seeding:\n{seeder_log}"
+    );
+
+    // /metrics of the finished swarm: the registry was read once, peers did the rest.
+    let text = http_get(&seeder_metrics, "/metrics");
+    let registry_bytes = sample(&text, "blobswarm_bytes_down_total{source=\"registry\"}");
+    assert_eq!(registry_bytes, image_size, "seeder registry bytes");
+    let mut peer_bytes = 0;
+    for (p, m) in &agents {
+        let t = http_get(m, "/metrics");
+        assert_eq!(
+            sample(&t, "blobswarm_bytes_down_total{source=\"registry\"}"),
+            0,
+            "{}",
+            p.name
+        );
+        assert_eq!(sample(&t, "blobswarm_releases{state=\"complete\"}"), 1);
+        assert!(sample(&t, "blobswarm_chunks_verified_total") > 0);
+        assert!(
+            t.contains("blobswarm_import_duration_seconds_count 1"),
+            "{t}"
+        );
+        peer_bytes += sample(&t, "blobswarm_bytes_down_total{source=\"peer\"}");
+    }
+    eprintln!(
+        "image {image_size} B, registry {registry_bytes} B, peer bytes across agents {peer_bytes} B ({:.2} x image)",
+        peer_bytes as f64 / image_size as f64
+    );
+    assert!(
+        peer_bytes >= (AGENTS as u64 - 1) * image_size,
+        "peer bytes {peer_bytes} < {} x {image_size}",
+        AGENTS - 1
+    );
+
+    // `status` names every node as done.
+    let status = Command::new(env!("CARGO_BIN_EXE_blobswarm"))
+        .args(["status", "--api", &api, "--api-token-file"])
+        .arg(root.join("token"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    eprintln!("{table}");
+    assert!(status.status.success(), "{table}");
+    for i in 0..AGENTS {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains(&format!("node-{i}")) && l.contains("done")),
+            "status:\n{table}"
+        );
+    }
+
+    dashboard_shows_nodes(root, &api);
+
+    // Break node-3's import target, push v2: the gate fails naming node-3 and why.
+    let index = root.join("agent-3/oci/index.json");
+    std::fs::remove_file(&index).unwrap();
+    std::fs::create_dir(&index).unwrap();
+    let image2 = build_test_image(&src, "v2", RANDOM_LAYER, 12);
+    assert_ne!(image2.manifest_digest, image.manifest_digest);
+    let reference2 = push_image(&src, "v2", &registry.addr(), "test/img");
+    let out = wait_cmd(
+        root,
+        &api,
+        &reference2,
+        &["--all-nodes", "--timeout", "120s"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(!out.status.success(), "the gate passed with a broken node");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("node-3"))
+        .unwrap_or_else(|| panic!("node-3 not named:\n{stderr}"));
+    assert!(
+        line.contains("failed") && line.contains("index.json"),
+        "reason missing: {line}"
+    );
+    for i in 0..3 {
+        assert!(
+            !stderr.contains(&format!("node-{i}:")),
+            "healthy node-{i} listed as missing:\n{stderr}"
+        );
+    }
+    for (p, _) in &mut agents {
+        p.kill();
+    }
+}
+
+fn http_get_ok(addr: &str, path: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+/// Loads the dashboard in real headless Chromium and checks the DOM lists every node with
+/// its state; keeps a screenshot when `BLOBSWARM_SCREENSHOT` names a file.
+fn dashboard_shows_nodes(root: &Path, api: &str) {
+    if !blobswarm_testkit::tool_on_path("chromium") {
+        assert!(
+            !under_ci(),
+            "chromium is required under CI (scripts/test-deps.sh)"
+        );
+        eprintln!("SKIP dashboard: chromium not installed");
+        return;
+    }
+    let url = format!("{api}/dashboard#token={TOKEN}");
+    let profile = root.join("chromium-profile");
+    let chromium = |extra: &[&str]| {
+        let mut cmd = Command::new("chromium");
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(&url);
+        cmd.output().expect("running chromium")
+    };
+    let out = chromium(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = dom.split("<tr class=\"node\"").skip(1).collect();
+    assert!(
+        !rows.is_empty(),
+        "the dashboard shows no nodes; DOM:\n{dom}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..AGENTS {
+        assert!(
+            rows.iter()
+                .any(|r| r.contains(&format!("data-node=\"node-{i}\""))
+                    && r.contains("data-state=\"done\"")),
+            "node-{i} not shown as done:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains("id=\"swarm-size\">4<"),
+        "swarm size not 4:\n{dom}"
+    );
+    if let Ok(path) = std::env::var("BLOBSWARM_SCREENSHOT") {
+        let out = chromium(&[&format!("--screenshot={path}"), "--window-size=1000,900"]);
+        assert!(
+            Path::new(&path).exists(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
