@@ -7,9 +7,9 @@
 mod agent;
 mod behaviour;
 mod fallback;
-mod overlay;
 mod metrics;
 mod ops_http;
+mod overlay;
 mod protocol;
 mod reports;
 mod runtime;
