@@ -24,12 +24,16 @@ pub(crate) struct SeederService {
     chunk_size: u32,
     ttl: Option<Duration>,
     jobs: Mutex<Vec<Job>>,
+    next_seq: std::sync::atomic::AtomicU64,
     /// Ingest one image at a time: the registry sees each blob once, the disk one writer.
     ingest_lock: tokio::sync::Mutex<()>,
 }
 
 #[derive(Clone)]
 struct Job {
+    /// Which `seed` call owns this entry: bookkeeping follows the call, not the image,
+    /// so two concurrent requests for one image never update each other's entry.
+    seq: u64,
     image: String,
     reference: String,
     id: Option<String>,
@@ -63,6 +67,7 @@ impl SeederService {
             chunk_size,
             ttl,
             jobs: Mutex::new(Vec::new()),
+            next_seq: std::sync::atomic::AtomicU64::new(0),
             ingest_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -73,13 +78,8 @@ impl SeederService {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn update(&self, image: &str, f: impl FnOnce(&mut Job)) {
-        if let Some(j) = self
-            .jobs()
-            .iter_mut()
-            .rev()
-            .find(|j| j.image == image && j.id.is_none() && j.error.is_none())
-        {
+    fn update(&self, seq: u64, f: impl FnOnce(&mut Job)) {
+        if let Some(j) = self.jobs().iter_mut().find(|j| j.seq == seq) {
             f(j);
         }
     }
@@ -94,12 +94,16 @@ impl SeederService {
     /// Resolves, ingests (each blob read once), signs and publishes `image`; returns the
     /// release id. The job is visible as "seeding" meanwhile and "failed" with the error.
     pub(crate) async fn seed(&self, image: &str) -> anyhow::Result<String> {
+        let seq = self
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut jobs = self.jobs();
             if jobs.len() >= MAX_JOBS {
                 jobs.remove(0);
             }
             jobs.push(Job {
+                seq,
                 image: image.to_owned(),
                 reference: image.to_owned(),
                 id: None,
@@ -108,19 +112,19 @@ impl SeederService {
                 root: None,
             });
         }
-        let result = self.seed_inner(image).await;
+        let result = self.seed_inner(seq, image).await;
         match &result {
-            Ok(id) => self.update(image, |j| j.id = Some(id.clone())),
+            Ok(id) => self.update(seq, |j| j.id = Some(id.clone())),
             Err(e) => {
                 let msg = format!("{e:#}");
                 tracing::warn!(%image, error = %msg, "seeding failed");
-                self.update(image, |j| j.error = Some(msg));
+                self.update(seq, |j| j.error = Some(msg));
             }
         }
         result
     }
 
-    async fn seed_inner(&self, image: &str) -> anyhow::Result<String> {
+    async fn seed_inner(&self, seq: u64, image: &str) -> anyhow::Result<String> {
         let _one_at_a_time = self.ingest_lock.lock().await;
         let source = Source::parse(image, self.options.clone())
             .with_context(|| format!("parsing image reference {image}"))?;
@@ -138,11 +142,10 @@ impl SeederService {
             .and_then(|j| j.id.clone());
         if let Some(id) = published {
             tracing::info!(release = %id, reference = %resolved.reference, "already published; reusing the release");
-            self.jobs()
-                .retain(|j| !(j.image == image && j.id.is_none() && j.error.is_none()));
+            self.jobs().retain(|j| j.seq != seq);
             return Ok(id);
         }
-        self.update(image, |j| {
+        self.update(seq, |j| {
             j.reference = resolved.reference.clone();
             j.total_bytes = total;
             j.root = Some(root);

@@ -175,7 +175,11 @@ impl OciLayoutTarget {
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames it into place.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImportError> {
     use std::io::Write;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per call, not only per process: two imports in one agent (two releases that
+    // share a manifest or config) must not rename each other's temporary file away.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     let mut f = fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
     f.write_all(bytes).map_err(io_err("writing", &tmp))?;
     f.sync_all().map_err(io_err("syncing", &tmp))?;
