@@ -22,6 +22,9 @@ pub(crate) struct ReleaseView {
     pub(crate) error: Option<String>,
     /// Bytes in the release.
     pub(crate) total_bytes: u64,
+    /// Milliseconds since the seeder published it (0 while seeding).
+    #[serde(default)]
+    pub(crate) published_age_ms: u64,
     /// Every node that reports, with its state for this release ("missing" when it has
     /// not accepted the release).
     pub(crate) nodes: Vec<NodeState>,
@@ -102,6 +105,10 @@ pub(crate) enum Verdict {
     Failed,
 }
 
+/// `--all-nodes` only counts nodes that have reported; agents report every 3 s, so the
+/// gate waits this long after publishing before it trusts the set of nodes it sees.
+pub(crate) const ALL_NODES_SETTLE_MS: u64 = 10_000;
+
 /// Decides the wait gate from one view of the release.
 pub(crate) fn verdict(view: &ReleaseView, expect: Expect) -> Verdict {
     if view.state == "failed" {
@@ -116,7 +123,13 @@ pub(crate) fn verdict(view: &ReleaseView, expect: Expect) -> Verdict {
     match expect {
         Expect::Count(n) if done >= n => Verdict::Done,
         Expect::Count(n) if settled && failed && view.nodes.len() >= n => Verdict::Failed,
-        Expect::AllNodes if !view.nodes.is_empty() && done == view.nodes.len() => Verdict::Done,
+        Expect::AllNodes
+            if !view.nodes.is_empty()
+                && done == view.nodes.len()
+                && view.published_age_ms >= ALL_NODES_SETTLE_MS =>
+        {
+            Verdict::Done
+        }
         Expect::AllNodes if !view.nodes.is_empty() && settled && failed => Verdict::Failed,
         _ => Verdict::Pending,
     }
@@ -201,6 +214,7 @@ mod tests {
             state: "published".into(),
             error: None,
             total_bytes: 100,
+            published_age_ms: ALL_NODES_SETTLE_MS,
             nodes: states
                 .iter()
                 .enumerate()
@@ -216,6 +230,13 @@ mod tests {
             Verdict::Done
         );
         assert_eq!(verdict(&view(&[]), Expect::AllNodes), Verdict::Pending);
+        let mut young = view(&["done"]);
+        young.published_age_ms = 1;
+        assert_eq!(
+            verdict(&young, Expect::AllNodes),
+            Verdict::Pending,
+            "nodes may not have reported yet"
+        );
         assert_eq!(
             verdict(&view(&["done", "downloading"]), Expect::AllNodes),
             Verdict::Pending

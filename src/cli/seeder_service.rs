@@ -42,6 +42,8 @@ struct Job {
     /// What the reference resolved to: a second request for the same content reuses the
     /// published release instead of signing another one.
     root: Option<blobswarm_core::Digest>,
+    /// When the release went out (for `--all-nodes`' settle time).
+    published_at: Option<std::time::Instant>,
 }
 
 fn unix_ms() -> u64 {
@@ -110,11 +112,15 @@ impl SeederService {
                 total_bytes: 0,
                 error: None,
                 root: None,
+                published_at: None,
             });
         }
         let result = self.seed_inner(seq, image).await;
         match &result {
-            Ok(id) => self.update(seq, |j| j.id = Some(id.clone())),
+            Ok(id) => self.update(seq, |j| {
+                j.id = Some(id.clone());
+                j.published_at = Some(std::time::Instant::now());
+            }),
             Err(e) => {
                 let msg = format!("{e:#}");
                 tracing::warn!(%image, error = %msg, "seeding failed");
@@ -219,6 +225,9 @@ impl SeederService {
             state: state.into(),
             error: job.error.clone(),
             total_bytes: job.total_bytes,
+            published_age_ms: job
+                .published_at
+                .map_or(0, |t| t.elapsed().as_millis() as u64),
             nodes: nodes
                 .into_iter()
                 .map(|n| {
