@@ -14,6 +14,7 @@ mod digest;
 pub mod node;
 pub mod rate;
 mod release;
+pub mod replay;
 pub mod sim;
 pub mod store;
 pub mod wire;

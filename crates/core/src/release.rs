@@ -111,6 +111,20 @@ pub enum ReleaseError {
         /// Current time.
         now_unix_ms: u64,
     },
+    /// An older release (lower sequence) of a seeder and reference than one already
+    /// accepted, or a different release with the same sequence; see [`crate::replay`].
+    #[error(
+        "release for {reference} replays sequence {sequence}: this node already accepted \
+         sequence {newest} from the same seeder"
+    )]
+    Replayed {
+        /// Image reference (possibly truncated).
+        reference: String,
+        /// Sequence of the refused release.
+        sequence: u64,
+        /// Newest sequence accepted for this seeder and reference.
+        newest: u64,
+    },
     /// The body breaks a structural rule.
     #[error("release for {reference} is invalid: {reason}")]
     Invalid {

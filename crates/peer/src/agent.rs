@@ -103,6 +103,7 @@ enum Command {
         release: SignedRelease,
         reply: oneshot::Sender<Result<ReleaseId, String>>,
     },
+    Dial(Multiaddr),
 }
 
 /// Controls a running agent; cheap to clone.
@@ -177,6 +178,18 @@ impl AgentHandle {
         rx.await
             .map_err(|_| anyhow::anyhow!("agent stopped"))?
             .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Dials a peer now (tests order connections with it; bootstrap peers are dialled
+    /// at start).
+    ///
+    /// # Errors
+    /// When the agent has stopped.
+    pub async fn dial(&self, addr: Multiaddr) -> anyhow::Result<()> {
+        self.commands
+            .send(Command::Dial(addr))
+            .await
+            .map_err(|_| anyhow::anyhow!("agent stopped"))
     }
 
     /// Waits until the agent listens on at least one address and returns them.
@@ -401,6 +414,11 @@ impl EventLoop {
                     .map_err(|e| e.to_string());
                 let _ = reply.send(result);
             }
+            Command::Dial(addr) => {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    warn!(%addr, error = %e, "cannot dial peer");
+                }
+            }
         }
     }
 
@@ -424,6 +442,13 @@ impl EventLoop {
                         info!(release = %id.short(), reference = %r.reference, bytes = r.total_bytes(), "release accepted");
                     }
                     self.releases.entry(id).or_default().accepted = Some(Instant::now());
+                }
+                Action::ReleaseRefused { id, reason } => {
+                    warn!(release = %id.short(), error = %reason, "release refused");
+                    if self.refused.len() >= MAX_REMEMBERED_REFUSALS {
+                        self.refused.clear();
+                    }
+                    self.refused.insert(id);
                 }
                 Action::BlobComplete(blob) => self.finalize_blob(blob),
                 Action::ReleaseComplete(id) => self.release_complete(id),
@@ -708,13 +733,8 @@ impl EventLoop {
         if self.refused.contains(&id) {
             return;
         }
-        if let Err(e) = self.node.handle_release(signed, Instant::now(), unix_ms()) {
-            warn!(release = %id.short(), error = %e, "release refused");
-            if self.refused.len() >= MAX_REMEMBERED_REFUSALS {
-                self.refused.clear();
-            }
-            self.refused.insert(id);
-        }
+        // A refusal is logged when the node's `ReleaseRefused` action is drained.
+        let _ = self.node.handle_release(signed, Instant::now(), unix_ms());
     }
 
     fn on_rr_event(&mut self, event: request_response::Event<Request, (Response, Bytes)>) {

@@ -310,3 +310,99 @@ async fn a_full_seeder_sheds_extra_agents_which_complete_through_their_neighbour
     );
     assert!(most >= 1, "the seeder never had a neighbour");
 }
+
+/// Log output of every agent in this test binary (one global subscriber), for tests
+/// that assert on log lines.
+fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = Arc::clone(&buf);
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("blobswarm_peer=info")
+            .with_ansi(false)
+            .with_writer(move || Capture(Arc::clone(&writer)))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_old_release_is_refused_with_a_log_line() {
+    let logs = captured_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = Keypair::generate_ed25519();
+    let seeder_id = key.public().to_peer_id();
+    let data = blobs();
+    let (local, old) = prepare(&tmp.path().join("seeder/store"), &key, &data);
+    let mut release = old
+        .verify(&blobswarm_core::TrustedSeeders::new([seeder_id]), 0)
+        .unwrap();
+    release.sequence = 2;
+    let newer = SignedRelease::sign(&release, &key).unwrap();
+
+    // The seeder announces the newer release; the agent fetches it.
+    let seeder = start(&tmp.path().join("seeder"), key, seeder_id, vec![], None).await;
+    let seeder_addr = seeder.listen_addrs().await.unwrap()[0].clone();
+    seeder.publish(local, newer.clone()).await.unwrap();
+    let agent = start(
+        &tmp.path().join("agent"),
+        Keypair::generate_ed25519(),
+        seeder_id,
+        vec![seeder_addr],
+        None,
+    )
+    .await;
+    wait_for(&agent, "agent to import", Duration::from_secs(30), imported).await;
+
+    // A replayer that recorded the old (validly signed) release announces it.
+    let (replay_blobs, _) = prepare(
+        &tmp.path().join("replayer/store"),
+        &Keypair::generate_ed25519(),
+        &data,
+    );
+    let replayer = start(
+        &tmp.path().join("replayer"),
+        Keypair::generate_ed25519(),
+        seeder_id,
+        vec![],
+        None,
+    )
+    .await;
+    replayer.publish(replay_blobs, old.clone()).await.unwrap();
+    agent
+        .dial(replayer.listen_addrs().await.unwrap()[0].clone())
+        .await
+        .unwrap();
+    let s = wait_for(
+        &agent,
+        "the old release to be refused",
+        Duration::from_secs(20),
+        |s| s.stats.releases_replayed >= 1,
+    )
+    .await;
+    let ids: Vec<_> = s.releases.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![newer.id()], "{s:?}");
+    assert_eq!(s.stats.releases_rejected, s.stats.releases_replayed);
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains(&old.id().short()) && l.contains("release refused"))
+        .unwrap_or_else(|| panic!("no log line refusing {}:\n{text}", old.id().short()));
+    assert!(
+        line.contains("replays sequence 1") && line.contains("already accepted sequence 2"),
+        "{line}"
+    );
+}

@@ -34,6 +34,7 @@ pub use herd::{HerdConfig, claim_score};
 use state::{BlobState, Outstanding, PeerState, ReleaseState};
 
 use crate::rate::TokenBucket;
+use crate::replay::ReplayGuard;
 use crate::wire::{ErrorCode, HaveUpdate, Request, Response, SwarmNotice};
 use crate::{
     Bitfield, ChunkError, ChunkMap, Digest, Release, ReleaseError, ReleaseId, SignedRelease,
@@ -87,6 +88,15 @@ pub enum Action<P> {
     },
     /// A release was accepted and its download starts.
     ReleaseAccepted(ReleaseId),
+    /// A release was refused (untrusted, bad signature, expired, replayed, malformed);
+    /// drivers log it, since a release from a peer's sync answer is refused silently
+    /// otherwise.
+    ReleaseRefused {
+        /// The refused release.
+        id: ReleaseId,
+        /// The [`ReleaseError`], as text.
+        reason: String,
+    },
     /// Every chunk of a blob is verified and stored; the driver can finalize it.
     BlobComplete(Digest),
     /// Every blob of a release is complete; the driver hands it to the importer.
@@ -140,8 +150,10 @@ pub struct Stats {
     pub chunks_rejected: u64,
     /// Requests that failed or timed out.
     pub requests_failed: u64,
-    /// Releases refused (untrusted, bad signature, expired, malformed).
+    /// Releases refused (untrusted, bad signature, expired, malformed, replayed).
     pub releases_rejected: u64,
+    /// Of those, releases refused as replays of an older sequence ([`crate::replay`]).
+    pub releases_replayed: u64,
     /// Chunk bytes verified from the registry (herd guard).
     pub bytes_from_registry: u64,
     /// Chunks this node fetched from the registry (herd guard).
@@ -194,6 +206,8 @@ pub struct Node<P> {
     /// Outstanding requests per chunk: one normally, two in endgame.
     chunk_requests: BTreeMap<(Digest, u32), Vec<RequestId>>,
     seeder_keys: Vec<Vec<u8>>,
+    /// Newest accepted sequence per (seeder, reference): refuses replays.
+    replay: ReplayGuard,
     stats: Stats,
     herd: HerdState,
     up_rate: Option<TokenBucket>,
@@ -240,6 +254,7 @@ impl<P: PeerKey> Node<P> {
             have_flush_due: None,
             chunk_requests: BTreeMap::new(),
             seeder_keys: Vec::new(),
+            replay: ReplayGuard::new(),
             stats: Stats::default(),
             herd: HerdState::default(),
             up_rate,
@@ -327,10 +342,20 @@ impl<P: PeerKey> Node<P> {
         if self.releases.contains_key(&id) {
             return Ok(id);
         }
-        let release = match signed.verify(&self.trusted, now_unix_ms) {
+        let release = match signed
+            .verify(&self.trusted, now_unix_ms)
+            .and_then(|r| self.replay.admit(&r, id).map(|()| r))
+        {
             Ok(r) => r,
             Err(e) => {
                 self.stats.releases_rejected += 1;
+                if matches!(e, ReleaseError::Replayed { .. }) {
+                    self.stats.releases_replayed += 1;
+                }
+                self.actions.push_back(Action::ReleaseRefused {
+                    id,
+                    reason: e.to_string(),
+                });
                 return Err(e);
             }
         };
@@ -633,6 +658,11 @@ impl<P: PeerKey> Node<P> {
     /// Counters for metrics and summaries.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The replay guard: the newest accepted sequence per seeder and reference.
+    pub fn replay_guard(&self) -> &ReplayGuard {
+        &self.replay
     }
 
     /// An accepted release.

@@ -166,7 +166,10 @@ impl Swarm {
             }
             Action::ReleaseComplete(id) => self.complete[i].push(id),
             Action::Misbehaved { peer, .. } => self.misbehaved.push((i, peer)),
-            Action::ReleaseAccepted(_) | Action::BlobComplete(_) | Action::Notice(_) => {}
+            Action::ReleaseAccepted(_)
+            | Action::ReleaseRefused { .. }
+            | Action::BlobComplete(_)
+            | Action::Notice(_) => {}
             Action::FetchRegistry { .. } => panic!("these swarms have no herd guard"),
         }
     }
@@ -1133,4 +1136,32 @@ fn chunks_verified_within_the_have_batch_window_are_announced_in_one_update() {
     let mut want: Vec<u32> = asked[1..].iter().map(|(_, _, i)| *i).collect();
     want.sort_unstable();
     assert_eq!(got, want);
+
+#[test]
+fn replayed_older_release_is_refused_and_counted() {
+    let k = key();
+    let (mut s, v1) = Swarm::new(2, &[blob(1000, 1)], &k, k.public().to_peer_id());
+    let trusted = TrustedSeeders::new([k.public().to_peer_id()]);
+    let mut newer = v1.verify(&trusted, 0).unwrap();
+    newer.sequence = 2;
+    let v2 = SignedRelease::sign(&newer, &k).unwrap();
+    let node = &mut s.nodes[1];
+    let id2 = node.handle_release(v2.clone(), s.now, 0).unwrap();
+    assert!(matches!(
+        node.handle_release(v1, s.now, 0),
+        Err(ReleaseError::Replayed {
+            sequence: 1,
+            newest: 2,
+            ..
+        })
+    ));
+    // The newer release again is a re-announcement, not a replay.
+    assert_eq!(node.handle_release(v2, s.now, 0).unwrap(), id2);
+    assert_eq!(node.release_ids().copied().collect::<Vec<_>>(), vec![id2]);
+    assert_eq!(node.stats().releases_rejected, 1);
+    assert_eq!(node.stats().releases_replayed, 1);
+    assert_eq!(
+        node.replay_guard().newest(&newer.seeder, &newer.reference),
+        Some(2)
+    );
 }
