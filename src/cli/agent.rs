@@ -48,6 +48,10 @@ pub(crate) struct Args {
     /// Name in progress reports (`blobswarm status`, the wait gate); default: hostname.
     #[arg(long, env = "BLOBSWARM_NODE_NAME")]
     node_name: Option<String>,
+    /// Pre-shared swarm key file (`blobswarm keygen --swarm-key`): only nodes with the
+    /// same key can connect.
+    #[arg(long)]
+    swarm_key_file: Option<PathBuf>,
     /// Testing only: corrupt one byte of every chunk served (hostile-peer tests).
     #[arg(long, hide = true)]
     corrupt_serving: bool,
@@ -59,6 +63,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     config.listen = args.listen;
     config.bootstrap = args.bootstrap;
     config.trusted = args.trust_seeder;
+    config.swarm_key = args
+        .swarm_key_file
+        .as_deref()
+        .map(super::swarm_key::load)
+        .transpose()?;
     let containerd = args.containerd.config();
     let use_containerd = match args.runtime {
         RuntimeChoice::Containerd => true,

@@ -42,6 +42,7 @@ impl FallbackArgs {
             insecure_registries: self.insecure_registry.clone(),
             username: self.registry_username.clone(),
             password: self.registry_password.clone(),
+            auth_file: None,
         };
         Some(Arc::new(Fallback(Arc::new(RegistryRanges::new(
             self.registry_fallback.clone(),

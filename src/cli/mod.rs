@@ -16,6 +16,7 @@ mod seed;
 mod seeder_service;
 mod sim;
 mod status;
+mod swarm_key;
 mod units;
 
 use clap::{Parser, Subcommand};

@@ -71,6 +71,11 @@ pub(crate) struct Args {
     /// Registry password; read from the environment so it never shows in `ps`.
     #[arg(long, env = "BLOBSWARM_REGISTRY_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// Registry credentials file, used when no username/password is given: a docker
+    /// config.json, or a Kubernetes image pull secret (the mounted `.dockerconfigjson`
+    /// file, or the Secret itself as JSON or YAML).
+    #[arg(long, env = "BLOBSWARM_REGISTRY_AUTH_FILE")]
+    registry_auth_file: Option<PathBuf>,
     /// Chunk size (e.g. 4MiB); the unit of verification and of parallel download.
     #[arg(long, default_value = "4MiB", value_parser = units::parse_size)]
     chunk_size: u64,
@@ -83,6 +88,10 @@ pub(crate) struct Args {
     max_upload_rate: Option<u64>,
     #[command(flatten)]
     metrics: super::ops_args::MetricsArgs,
+    /// Pre-shared swarm key file (`blobswarm keygen --swarm-key`): only nodes with the
+    /// same key can connect.
+    #[arg(long)]
+    swarm_key_file: Option<PathBuf>,
     /// How long peers accept this release (e.g. 24h = 86400s); 0 for no expiry.
     #[arg(long, default_value_t = 7 * 24 * 3600)]
     ttl_secs: u64,
@@ -103,6 +112,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = AgentConfig::new(key.clone(), args.data_dir.join("store"));
     config.listen = args.listen.clone();
     config.trusted = vec![key.public().to_peer_id()];
+    config.swarm_key = args
+        .swarm_key_file
+        .as_deref()
+        .map(super::swarm_key::load)
+        .transpose()?;
     config.node = config.node.with_super_seed(true);
     config.node.max_upload_rate = args.max_upload_rate;
     config.max_peers = args.max_peers;
@@ -119,6 +133,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         insecure_registries: args.insecure_registry.clone(),
         username: args.username.clone(),
         password: args.password.clone(),
+        auth_file: args.registry_auth_file.clone(),
     };
     let service = Arc::new(SeederService::new(
         agent.clone(),

@@ -65,6 +65,8 @@ pub struct AgentConfig {
     pub node_name: Option<String>,
     /// Keep other nodes' progress reports (seeders: for status, the wait gate, the dashboard).
     pub collect_reports: bool,
+    /// Pre-shared swarm key (libp2p pnet): only nodes with the same key connect.
+    pub swarm_key: Option<libp2p::pnet::PreSharedKey>,
 }
 
 impl AgentConfig {
@@ -84,6 +86,7 @@ impl AgentConfig {
             registry_fallback: None,
             node_name: None,
             collect_reports: false,
+            swarm_key: None,
         }
     }
 }
@@ -220,7 +223,11 @@ pub async fn spawn(
     };
     let runtime = crate::runtime::Runtime::connect(config.containerd.clone()).await?;
     let peer_id = config.keypair.public().to_peer_id();
-    let mut swarm = build_swarm(config.keypair.clone(), config.node.request_timeout)?;
+    let mut swarm = build_swarm(
+        config.keypair.clone(),
+        config.node.request_timeout,
+        config.swarm_key,
+    )?;
     for addr in &config.listen {
         swarm.listen_on(addr.clone())?;
     }

@@ -239,3 +239,52 @@ async fn blob_with_wrong_length_is_refused_before_streaming() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn server_errors_are_retried_with_back_off_then_succeed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let addr = fake_registry(move |path| {
+        ok_v2(path).unwrap_or_else(|| {
+            // Two 503s, then the manifest.
+            if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                Answer::Full(503, vec![], b"busy".to_vec())
+            } else {
+                Answer::Full(200, manifest_headers(), manifest_bytes())
+            }
+        })
+    })
+    .await;
+    let started = std::time::Instant::now();
+    resolve(&format!("{addr}/x/y:v1"), &addr).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // Back-off of 0.2 s then 0.4 s.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600));
+}
+
+#[tokio::test]
+async fn persistent_server_errors_fail_after_every_attempt_on_one_line() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let addr = fake_registry(move |path| {
+        ok_v2(path).unwrap_or_else(|| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Answer::Full(502, vec![], b"bad\ngateway".to_vec())
+        })
+    })
+    .await;
+    let err = resolve(&format!("{addr}/x/y:v1"), &addr).await.unwrap_err();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        blobswarm_seeder::source::REGISTRY_ATTEMPTS as usize
+    );
+    let text = err.to_string();
+    assert!(matches!(err, SourceError::Registry { .. }), "{err:?}");
+    assert!(
+        text.contains(&addr) && text.contains("502") && text.contains("after 4 attempts"),
+        "{text}"
+    );
+    assert!(!text.contains('\n'), "{text}");
+}

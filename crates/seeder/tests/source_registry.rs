@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use blobswarm_seeder::source::{Source, SourceError, SourceOptions, media_type};
 use blobswarm_testkit::{
-    self as tk, PushFormat, Registry, TEST_PASSWORD, TEST_USER, build_test_image, build_test_index,
-    push_image, push_image_with, push_index,
+    self as tk, PushFormat, Registry, TEST_PASSWORD, TEST_USER, TokenServer, build_test_image,
+    build_test_index, push_image, push_image_with, push_index,
 };
 use common::{
     RANDOM_BYTES, assert_blobs_stream_intact, assert_test_image_shape, blob_triples, info_triples,
@@ -223,6 +223,11 @@ async fn basic_auth_is_used_and_failures_are_auth_errors() {
     );
     assert!(!err.to_string().contains(wrong), "{err}");
     assert!(!format!("{err:?}").contains(wrong), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("refused the credentials") && text.contains("401") && !text.contains('\n'),
+        "{text}"
+    );
 
     let err = Source::parse(&reference, with(None, None))
         .unwrap()
@@ -230,6 +235,118 @@ async fn basic_auth_is_used_and_failures_are_auth_errors() {
         .await
         .unwrap_err();
     assert!(matches!(err, SourceError::AuthFailed { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn bearer_token_auth_is_used_and_failures_are_auth_errors() {
+    if !tk::require_tools(REGISTRY_TOOLS) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(&tmp.path().join("tokens"));
+    let registry = Registry::start_with_token_auth(tmp.path(), &tokens);
+    let layout = tmp.path().join("layout");
+    let info = build_test_image(&layout, "v1", 4096, 6);
+    let reference = push_image_with(
+        &layout,
+        "v1",
+        &registry.addr(),
+        "private/tok",
+        PushFormat::Oci,
+        Some((TEST_USER, TEST_PASSWORD)),
+    );
+    let with = |user: Option<&str>, password: Option<&str>| SourceOptions {
+        username: user.map(str::to_owned),
+        password: password.map(str::to_owned),
+        ..insecure(&registry.addr())
+    };
+
+    let issued = tokens.issued();
+    let source = Source::parse(&reference, with(Some(TEST_USER), Some(TEST_PASSWORD))).unwrap();
+    let resolved = source.resolve().await.unwrap();
+    assert_eq!(resolved.root.digest.to_string(), info.manifest_digest);
+    assert_blobs_stream_intact(&source, &resolved.blobs).await;
+    assert!(tokens.issued() > issued, "no token was issued");
+    // The registry saw bearer-authorized requests succeed (an anonymous or basic one
+    // would be 401).
+    let log = registry.log();
+    assert!(
+        log.contains(&format!(
+            "\"GET /v2/private/tok/manifests/v1 HTTP/1.1\" 200"
+        )),
+        "{log}"
+    );
+
+    let wrong = "definitely-wrong-password";
+    let refused = tokens.refused();
+    let err = Source::parse(&reference, with(Some(TEST_USER), Some(wrong)))
+        .unwrap()
+        .resolve()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(&err, SourceError::AuthFailed { registry: r, .. } if *r == registry.addr()),
+        "{err:?}"
+    );
+    assert!(
+        text.contains("token service refused the credentials")
+            && text.contains("after 4 attempts")
+            && !text.contains('\n')
+            && !text.contains(wrong)
+            && !format!("{err:?}").contains(wrong),
+        "{text}"
+    );
+    assert_eq!(
+        tokens.refused() - refused,
+        blobswarm_seeder::source::REGISTRY_ATTEMPTS as usize
+    );
+}
+
+#[tokio::test]
+async fn pull_secret_file_supplies_the_credentials() {
+    use base64::Engine as _;
+    if !tk::require_tools(REGISTRY_TOOLS) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start_with_basic_auth(tmp.path());
+    let layout = tmp.path().join("layout");
+    let info = build_test_image(&layout, "v1", 4096, 7);
+    let reference = push_image_with(
+        &layout,
+        "v1",
+        &registry.addr(),
+        "private/sec",
+        PushFormat::Oci,
+        Some((TEST_USER, TEST_PASSWORD)),
+    );
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let config = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+        registry.addr(),
+        b64(&format!("{TEST_USER}:{TEST_PASSWORD}"))
+    );
+    let secret = tmp.path().join("pull-secret.yaml");
+    std::fs::write(
+        &secret,
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: regcred\n\
+             type: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {}\n",
+            b64(&config)
+        ),
+    )
+    .unwrap();
+    let opts = SourceOptions {
+        auth_file: Some(secret),
+        ..insecure(&registry.addr())
+    };
+    let resolved = Source::parse(&reference, opts)
+        .unwrap()
+        .resolve()
+        .await
+        .unwrap();
+    assert_eq!(resolved.root.digest.to_string(), info.manifest_digest);
 }
 
 #[tokio::test]

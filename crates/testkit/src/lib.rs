@@ -16,6 +16,7 @@
 mod containerd;
 mod image;
 mod registry;
+mod token_auth;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -28,6 +29,7 @@ pub use image::{
     push_image_with, push_index, read_image_info,
 };
 pub use registry::{AccessLogEntry, LogMark, Registry, TEST_PASSWORD, TEST_USER};
+pub use token_auth::{TOKEN_ISSUER, TOKEN_SERVICE, TokenServer};
 
 /// Whether the binary `name` can be found on `PATH`.
 pub fn tool_on_path(name: &str) -> bool {

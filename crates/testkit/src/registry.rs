@@ -9,14 +9,22 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::free_port;
+use crate::token_auth::{TOKEN_ISSUER, TOKEN_SERVICE, TokenServer, htpasswd_line};
 
 /// User name accepted by [`Registry::start_with_basic_auth`].
 pub const TEST_USER: &str = "tester";
 /// Password accepted by [`Registry::start_with_basic_auth`].
 pub const TEST_PASSWORD: &str = "swarm-secret";
-/// bcrypt (cost 5) hash of [`TEST_PASSWORD`]: distribution only accepts bcrypt
-/// entries in htpasswd files, and shipping the hash avoids a bcrypt dependency.
-const TEST_HTPASSWD: &str = "tester:$2b$05$5f2fG0OyDtvfeoorsOzYluFdxqXoZynK6FLYiyadVHD3ssJLVELxe\n";
+
+/// How the registry authenticates clients.
+#[derive(Debug, Clone, Copy)]
+enum AuthMode<'a> {
+    Anonymous,
+    /// htpasswd (bcrypt) with [`TEST_USER`]/[`TEST_PASSWORD`].
+    Basic,
+    /// Bearer tokens from this token service.
+    Token(&'a TokenServer),
+}
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -90,7 +98,7 @@ impl Registry {
     /// a free port of 127.0.0.1. Panics (with the registry log) if it does not answer
     /// `GET /v2/` within 15 s.
     pub fn start(tmp: &Path) -> Self {
-        Self::start_inner(tmp, false, "")
+        Self::start_inner(tmp, AuthMode::Anonymous, "")
     }
 
     /// Like [`Registry::start`], and sends push notifications (the distribution
@@ -101,22 +109,28 @@ impl Registry {
              headers:\n        Authorization: [\"Bearer {token}\"]\n      timeout: 5s\n      \
              threshold: 3\n      backoff: 1s\n"
         );
-        Self::start_inner(tmp, false, &extra)
+        Self::start_inner(tmp, AuthMode::Anonymous, &extra)
     }
 
     /// Like [`Registry::start`] but requiring HTTP basic auth as
-    /// [`TEST_USER`]/[`TEST_PASSWORD`] (htpasswd).
+    /// [`TEST_USER`]/[`TEST_PASSWORD`] (an htpasswd file generated with bcrypt).
     pub fn start_with_basic_auth(tmp: &Path) -> Self {
-        Self::start_inner(tmp, true, "")
+        Self::start_inner(tmp, AuthMode::Basic, "")
     }
 
-    fn start_inner(tmp: &Path, basic_auth: bool, extra: &str) -> Self {
+    /// Like [`Registry::start`] but requiring bearer tokens from `tokens` (which
+    /// issues them for [`TEST_USER`]/[`TEST_PASSWORD`]).
+    pub fn start_with_token_auth(tmp: &Path, tokens: &TokenServer) -> Self {
+        Self::start_inner(tmp, AuthMode::Token(tokens), "")
+    }
+
+    fn start_inner(tmp: &Path, auth: AuthMode<'_>, extra: &str) -> Self {
         // The port was free when we looked; another process may take it before the
         // registry binds it, so retry a few times if the registry dies at start-up.
         let mut last_log = String::new();
         for attempt in 0..3 {
             let dir = tmp.join(format!("registry-{attempt}"));
-            match Self::try_start(&dir, basic_auth, extra) {
+            match Self::try_start(&dir, auth, extra) {
                 Ok(registry) => return registry,
                 Err(log) => last_log = log,
             }
@@ -124,19 +138,26 @@ impl Registry {
         panic!("docker-registry exited during start-up three times; last log:\n{last_log}");
     }
 
-    fn try_start(dir: &Path, basic_auth: bool, extra: &str) -> Result<Self, String> {
+    fn try_start(dir: &Path, auth_mode: AuthMode<'_>, extra: &str) -> Result<Self, String> {
         fs::create_dir_all(dir.join("storage")).expect("create registry storage dir");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let auth = if basic_auth {
-            let htpasswd = dir.join("htpasswd");
-            fs::write(&htpasswd, TEST_HTPASSWD).expect("write htpasswd");
-            format!(
-                "auth:\n  htpasswd:\n    realm: blobswarm-test\n    path: {}\n",
-                htpasswd.display()
-            )
-        } else {
-            String::new()
+        let auth = match auth_mode {
+            AuthMode::Anonymous => String::new(),
+            AuthMode::Basic => {
+                let htpasswd = dir.join("htpasswd");
+                fs::write(&htpasswd, htpasswd_line()).expect("write htpasswd");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: blobswarm-test\n    path: {}\n",
+                    htpasswd.display()
+                )
+            }
+            AuthMode::Token(tokens) => format!(
+                "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    \
+                 issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                tokens.realm(),
+                tokens.cert_path().display()
+            ),
         };
         let config = format!(
             "version: 0.1\n\
@@ -175,7 +196,7 @@ impl Registry {
             }
             if let Some(code) = http_get_status(&registry.addr, "/v2/") {
                 // 401 is the expected answer of a registry that requires auth.
-                if code == 200 || (basic_auth && code == 401) {
+                if code == 200 || (!matches!(auth_mode, AuthMode::Anonymous) && code == 401) {
                     return Ok(registry);
                 }
             }

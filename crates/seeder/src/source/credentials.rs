@@ -1,8 +1,15 @@
-//! Registry credentials from the docker CLI's `config.json`.
+//! Registry credentials from the docker CLI's `config.json` or a Kubernetes
+//! image pull secret.
 //!
 //! Only the `auths` section is read (`auth` = base64 `user:password`, or
 //! `username`/`password`). Credential helpers (`credsStore`, `credHelpers`) run
 //! external programs and are not supported: pass the credentials explicitly.
+//!
+//! An auth file ([`from_auth_file`]) may be any of: a docker `config.json`; the file a
+//! `kubernetes.io/dockerconfigjson` Secret mounts for its `.dockerconfigjson` key
+//! (the same JSON); or the Secret object itself, as JSON or YAML
+//! (`kubectl get secret NAME -o yaml`), whose `data` holds `.dockerconfigjson` in
+//! base64 (or `stringData` holds it as plain JSON).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,6 +71,81 @@ pub(super) fn lookup(registry: &str) -> Result<Option<(String, String)>, SourceE
         Ok(_) => std::fs::read(&path).map_err(|e| unreadable(&path, &e.to_string()))?,
     };
     from_config(&bytes, &path, registry)
+}
+
+/// Credentials for `registry` from an auth file (see the module docs); `None` when the
+/// file has no entry for it.
+pub(super) fn from_auth_file(
+    path: &Path,
+    registry: &str,
+) -> Result<Option<(String, String)>, SourceError> {
+    let bad = |reason: &str| SourceError::Credentials {
+        reason: format!("registry auth file {}: {reason}", path.display()),
+    };
+    let bytes = match std::fs::metadata(path) {
+        Err(e) => return Err(bad(&e.to_string())),
+        Ok(m) if m.len() > MAX_CONFIG_BYTES => return Err(bad("file is larger than 1 MiB")),
+        Ok(_) => std::fs::read(path).map_err(|e| bad(&e.to_string()))?,
+    };
+    let config = docker_config_of(&bytes).map_err(|reason| bad(&reason))?;
+    from_config(&config, path, registry)
+}
+
+/// The docker config JSON inside an auth file: the file itself, or the
+/// `.dockerconfigjson` entry of a Secret (JSON or YAML).
+fn docker_config_of(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    const KEY: &str = ".dockerconfigjson";
+    let b64 = |v: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.trim())
+            .map_err(|_| format!("data.{KEY} is not base64"))
+    };
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        if value.get("auths").is_some() {
+            return Ok(bytes.to_vec());
+        }
+        if let Some(v) = value
+            .pointer("/data/.dockerconfigjson")
+            .and_then(|v| v.as_str())
+        {
+            return b64(v);
+        }
+        if let Some(v) = value
+            .pointer("/stringData/.dockerconfigjson")
+            .and_then(|v| v.as_str())
+        {
+            return Ok(v.as_bytes().to_vec());
+        }
+        return Err(format!(
+            "JSON with neither `auths` (docker config) nor `data.{KEY}` (Secret)"
+        ));
+    }
+    // A Secret in YAML: the `.dockerconfigjson:` line under `data:` or `stringData:`.
+    let text = std::str::from_utf8(bytes).map_err(|_| "neither JSON nor YAML text".to_owned())?;
+    let mut section = "";
+    for line in text.lines() {
+        if !line.starts_with([' ', '\t', '#']) && line.trim_end().ends_with(':') {
+            section = line.trim_end().trim_end_matches(':');
+            continue;
+        }
+        let Some(value) = line.trim().strip_prefix(&format!("{KEY}:")) else {
+            continue;
+        };
+        let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+        if value.is_empty() || value.starts_with(['|', '>']) {
+            return Err(format!(
+                "{KEY} is a multi-line YAML value; use `kubectl get secret -o json` or the mounted file"
+            ));
+        }
+        return match section {
+            "data" => b64(value),
+            "stringData" => Ok(value.as_bytes().to_vec()),
+            other => Err(format!("{KEY} under `{other}:`, expected `data:`")),
+        };
+    }
+    Err(format!(
+        "not a docker config.json nor a Secret with a {KEY} key"
+    ))
 }
 
 fn unreadable(path: &Path, reason: &str) -> SourceError {
@@ -176,6 +258,55 @@ mod tests {
             Some(("u".into(), "p".into()))
         );
         assert_eq!(from_config(json.as_bytes(), p, "nowhere:1").unwrap(), None);
+    }
+
+    #[test]
+    fn auth_file_may_be_a_config_a_json_secret_or_a_yaml_secret() {
+        let config = format!(
+            r#"{{"auths":{{"reg.example:5000":{{"auth":"{}"}}}}}}"#,
+            b64("alice:pw")
+        );
+        let json_secret = format!(
+            r#"{{"apiVersion":"v1","kind":"Secret","type":"kubernetes.io/dockerconfigjson","data":{{".dockerconfigjson":"{}"}}}}"#,
+            b64(&config)
+        );
+        let yaml_secret = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: pull\n  namespace: blobswarm\n\
+             type: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {}\n",
+            b64(&config)
+        );
+        let string_data = format!("kind: Secret\nstringData:\n  .dockerconfigjson: '{config}'\n");
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("config.json", &config),
+            ("secret.json", &json_secret),
+            ("secret.yaml", &yaml_secret),
+            ("string.yaml", &string_data),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(
+                from_auth_file(&path, "reg.example:5000").unwrap(),
+                Some(("alice".into(), "pw".into())),
+                "{name}"
+            );
+            assert_eq!(from_auth_file(&path, "other:1").unwrap(), None, "{name}");
+        }
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(
+            &path,
+            "kind: Secret\ndata:\n  .dockerconfigjson: |\n    abc\n",
+        )
+        .unwrap();
+        let err = from_auth_file(&path, "r").unwrap_err().to_string();
+        assert!(
+            err.contains("bad.yaml") && err.contains("multi-line"),
+            "{err}"
+        );
+        let err = from_auth_file(&dir.path().join("missing"), "r")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing"), "{err}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use serde::Deserialize;
 
 pub use layout::LayoutSource;
 pub use ranges::RegistryRanges;
-pub use registry::RegistrySource;
+pub use registry::{ATTEMPTS as REGISTRY_ATTEMPTS, RegistrySource};
 
 /// Largest manifest or index accepted, in bytes (the limit distribution enforces).
 pub const MAX_DOCUMENT_BYTES: u64 = 4 * 1024 * 1024;
@@ -140,6 +140,10 @@ pub struct SourceOptions {
     pub username: Option<String>,
     /// Registry password; never printed.
     pub password: Option<String>,
+    /// Credentials file used instead of the docker config when no username and
+    /// password are given: a docker `config.json` or a Kubernetes image pull secret
+    /// (see `credentials::from_auth_file`).
+    pub auth_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for SourceOptions {
@@ -149,6 +153,7 @@ impl fmt::Debug for SourceOptions {
             .field("insecure_registries", &self.insecure_registries)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("auth_file", &self.auth_file)
             .finish()
     }
 }

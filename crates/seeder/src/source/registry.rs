@@ -18,7 +18,7 @@ use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Reference, RegistryOperation};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RANGE};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, RANGE};
 use tokio::sync::Mutex;
 
 use super::{
@@ -27,6 +27,11 @@ use super::{
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Tries per request before a transient failure (connection, timeout, 5xx, 429, 401)
+/// becomes an error.
+pub const ATTEMPTS: u32 = 4;
+/// Wait before the first retry; doubles for each further one (0.2 s, 0.4 s, 0.8 s).
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest silence while reading a response before giving up.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const USER_AGENT: &str = concat!("blobswarm/", env!("CARGO_PKG_VERSION"));
@@ -126,7 +131,10 @@ impl RegistrySource {
                         .to_owned(),
                 });
             }
-            (None, None) => match credentials::lookup(&registry)? {
+            (None, None) => match match &opts.auth_file {
+                Some(path) => credentials::from_auth_file(path, &registry)?,
+                None => credentials::lookup(&registry)?,
+            } {
                 Some((user, password)) => RegistryAuth::Basic(user, password),
                 None => RegistryAuth::Anonymous,
             },
@@ -182,7 +190,14 @@ impl RegistrySource {
             OciDistributionError::RequestError(e) => self.request_error(&e),
             OciDistributionError::AuthenticationFailure(cause) => SourceError::AuthFailed {
                 registry: self.inner.registry.clone(),
-                cause: excerpt(&cause),
+                cause: format!(
+                    "the token service refused the credentials{}: {}",
+                    match &self.inner.auth {
+                        RegistryAuth::Basic(user, _) => format!(" of user {user:?}"),
+                        _ => " (none were given)".to_owned(),
+                    },
+                    excerpt(&cause)
+                ),
             },
             OciDistributionError::RegistryTokenDecodeError(cause) => SourceError::AuthFailed {
                 registry: self.inner.registry.clone(),
@@ -239,28 +254,12 @@ impl RegistrySource {
     async fn send(
         &self,
         url: &str,
-        accept: Option<&str>,
-        renew: bool,
-    ) -> Result<reqwest::Response, SourceError> {
-        self.send_with(url, accept, None, renew).await
-    }
-
-    async fn send_with(
-        &self,
-        url: &str,
-        accept: Option<&str>,
-        range: Option<&str>,
+        headers: &HeaderMap,
         renew: bool,
     ) -> Result<reqwest::Response, SourceError> {
         let authz = self.authz(renew).await?;
-        let mut req = self.inner.http.get(url);
-        if let Some(accept) = accept {
-            req = req.header(ACCEPT, accept);
-        }
-        if let Some(range) = range {
-            req = req.header(RANGE, range);
-        }
-        req = match &authz {
+        let req = self.inner.http.get(url).headers(headers.clone());
+        let req = match &authz {
             Authz::Anonymous => req,
             Authz::Basic(user, password) => req.basic_auth(user, Some(password)),
             Authz::Bearer(token) => req.bearer_auth(token),
@@ -268,14 +267,79 @@ impl RegistrySource {
         req.send().await.map_err(|e| self.request_error(&e))
     }
 
-    /// GET with authorization; on 401 the authorization is negotiated again (an
-    /// expired token) and the request retried once.
+    /// GET with authorization and retries; see [`RegistrySource::authorized_get`].
     async fn get(&self, url: &str, accept: Option<&str>) -> Result<reqwest::Response, SourceError> {
-        let resp = self.send(url, accept, false).await?;
-        if resp.status() != StatusCode::UNAUTHORIZED {
-            return Ok(resp);
+        let mut headers = HeaderMap::new();
+        if let Some(accept) = accept
+            && let Ok(value) = HeaderValue::from_str(accept)
+        {
+            headers.insert(ACCEPT, value);
         }
-        self.send(url, accept, true).await
+        self.authorized_get(url, headers).await
+    }
+
+    /// GETs `url` (under this source's registry) with `headers` and the negotiated
+    /// authorization — anonymous, HTTP basic, or a bearer token from the registry's
+    /// token service — so other fetchers (e.g. ranged blob reads) share the
+    /// credentials and tokens of this source.
+    ///
+    /// Connection failures, timeouts, 5xx and 429 answers are retried with back-off,
+    /// and so is 401 (after negotiating the authorization again: tokens expire), up
+    /// to [`ATTEMPTS`] attempts; each retry logs a warning naming the registry and the
+    /// cause, never the credentials. Other statuses (404, 403, 2xx) are returned as they
+    /// are; the response after the last attempt is returned too, whatever its status.
+    ///
+    /// # Errors
+    /// [`SourceError::Unreachable`] or [`SourceError::AuthFailed`] (negotiation with the
+    /// token service) when the last attempt failed that way.
+    pub async fn authorized_get(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+    ) -> Result<reqwest::Response, SourceError> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut renew = false;
+        let mut attempt = 1;
+        loop {
+            let outcome = self.send(url, &headers, renew).await;
+            let retry = match &outcome {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                    renew = true;
+                    Some(resp.status().to_string())
+                }
+                Ok(resp)
+                    if resp.status().is_server_error()
+                        || resp.status() == StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    Some(resp.status().to_string())
+                }
+                Ok(_) => None,
+                Err(e @ SourceError::AuthFailed { .. }) => {
+                    renew = true;
+                    Some(e.to_string())
+                }
+                Err(e @ SourceError::Unreachable { .. }) => Some(e.to_string()),
+                Err(_) => None,
+            };
+            match retry {
+                Some(cause) if attempt < ATTEMPTS => {
+                    tracing::warn!(
+                        registry = %self.inner.registry,
+                        path = %url_path(url),
+                        attempt,
+                        attempts = ATTEMPTS,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        cause = %cause,
+                        "registry request failed; retrying"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Some(_) => return outcome.map_err(|e| after_attempts(e, attempt)),
+                None => return outcome,
+            }
+        }
     }
 
     /// [`Self::get`] with an optional Range header.
@@ -285,11 +349,13 @@ impl RegistrySource {
         accept: Option<&str>,
         range: Option<&str>,
     ) -> Result<reqwest::Response, SourceError> {
-        let resp = self.send_with(url, accept, range, false).await?;
-        if resp.status() != StatusCode::UNAUTHORIZED {
-            return Ok(resp);
+        let mut headers = HeaderMap::new();
+        for (name, value) in [(ACCEPT, accept), (RANGE, range)] {
+            if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+                headers.insert(name, value);
+            }
         }
-        self.send_with(url, accept, range, true).await
+        self.authorized_get(url, headers).await
     }
 
     /// Maps a non-success status to an error; `what` names the object for 404.
@@ -304,15 +370,40 @@ impl RegistrySource {
         }
         let url = resp.url().clone();
         let body = read_excerpt(resp).await;
+        let retried = if status == StatusCode::UNAUTHORIZED
+            || status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+        {
+            format!(" (after {ATTEMPTS} attempts)")
+        } else {
+            String::new()
+        };
+        let user = match &self.inner.auth {
+            RegistryAuth::Basic(user, _) => Some(user.as_str()),
+            _ => None,
+        };
         Err(match status {
             StatusCode::NOT_FOUND => not_found(),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => SourceError::AuthFailed {
+            StatusCode::UNAUTHORIZED => SourceError::AuthFailed {
                 registry: self.inner.registry.clone(),
-                cause: format!("{status} for {url}: {body}"),
+                cause: match user {
+                    Some(user) => format!(
+                        "the registry refused the credentials of user {user:?}: {status} for {url}{retried}: {body}"
+                    ),
+                    None => format!(
+                        "the registry needs credentials and none were given \
+                         (--username/--password, --registry-auth-file or docker config.json): \
+                         {status} for {url}{retried}: {body}"
+                    ),
+                },
+            },
+            StatusCode::FORBIDDEN => SourceError::AuthFailed {
+                registry: self.inner.registry.clone(),
+                cause: format!("access denied: {status} for {url}: {body}"),
             },
             _ => SourceError::Registry {
                 registry: self.inner.registry.clone(),
-                cause: format!("unexpected {status} for {url}: {body}"),
+                cause: format!("unexpected {status} for {url}{retried}: {body}"),
             },
         })
     }
@@ -498,12 +589,37 @@ impl DocumentStore for RegistrySource {
     }
 }
 
-/// At most 512 characters of an error body, for messages.
+/// At most 512 characters of an error body, on one line, for messages.
 fn excerpt(s: &str) -> String {
-    let s = s.trim();
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
     match s.char_indices().nth(512) {
         Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
+        None => s,
+    }
+}
+
+/// The path of `url`, for log lines (no query string, which may carry tokens).
+fn url_path(url: &str) -> &str {
+    let url = url.split('?').next().unwrap_or(url);
+    match url.find("://") {
+        Some(i) => url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]),
+        None => url,
+    }
+}
+
+/// Notes in an error's cause how many attempts were made.
+fn after_attempts(e: SourceError, attempts: u32) -> SourceError {
+    let note = |cause: String| format!("{cause} (after {attempts} attempts)");
+    match e {
+        SourceError::Unreachable { registry, cause } => SourceError::Unreachable {
+            registry,
+            cause: note(cause),
+        },
+        SourceError::AuthFailed { registry, cause } => SourceError::AuthFailed {
+            registry,
+            cause: note(cause),
+        },
+        other => other,
     }
 }
 

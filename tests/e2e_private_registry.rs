@@ -1,0 +1,163 @@
+//! `blobswarm seed` against private registries (real `docker-registry`, basic and
+//! bearer-token auth), as an OS process: what an operator sees on stderr.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use blobswarm_testkit::{
+    PushFormat, Registry, TEST_PASSWORD, TEST_USER, TokenServer, build_test_image, push_image_with,
+    require_tools,
+};
+
+const TOOLS: &[&str] = &["docker-registry", "umoci", "skopeo", "busybox"];
+
+fn seed_command(root: &Path, reference: &str, registry: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blobswarm"));
+    cmd.args(["seed", reference, "--key-file"])
+        .arg(root.join("seeder.key"))
+        .arg("--data-dir")
+        .arg(root.join("seeder"))
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--insecure-registry",
+            registry,
+        ])
+        // Everything the binary logs, to prove no secret is among it.
+        .env("BLOBSWARM_LOG", "debug")
+        .env_remove("BLOBSWARM_REGISTRY_USERNAME")
+        .env_remove("BLOBSWARM_REGISTRY_PASSWORD")
+        .env("DOCKER_CONFIG", root.join("no-docker-config"))
+        .stdin(Stdio::null());
+    cmd
+}
+
+#[test]
+fn wrong_password_is_one_line_naming_the_registry_and_never_printed() {
+    if !require_tools(TOOLS) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start_with_basic_auth(tmp.path());
+    let layout = tmp.path().join("layout");
+    build_test_image(&layout, "v1", 4096, 11);
+    let creds = Some((TEST_USER, TEST_PASSWORD));
+    let reference = push_image_with(
+        &layout,
+        "v1",
+        &registry.addr(),
+        "private/cli",
+        PushFormat::Oci,
+        creds,
+    );
+
+    let wrong = "Wr0ng-Pa55word-for-the-test";
+    let started = Instant::now();
+    let out = seed_command(tmp.path(), &reference, &registry.addr())
+        .args(["--username", TEST_USER])
+        .env("BLOBSWARM_REGISTRY_PASSWORD", wrong)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "seed succeeded with a wrong password:\n{stderr}"
+    );
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    let line = errors[0];
+    assert!(
+        line.contains(&registry.addr())
+            && line.contains("refused the credentials")
+            && line.contains("401"),
+        "{line}"
+    );
+    assert!(
+        !stderr.contains(wrong) && !stdout.contains(wrong),
+        "the password was printed:\n{stdout}\n{stderr}"
+    );
+    // Retried with back-off (0.2 + 0.4 + 0.8 s), and each retry said so.
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    assert_eq!(stderr.matches("retrying").count(), 3, "{stderr}");
+}
+
+#[test]
+fn token_auth_from_a_pull_secret_seeds_without_printing_the_password() {
+    if !require_tools(TOOLS) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(&tmp.path().join("tokens"));
+    let registry = Registry::start_with_token_auth(tmp.path(), &tokens);
+    let layout = tmp.path().join("layout");
+    build_test_image(&layout, "v1", 4096, 12);
+    let creds = Some((TEST_USER, TEST_PASSWORD));
+    let reference = push_image_with(
+        &layout,
+        "v1",
+        &registry.addr(),
+        "private/tok",
+        PushFormat::Oci,
+        creds,
+    );
+
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let auth = b64(&format!("{TEST_USER}:{TEST_PASSWORD}"));
+    let config = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+        registry.addr()
+    );
+    let secret = tmp.path().join("regcred.json");
+    std::fs::write(
+        &secret,
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Secret","type":"kubernetes.io/dockerconfigjson","data":{{".dockerconfigjson":"{}"}}}}"#,
+            b64(&config)
+        ),
+    )
+    .unwrap();
+    let log = tmp.path().join("seed.stderr");
+    let mut child = seed_command(tmp.path(), &reference, &registry.addr())
+        .arg("--registry-auth-file")
+        .arg(&secret)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut printed = Vec::new();
+    while !printed.iter().any(|l: &String| l.starts_with("release ")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => printed.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "seed never published; stdout {printed:?}\nstderr:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(tokens.issued() >= 1);
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    for secret in [TEST_PASSWORD, auth.as_str()] {
+        assert!(
+            !stderr.contains(secret) && !printed.iter().any(|l| l.contains(secret)),
+            "a credential was printed:\n{printed:?}\n{stderr}"
+        );
+    }
+}
