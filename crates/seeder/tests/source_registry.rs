@@ -271,9 +271,7 @@ async fn bearer_token_auth_is_used_and_failures_are_auth_errors() {
     // would be 401).
     let log = registry.log();
     assert!(
-        log.contains(&format!(
-            "\"GET /v2/private/tok/manifests/v1 HTTP/1.1\" 200"
-        )),
+        log.contains("\"GET /v2/private/tok/manifests/v1 HTTP/1.1\" 200"),
         "{log}"
     );
 
