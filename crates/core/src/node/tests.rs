@@ -1136,6 +1136,7 @@ fn chunks_verified_within_the_have_batch_window_are_announced_in_one_update() {
     let mut want: Vec<u32> = asked[1..].iter().map(|(_, _, i)| *i).collect();
     want.sort_unstable();
     assert_eq!(got, want);
+}
 
 #[test]
 fn replayed_older_release_is_refused_and_counted() {
