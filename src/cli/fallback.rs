@@ -50,23 +50,22 @@ impl FallbackArgs {
         )))))
     }
 
-    /// Herd-guard timings for `identity`, when the guard is on.
+    /// Test-only herd-guard timings for `identity`; `None` leaves the defaults, which
+    /// `blobswarm_peer::spawn` fills in whenever a registry fallback is plugged in.
     pub(crate) fn herd_config(
         &self,
         identity: Vec<u8>,
     ) -> Option<blobswarm_core::node::HerdConfig> {
-        if self.registry_fallback.is_empty() {
+        if self.registry_fallback.is_empty() || !self.herd_fast {
             return None;
         }
+        use std::time::Duration;
         let mut c = blobswarm_core::node::HerdConfig::new(identity);
-        if self.herd_fast {
-            use std::time::Duration;
-            c.after = Duration::from_millis(3000);
-            c.grace = Duration::from_millis(300);
-            c.spread = Duration::from_millis(1000);
-            c.settle = Duration::from_millis(300);
-            c.scan_interval = Duration::from_millis(200);
-        }
+        c.after = Duration::from_millis(3000);
+        c.grace = Duration::from_millis(300);
+        c.spread = Duration::from_millis(1000);
+        c.settle = Duration::from_millis(300);
+        c.scan_interval = Duration::from_millis(200);
         Some(c)
     }
 }
