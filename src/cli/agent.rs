@@ -119,6 +119,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    // Where the bytes came from, for operators and the crash-resume test.
+    let st = agent.status().borrow().stats.clone();
+    println!(
+        "fetched {} resumed {}",
+        st.bytes_from_peers + st.bytes_from_seeders + st.bytes_from_registry,
+        st.bytes_resumed
+    );
     Ok(())
 }
 

@@ -4,6 +4,9 @@
 //! - `partial/<hex>`: a blob being assembled, pre-sized; chunks are written at their offsets.
 //! - `blobs/sha256/<hex>`: complete blobs, moved here by an fsync + rename, so a blob
 //!   file under this name is always whole.
+//! - `maps/` and `resume/`: chunk maps and verified-chunk checkpoints, so a restart
+//!   resumes (see [`checkpoint`](self::FsStore::checkpoint) and
+//!   [`scan_resumable`](self::FsStore::scan_resumable)).
 //!
 //! Only bytes already verified against a chunk map may be written: the store itself does
 //! not hash (hashing is the CPU bottleneck and happens exactly once, in the driver). All
@@ -16,6 +19,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::{ChunkMap, Digest};
+
+mod checkpoint;
+
+pub use checkpoint::{ResumeScan, Resumed, write_atomic};
 
 /// A store operation that failed, naming the blob and path involved.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +52,14 @@ pub enum StoreError {
     /// The blob is not in the store.
     #[error("blob {0} is not in the store")]
     Missing(Digest),
+    /// A saved state file (chunk map, checkpoint) is unusable.
+    #[error("{path}: {reason}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -68,7 +83,12 @@ impl FsStore {
     /// [`StoreError::Io`] when the directories cannot be created.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        for dir in [root.join("partial"), root.join("blobs").join("sha256")] {
+        for dir in [
+            root.join("partial"),
+            root.join("blobs").join("sha256"),
+            root.join("maps"),
+            root.join("resume"),
+        ] {
             fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         }
         Ok(Self { root })
@@ -191,14 +211,22 @@ impl FsStore {
         };
         file.sync_all().map_err(io_err("syncing", &partial))?;
         match fs::rename(&partial, &dest) {
-            Ok(()) => Ok(dest),
-            Err(_) if dest.is_file() => Ok(dest),
-            Err(e) => Err(io_err("renaming", &partial)(e)),
+            Ok(()) => {}
+            Err(_) if dest.is_file() => {}
+            Err(e) => return Err(io_err("renaming", &partial)(e)),
         }
+        // The blob file now says "whole"; its checkpoint is stale. A crash before this
+        // removal is harmless: a complete blob wins over a checkpoint on restart.
+        let _ = fs::remove_file(self.resume_path(blob));
+        if let Some(dir) = dest.parent() {
+            checkpoint::sync_dir(dir)?;
+        }
+        Ok(dest)
     }
 
-    /// Removes a partial blob after a failed download or ingest.
+    /// Removes a partial blob (and its checkpoint) after a failed download or ingest.
     pub fn discard_partial(&self, blob: &Digest) {
+        let _ = fs::remove_file(self.resume_path(blob));
         let _ = fs::remove_file(self.partial_path(blob));
     }
 

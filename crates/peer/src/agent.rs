@@ -241,10 +241,11 @@ pub async fn spawn(
         node_config.herd = Some(node::HerdConfig::new(peer_id.to_bytes()));
     }
     let reports = crate::reports::SharedAggregator::default();
-    let node = Node::new(
+    let mut node = Node::new(
         node_config,
         TrustedSeeders::new(config.trusted.iter().copied()),
     )?;
+    crate::checkpoint::resume(&store, &mut node).await?;
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let (internal_tx, internal_rx) = mpsc::channel(256);
     let (status_tx, status_rx) = watch::channel(AgentStatus {
@@ -277,6 +278,7 @@ pub async fn spawn(
         chunks_verified: 0,
         reporter: config_reporter(&event_loop_name),
         aggregator: collect.then(|| reports.clone()),
+        checkpoints: crate::checkpoint::Checkpoints::new(),
     };
     let task = tokio::spawn(event_loop.run());
     Ok((
@@ -307,6 +309,7 @@ enum Origin {
 enum Internal {
     ChunkDone {
         id: RequestId,
+        blob: Digest,
         outcome: ChunkOutcome,
     },
     Serve {
@@ -365,6 +368,7 @@ struct EventLoop {
     reporter: Option<crate::reports::Reporter>,
     /// Keeps other nodes' reports (seeders).
     aggregator: Option<crate::reports::SharedAggregator>,
+    checkpoints: crate::checkpoint::Checkpoints,
 }
 
 /// Refused release ids remembered to avoid re-verifying them; bounded against floods.
@@ -396,7 +400,10 @@ impl EventLoop {
                     None => break,
                 },
                 () = sleep => self.node.handle_timeout(Instant::now()),
-                _ = status_tick.tick() => self.publish_status(),
+                _ = status_tick.tick() => {
+                    self.publish_status();
+                    self.checkpoints.tick(&self.node, &self.store, Instant::now());
+                }
                 _ = maintenance.tick() => self.maintain(),
             }
             self.drain_actions();
@@ -575,9 +582,11 @@ impl EventLoop {
                     self.node.handle_failure(id, Instant::now());
                 }
             },
-            Internal::ChunkDone { id, outcome } => {
-                if let ChunkOutcome::LocalError(e) = &outcome {
-                    warn!(error = %e, "cannot store chunk");
+            Internal::ChunkDone { id, blob, outcome } => {
+                match &outcome {
+                    ChunkOutcome::LocalError(e) => warn!(error = %e, "cannot store chunk"),
+                    ChunkOutcome::Stored => self.checkpoints.chunk_stored(blob),
+                    ChunkOutcome::Corrupt(_) => {}
                 }
                 if matches!(outcome, ChunkOutcome::Stored) {
                     self.chunks_verified += 1;
@@ -889,7 +898,8 @@ impl EventLoop {
                     Err(e) => ChunkOutcome::LocalError(e.to_string()),
                 },
             };
-            let _ = tx.blocking_send(Internal::ChunkDone { id, outcome });
+            let blob = map.blob();
+            let _ = tx.blocking_send(Internal::ChunkDone { id, blob, outcome });
         });
     }
 

@@ -6,6 +6,7 @@
 
 mod agent;
 mod behaviour;
+mod checkpoint;
 mod fallback;
 mod metrics;
 mod ops_http;

@@ -50,6 +50,10 @@ pub struct Config {
     pub herd: Option<super::HerdConfig>,
     /// Seeder side: how often a node that published a release says it is alive.
     pub heartbeat: Option<Duration>,
+    /// After a chunk could not be stored locally (disk full, I/O error), no chunk is
+    /// requested for this long: the download pauses instead of spinning on fetches that
+    /// cannot land, and resumes by itself once the disk takes writes again.
+    pub store_error_pause: Duration,
     /// Seed of the random choices (tie-breaks, peer order); fixed seeds make runs repeatable.
     pub rng_seed: u64,
 }
@@ -78,6 +82,7 @@ impl Default for Config {
             max_active_blobs: None,
             herd: None,
             heartbeat: Some(Duration::from_secs(2)),
+            store_error_pause: Duration::from_secs(3),
             rng_seed: 0,
         }
     }

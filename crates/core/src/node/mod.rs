@@ -15,6 +15,7 @@
 mod config;
 mod herd;
 mod pick;
+mod resume;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -158,6 +159,11 @@ pub struct Stats {
     pub bytes_from_registry: u64,
     /// Chunks this node fetched from the registry (herd guard).
     pub registry_fetches: u64,
+    /// Chunk bytes found verified on disk at start (see [`Node::resume_blob`]).
+    pub bytes_resumed: u64,
+    /// Verified chunks the driver could not store (disk full, I/O error); each one
+    /// pauses downloads for `Config::store_error_pause`.
+    pub store_errors: u64,
 }
 
 /// Progress of one blob, for progress bars and status reports.
@@ -217,6 +223,8 @@ pub struct Node<P> {
     /// This node published a release: it is a seeder and sends heartbeats.
     published: bool,
     next_heartbeat: Option<Instant>,
+    /// Blobs verified on disk by a previous run, waiting for a release that lists them.
+    resumable: BTreeMap<Digest, (ChunkMap, Bitfield)>,
 }
 
 impl<P: PeerKey> Node<P> {
@@ -262,6 +270,7 @@ impl<P: PeerKey> Node<P> {
             down_blocked_until: None,
             published: false,
             next_heartbeat: None,
+            resumable: BTreeMap::new(),
         })
     }
 
@@ -590,7 +599,12 @@ impl<P: PeerKey> Node<P> {
             // A registry chunk that fails its hash: counted; the herd guard finds the
             // chunk orphaned again and a later claim retries it.
             (ChunkOutcome::Corrupt(_), None) => self.stats.chunks_rejected += 1,
-            (ChunkOutcome::LocalError(_), _) => {}
+            (ChunkOutcome::LocalError(_), _) => {
+                self.stats.store_errors += 1;
+                let until = now + self.config.store_error_pause;
+                self.down_blocked_until =
+                    Some(self.down_blocked_until.map_or(until, |t| t.max(until)));
+            }
         }
         self.after_input(now);
     }
@@ -731,10 +745,15 @@ impl<P: PeerKey> Node<P> {
             }
         }
         for entry in &release.blobs {
+            let known = self.blobs.contains_key(&entry.digest);
             let state = self
                 .blobs
                 .entry(entry.digest)
                 .or_insert_with(|| BlobState::new(entry.clone()));
+            if !known && self.resumable.contains_key(&entry.digest) {
+                self.apply_resumable(entry.digest);
+                continue;
+            }
             if state.map.is_none() && entry.size == 0 {
                 // An empty blob has an empty chunk map; trust it only if it hashes as signed.
                 if let Ok(map) = ChunkMap::new(entry.digest, 0, entry.chunk_size, vec![])
@@ -784,7 +803,14 @@ impl<P: PeerKey> Node<P> {
         }
         Self::install_map(state, map);
         self.announce_full = true;
-        // Rebuild availability from have-information received before the map.
+        self.rebuild_availability(blob);
+    }
+
+    /// Counts the have-information received before the blob's map was known.
+    fn rebuild_availability(&mut self, blob: Digest) {
+        let Some(state) = self.blobs.get_mut(&blob) else {
+            return;
+        };
         let count = state.have.len();
         for p in self.peers.values_mut() {
             if p.is_seeder {

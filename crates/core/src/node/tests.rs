@@ -15,6 +15,8 @@ struct Swarm {
     nodes: Vec<Node<PeerId>>,
     data: HashMap<Digest, Vec<u8>>,
     corrupt: HashSet<usize>,
+    /// Nodes whose store refuses writes (disk full).
+    disk_full: HashSet<usize>,
     dead: HashSet<usize>,
     /// Requests to dead nodes, held so a test can fail or time them out.
     black_holed: Vec<(usize, RequestId)>,
@@ -52,6 +54,7 @@ impl Swarm {
             nodes,
             data: HashMap::new(),
             corrupt: HashSet::new(),
+            disk_full: HashSet::new(),
             dead: HashSet::new(),
             black_holed: Vec::new(),
             served: vec![0; n],
@@ -150,6 +153,9 @@ impl Swarm {
                         };
                         assert!(matches!(request, Request::Chunk { .. }));
                         let outcome = match map.verify(index, &bytes) {
+                            Ok(()) if self.disk_full.contains(&i) => {
+                                ChunkOutcome::LocalError("no space left on device".into())
+                            }
                             Ok(()) => ChunkOutcome::Stored,
                             Err(e) => ChunkOutcome::Corrupt(e),
                         };
@@ -1165,4 +1171,91 @@ fn replayed_older_release_is_refused_and_counted() {
         node.replay_guard().newest(&newer.seeder, &newer.reference),
         Some(2)
     );
+}
+
+#[test]
+fn a_restarted_node_fetches_only_the_chunks_it_had_not_verified() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let data = blob(10 * cs + 3, 23);
+    let map = chunk_map_of(&data, MIN_CHUNK_SIZE).unwrap();
+    let (mut s, signed) = Swarm::new(2, std::slice::from_ref(&data), &k, k.public().to_peer_id());
+    let mut have = Bitfield::new(map.count());
+    for i in [0, 2, 5, 10] {
+        have.set(i);
+    }
+    // The last chunk is the short one: 3 bytes.
+    let resumed = 3 * cs as u64 + 3;
+    s.nodes[1].resume_blob(map.clone(), have, s.now);
+    s.connect_all();
+    let id = s.nodes[SEEDER].publish_release(signed, s.now, 0).unwrap();
+    s.drive();
+    assert_eq!(s.complete[1], vec![id]);
+    let st = s.nodes[1].stats();
+    assert_eq!(st.bytes_resumed, resumed);
+    assert_eq!(st.bytes_from_seeders, data.len() as u64 - resumed);
+    assert_eq!(s.served[SEEDER], data.len() as u64 - resumed);
+}
+
+#[test]
+fn a_fully_resumed_blob_completes_without_requests_and_a_foreign_map_is_ignored() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let (a, b) = (blob(4 * cs, 29), blob(3 * cs, 31));
+    let (map_a, map_b) = (
+        chunk_map_of(&a, MIN_CHUNK_SIZE).unwrap(),
+        chunk_map_of(&b, MIN_CHUNK_SIZE).unwrap(),
+    );
+    let (mut s, signed) = Swarm::new(2, &[a.clone(), b.clone()], &k, k.public().to_peer_id());
+    s.nodes[1].resume_blob(map_a.clone(), Bitfield::full(map_a.count()), s.now);
+    // Same blob and size as b, but chunk hashes the release does not sign.
+    let forged = ChunkMap::new(
+        map_b.blob(),
+        map_b.size(),
+        MIN_CHUNK_SIZE,
+        vec![Digest::of(b"x"); map_b.count() as usize],
+    )
+    .unwrap();
+    s.nodes[1].resume_blob(forged, Bitfield::full(map_b.count()), s.now);
+    s.connect_all();
+    let id = s.nodes[SEEDER].publish_release(signed, s.now, 0).unwrap();
+    s.drive();
+    assert_eq!(s.complete[1], vec![id]);
+    let st = s.nodes[1].stats();
+    assert_eq!(st.bytes_resumed, a.len() as u64);
+    assert_eq!(st.bytes_from_seeders, b.len() as u64);
+}
+
+#[test]
+fn a_full_disk_pauses_the_download_without_blaming_peers_and_it_resumes_later() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let data = blob(12 * cs, 37);
+    let (mut s, signed) = Swarm::new(2, std::slice::from_ref(&data), &k, k.public().to_peer_id());
+    s.disk_full.insert(1);
+    s.connect_all();
+    let id = s.nodes[SEEDER].publish_release(signed, s.now, 0).unwrap();
+    s.drive();
+    let failed = s.nodes[1].stats().store_errors;
+    assert!(failed >= 1);
+    assert!(
+        failed <= Config::default().max_requests_total as u64,
+        "paused after the first failures, not spinning: {failed}"
+    );
+    assert!(s.complete[1].is_empty());
+    assert!(s.misbehaved.is_empty(), "a local error is nobody's fault");
+    let pause = Config::default().store_error_pause;
+    // Still paused just before the pause ends, even when a timer fires.
+    s.now += pause - Duration::from_millis(1);
+    s.nodes[1].handle_timeout(s.now);
+    s.drive();
+    assert_eq!(s.nodes[1].stats().store_errors, failed);
+    // Space is back: the next timer resumes the download.
+    s.disk_full.clear();
+    let wake = s.nodes[1].poll_timeout().expect("the pause arms a timer");
+    s.now = s.now.max(wake);
+    s.nodes[1].handle_timeout(s.now);
+    s.drive();
+    assert_eq!(s.complete[1], vec![id]);
+    assert_eq!(s.nodes[1].stats().bytes_from_seeders, data.len() as u64);
 }
