@@ -536,12 +536,14 @@ impl EventLoop {
     }
 
     fn finalize_blob(&self, blob: Digest) {
-        let Some(size) = self.node.chunk_map(&blob).map(|m| m.size()) else {
+        let Some(map) = self.node.chunk_map(&blob).cloned() else {
             return;
         };
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.finalize(&blob, size) {
+            // The map first, so a restart finds the complete blob resumable.
+            let saved = store.save_map(&map);
+            if let Err(e) = saved.and_then(|()| store.finalize(&blob, map.size()).map(|_| ())) {
                 warn!(%blob, error = %e, "cannot finalize blob");
             }
         });
