@@ -55,6 +55,22 @@ pub(crate) struct Args {
     /// Testing only: corrupt one byte of every chunk served (hostile-peer tests).
     #[arg(long, hide = true)]
     corrupt_serving: bool,
+    /// Testing only: misbehave this way (hostile-peer tests).
+    #[arg(long, hide = true, value_enum)]
+    hostile: Option<Hostile>,
+}
+
+/// Test-only hostile behaviours (see `ServeFault`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Hostile {
+    /// Flip a byte of every chunk served.
+    Corrupt,
+    /// Serve chunks longer than their chunk map says.
+    Oversized,
+    /// Answer chunk requests with frames the codec refuses.
+    Malformed,
+    /// Flood neighbours with requests above the rate limit.
+    Flood,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
@@ -95,6 +111,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         config.serve_fault = Some(ServeFault::FlipByte);
     }
     config.node_name = Some(super::ops_args::node_name(args.node_name));
+    if let Some(h) = args.hostile {
+        tracing::warn!(mode = ?h, "misbehaving on purpose (test mode)");
+        config.serve_fault = Some(match h {
+            Hostile::Corrupt => ServeFault::FlipByte,
+            Hostile::Oversized => ServeFault::Oversized,
+            Hostile::Malformed => ServeFault::Malformed,
+            Hostile::Flood => ServeFault::Flood,
+        });
+    }
     let (agent, mut task) = blobswarm_peer::spawn(config).await?;
     args.metrics.start(&agent, true).await?;
     for addr in agent.listen_addrs().await? {

@@ -27,6 +27,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, build_swarm};
+
+mod hostile;
 use crate::status::{AgentStatus, ReleaseStatus};
 
 /// Fault injection for tests of hostile peers: what a misbehaving agent does when serving.
@@ -34,6 +36,12 @@ use crate::status::{AgentStatus, ReleaseStatus};
 pub enum ServeFault {
     /// Flip one byte of every chunk served.
     FlipByte,
+    /// Serve every chunk with a megabyte of extra bytes.
+    Oversized,
+    /// Answer chunk requests with a frame the codec refuses (a payload on a non-chunk answer).
+    Malformed,
+    /// Send every neighbour requests far above the rate limit.
+    Flood,
 }
 
 /// Everything an agent needs to start; built from CLI flags at the edge.
@@ -255,6 +263,7 @@ pub async fn spawn(
     let event_loop_name = config.node_name.clone();
     let collect = config.collect_reports;
     let runtime_handle = runtime.clone();
+    let bans = hostile::Bans::new(config.node.ban_duration);
     let event_loop = EventLoop {
         swarm,
         node,
@@ -278,6 +287,7 @@ pub async fn spawn(
         chunks_verified: 0,
         reporter: config_reporter(&event_loop_name),
         aggregator: collect.then(|| reports.clone()),
+        bans,
         checkpoints: crate::checkpoint::Checkpoints::new(),
     };
     let task = tokio::spawn(event_loop.run());
@@ -369,6 +379,7 @@ struct EventLoop {
     /// Keeps other nodes' reports (seeders).
     aggregator: Option<crate::reports::SharedAggregator>,
     checkpoints: crate::checkpoint::Checkpoints,
+    bans: hostile::Bans,
 }
 
 /// Refused release ids remembered to avoid re-verifying them; bounded against floods.
@@ -403,6 +414,7 @@ impl EventLoop {
                 _ = status_tick.tick() => {
                     self.publish_status();
                     self.checkpoints.tick(&self.node, &self.store, Instant::now());
+                    self.misbehave();
                 }
                 _ = maintenance.tick() => self.maintain(),
             }
@@ -466,9 +478,7 @@ impl EventLoop {
                 }
                 Action::BlobComplete(blob) => self.finalize_blob(blob),
                 Action::ReleaseComplete(id) => self.release_complete(id),
-                Action::Misbehaved { peer, reason } => {
-                    warn!(%peer, %reason, "peer misbehaved; ignoring it");
-                }
+                Action::Misbehaved { peer, reason } => self.ban_peer(peer, &reason),
             }
         }
     }
@@ -586,7 +596,11 @@ impl EventLoop {
             },
             Internal::ChunkDone { id, blob, outcome } => {
                 match &outcome {
-                    ChunkOutcome::LocalError(e) => warn!(error = %e, "cannot store chunk"),
+                    ChunkOutcome::LocalError(e) => warn!(
+                        error = %e,
+                        pause_secs = self.config.node.store_error_pause.as_secs_f64(),
+                        "cannot store chunk; download paused"
+                    ),
                     ChunkOutcome::Stored => self.checkpoints.chunk_stored(blob),
                     ChunkOutcome::Corrupt(_) => {}
                 }
@@ -603,16 +617,12 @@ impl EventLoop {
                 bytes,
             } => {
                 let response = match bytes {
-                    Some(mut bytes) => {
-                        if self.config.serve_fault == Some(ServeFault::FlipByte)
-                            && !bytes.is_empty()
-                        {
-                            let mid = bytes.len() / 2;
-                            bytes[mid] ^= 0x01;
-                        }
+                    Some(bytes) => {
                         self.uploaded_bytes += bytes.len() as u64;
                         self.chunks_served += 1;
-                        (Response::Chunk { blob, index }, Bytes::from(bytes))
+                        let mut chunk = (Response::Chunk { blob, index }, Bytes::from(bytes));
+                        self.fault_chunk(&mut chunk);
+                        chunk
                     }
                     None => (Response::Error(ErrorCode::NotFound), Bytes::new()),
                 };
@@ -660,6 +670,9 @@ impl EventLoop {
                 num_established,
                 ..
             } if num_established.get() == 1 => {
+                if self.refuse_banned(peer_id) {
+                    return;
+                }
                 if self.node.peer_count() >= self.config.max_peers {
                     // Neighbour set full: answer its discovery requests, then let it go.
                     debug!(peer = %peer_id, "neighbour set full; peer is bootstrap-only");
@@ -779,6 +792,11 @@ impl EventLoop {
                     debug!(%peer, %error, "request failed");
                     self.node.handle_failure(id, now);
                 }
+                if let request_response::OutboundFailure::Io(e) = &error
+                    && hostile::is_protocol_violation(e)
+                {
+                    self.ban_peer(peer, &format!("sent a frame we refuse: {e}"));
+                }
             }
             request_response::Event::InboundFailure {
                 peer,
@@ -788,6 +806,11 @@ impl EventLoop {
             } => {
                 debug!(%peer, %error, "inbound request failed");
                 self.finish_upload(request_id);
+                if let request_response::InboundFailure::Io(e) = &error
+                    && hostile::is_protocol_violation(e)
+                {
+                    self.ban_peer(peer, &format!("sent a frame we refuse: {e}"));
+                }
             }
             request_response::Event::ResponseSent { request_id, .. } => {
                 self.finish_upload(request_id);
@@ -809,6 +832,9 @@ impl EventLoop {
         request: Request,
         channel: ResponseChannel<(Response, Bytes)>,
     ) {
+        if !self.admit_request(peer) {
+            return;
+        }
         if self.bootstrap_only.contains(&peer)
             && !crate::overlay::answered_when_bootstrap_only(&request)
         {
@@ -926,7 +952,10 @@ impl EventLoop {
             let Ok(peer) = PeerId::from_bytes(&r.peer) else {
                 continue;
             };
-            if peer == me || self.swarm.is_connected(&peer) {
+            if peer == me
+                || self.swarm.is_connected(&peer)
+                || self.bans.is_banned(&peer, Instant::now())
+            {
                 continue;
             }
             let addrs: Vec<Multiaddr> = r

@@ -1,0 +1,103 @@
+//! Hostile peers with real processes: four agents misbehave (corrupted chunks, oversized
+//! chunks, frames the codec refuses, a request flood); honest agents ban each of them with
+//! a log line naming it, fetch their chunks elsewhere, and end with verified images.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use blobswarm_testkit::{Registry, build_test_image, push_image, require_tools, sha256_digest};
+use support::{Proc, Seeder};
+
+const RANDOM_LAYER: u64 = 24 << 20;
+const HOSTILE: [&str; 4] = ["corrupt", "oversized", "malformed", "flood"];
+const HONEST: usize = 3;
+
+#[test]
+fn honest_agents_ban_every_hostile_peer_and_complete_with_verified_images() {
+    if !require_tools(&["docker-registry", "umoci", "skopeo", "busybox"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let registry = Registry::start(&root.join("registry"));
+    let src = root.join("src-layout");
+    let image = build_test_image(&src, "v1", RANDOM_LAYER, 3);
+    let reference = push_image(&src, "v1", &registry.addr(), "test/hostile");
+    let mark = registry.mark_log();
+    let blobs = image.blobs();
+
+    let seeder = Seeder::start(root, &reference, &registry.addr());
+    // The hostile agents get the image first (from the seeder), so they have chunks to
+    // serve badly when the honest ones arrive.
+    let mut hostile: Vec<(Proc, String)> = HOSTILE
+        .iter()
+        .enumerate()
+        .map(|(i, mode)| {
+            let mut p = seeder.start_agent(root, i, &["--hostile", mode]);
+            let addr = p.wait_line("listening ", Duration::from_secs(30));
+            let id = addr.rsplit('/').next().unwrap().to_owned();
+            (p, id)
+        })
+        .collect();
+    for (p, _) in &mut hostile {
+        p.wait_line("imported ", Duration::from_secs(60));
+    }
+    let started = Instant::now();
+    let mut honest: Vec<Proc> = (0..HONEST)
+        .map(|i| seeder.start_agent(root, HOSTILE.len() + i, &[]))
+        .collect();
+    for a in &mut honest {
+        a.wait_line("imported ", Duration::from_secs(60));
+    }
+    let secs = started.elapsed().as_secs_f64();
+
+    let logs: Vec<String> = (0..HONEST)
+        .map(|i| {
+            std::fs::read_to_string(root.join(format!("agent-{}.log", HOSTILE.len() + i))).unwrap()
+        })
+        .collect();
+    let mut bans = HashMap::new();
+    for (mode, (_, id)) in HOSTILE.iter().zip(&hostile) {
+        let lines: Vec<&str> = logs
+            .iter()
+            .flat_map(|l| l.lines())
+            .filter(|l| l.contains("banning peer") && l.contains(id.as_str()))
+            .collect();
+        assert!(!lines.is_empty(), "the {mode} peer {id} was never banned");
+        bans.insert(*mode, lines.len());
+        eprintln!("{mode}: {}", lines[0]);
+    }
+    for log in &logs {
+        assert!(
+            !log.contains(&format!("banning peer peer={}", seeder.id)),
+            "the honest seeder was banned"
+        );
+    }
+    eprintln!(
+        "{HONEST} honest agents done in {secs:.1}s next to hostile ones; bans by mode {bans:?}"
+    );
+
+    for i in 0..HONEST {
+        let layout = root.join(format!("agent-{}/oci/blobs/sha256", HOSTILE.len() + i));
+        for b in &blobs {
+            let bytes = std::fs::read(layout.join(b.digest.trim_start_matches("sha256:"))).unwrap();
+            assert_eq!(
+                sha256_digest(&bytes),
+                b.digest,
+                "agent {i} holds a wrong {}",
+                b.digest
+            );
+        }
+    }
+    let gets: HashMap<String, usize> = registry.blob_gets_since(mark);
+    for b in &blobs {
+        assert_eq!(
+            gets.get(&b.digest).copied().unwrap_or(0),
+            1,
+            "GETs of {}",
+            b.digest
+        );
+    }
+}
