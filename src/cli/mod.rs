@@ -77,6 +77,9 @@ pub(crate) fn init_tracing(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal; files, pipes and `kubectl logs`
+        // get plain text that grep can match.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

@@ -313,6 +313,8 @@ enum Origin {
     Node(RequestId),
     PeerExchange,
     ReleaseSync,
+    /// Test-only hostile mode: each answer triggers the next request to that peer.
+    Flood(PeerId),
 }
 
 /// Results of work done off the event loop.
@@ -894,6 +896,7 @@ impl EventLoop {
                 Response::Chunk { .. } => self.verify_and_store(id, payload),
                 other => self.node.handle_response(id, other, now, unix_ms()),
             },
+            Some(Origin::Flood(peer)) => self.flood(peer, 1),
             Some(Origin::PeerExchange) => {
                 if let Response::Peers(records) = response {
                     self.dial_records(records);

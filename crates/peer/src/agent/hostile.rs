@@ -24,6 +24,8 @@ use super::{EventLoop, Origin, ServeFault};
 const REQUESTS_PER_SEC: u64 = 200;
 /// Requests a peer may send at once after being quiet.
 const REQUEST_BURST: u64 = 400;
+/// Requests a flooding test agent keeps in flight per neighbour.
+const FLOOD_CHAINS: usize = 16;
 /// Bans and per-peer request buckets remembered at most, against identity floods.
 const MAX_TRACKED: usize = 4096;
 
@@ -134,13 +136,29 @@ impl EventLoop {
         if self.config.serve_fault != Some(ServeFault::Flood) || !holds_one() {
             return;
         }
+        // Keeps FLOOD_CHAINS requests in flight per neighbour, each answer sending the
+        // next: as fast as the connection allows, yet under libp2p's stream cap (which
+        // would drop a plain burst before the victim ever counted it).
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for peer in peers {
-            for _ in 0..REQUEST_BURST / 4 {
-                let rr = &mut self.swarm.behaviour_mut().rr;
-                let out = rr.send_request(&peer, Request::Peers);
-                self.outbound.insert(out, Origin::PeerExchange);
-            }
+            let in_flight = self
+                .outbound
+                .values()
+                .filter(|o| matches!(o, Origin::Flood(p) if *p == peer))
+                .count();
+            self.flood(peer, FLOOD_CHAINS.saturating_sub(in_flight));
+        }
+    }
+
+    /// Sends `n` flood requests to `peer` (test-only hostile mode).
+    pub(super) fn flood(&mut self, peer: PeerId, n: usize) {
+        for _ in 0..n {
+            let out = self
+                .swarm
+                .behaviour_mut()
+                .rr
+                .send_request(&peer, Request::Peers);
+            self.outbound.insert(out, Origin::Flood(peer));
         }
     }
 
