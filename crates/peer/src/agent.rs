@@ -254,6 +254,16 @@ pub async fn spawn(
         TrustedSeeders::new(config.trusted.iter().copied()),
     )?;
     crate::checkpoint::resume(&store, &mut node).await?;
+    let restored = crate::saved_releases::restore(
+        store.root(),
+        &mut node,
+        &TrustedSeeders::new(config.trusted.iter().copied()),
+        Instant::now(),
+        unix_ms(),
+    );
+    if restored > 0 {
+        info!(restored, "releases restored from disk");
+    }
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let (internal_tx, internal_rx) = mpsc::channel(256);
     let (status_tx, status_rx) = watch::channel(AgentStatus {
@@ -470,9 +480,11 @@ impl EventLoop {
                         info!(release = %id.short(), reference = %r.reference, bytes = r.total_bytes(), "release accepted");
                     }
                     self.releases.entry(id).or_default().accepted = Some(Instant::now());
+                    self.save_release(id);
                 }
                 Action::ReleaseRefused { id, reason } => {
                     warn!(release = %id.short(), error = %reason, "release refused");
+                    crate::saved_releases::forget(self.store.root(), &id);
                     if self.refused.len() >= MAX_REMEMBERED_REFUSALS {
                         self.refused.clear();
                     }
@@ -480,7 +492,9 @@ impl EventLoop {
                 }
                 Action::BlobComplete(blob) => self.finalize_blob(blob),
                 Action::ReleaseComplete(id) => self.release_complete(id),
-                Action::Misbehaved { peer, reason } => self.ban_peer(peer, &reason),
+                Action::Misbehaved { peer, reason } => {
+                    self.ban_peer(peer, crate::status::BanKind::BadChunk, &reason);
+                }
             }
         }
     }
@@ -534,6 +548,19 @@ impl EventLoop {
             // Peers that join later learn the release through the sync on connect.
             Err(e) => debug!(error = %e, "release gossip not sent"),
         }
+    }
+
+    /// Keeps an accepted release on disk for a restart (see `saved_releases`).
+    fn save_release(&self, id: ReleaseId) {
+        let Some(signed) = self.node.signed_release(&id).cloned() else {
+            return;
+        };
+        let root = self.store.root().to_owned();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::saved_releases::save(&root, &signed) {
+                warn!(release = %id.short(), error = %e, "cannot save release for a restart");
+            }
+        });
     }
 
     fn gossip_notice(&mut self, notice: &SwarmNotice) {
@@ -797,7 +824,11 @@ impl EventLoop {
                 if let request_response::OutboundFailure::Io(e) = &error
                     && hostile::is_protocol_violation(e)
                 {
-                    self.ban_peer(peer, &format!("sent a frame we refuse: {e}"));
+                    self.ban_peer(
+                        peer,
+                        crate::status::BanKind::BadFrame,
+                        &format!("sent a frame we refuse: {e}"),
+                    );
                 }
             }
             request_response::Event::InboundFailure {
@@ -811,7 +842,11 @@ impl EventLoop {
                 if let request_response::InboundFailure::Io(e) = &error
                     && hostile::is_protocol_violation(e)
                 {
-                    self.ban_peer(peer, &format!("sent a frame we refuse: {e}"));
+                    self.ban_peer(
+                        peer,
+                        crate::status::BanKind::BadFrame,
+                        &format!("sent a frame we refuse: {e}"),
+                    );
                 }
             }
             request_response::Event::ResponseSent { request_id, .. } => {
@@ -1091,6 +1126,7 @@ impl EventLoop {
             chunks_verified: self.chunks_verified,
             import_target: self.layout.is_some() || !self.runtime.is_none(),
             updated: Some(Instant::now()),
+            bans: self.bans.counts(Instant::now()),
         };
         self.status.send_replace(status);
     }

@@ -14,6 +14,7 @@ mod overlay;
 mod protocol;
 mod reports;
 mod runtime;
+mod saved_releases;
 mod status;
 
 pub use agent::{AgentConfig, AgentHandle, LocalBlob, ServeFault, spawn};
@@ -21,4 +22,4 @@ pub use fallback::RegistryFallback;
 pub use metrics::Metrics;
 pub use ops_http::serve_ops;
 pub use reports::{Aggregator, MAX_TRACKED_NODES, NodeRelease, NodeView, SharedAggregator};
-pub use status::{AgentStatus, ReleaseStatus};
+pub use status::{AgentStatus, BanCounts, BanKind, ReleaseStatus};

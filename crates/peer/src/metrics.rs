@@ -15,12 +15,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::status::AgentStatus;
+use crate::status::{AgentStatus, BanCounts};
+
+/// Labels of the ban counter, in the order of [`BanCounts`]' fields.
+const BAN_REASONS: [&str; 3] = ["bad_chunk", "bad_frame", "request_rate"];
 
 /// Where downloaded bytes came from.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
     source: String,
+}
+
+/// Why a peer was banned.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
 }
 
 /// Release state bucket.
@@ -37,6 +46,7 @@ struct Last {
     stats: Stats,
     uploaded: u64,
     chunks_verified: u64,
+    bans: BanCounts,
     imports_seen: HashSet<ReleaseId>,
 }
 
@@ -54,6 +64,8 @@ pub struct Metrics {
     import_seconds: Histogram,
     registry_fetches: Counter,
     nodes_reporting: Gauge,
+    peers_banned: Family<ReasonLabel, Counter>,
+    peers_banned_now: Gauge,
     last: Mutex<Last>,
 }
 
@@ -136,6 +148,23 @@ impl Metrics {
             "Nodes whose progress reports this seeder holds",
             nodes_reporting.clone(),
         );
+        let peers_banned = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "peers_banned",
+            "Peers banned for misbehaving, by reason (bad_chunk, bad_frame, request_rate)",
+            peers_banned.clone(),
+        );
+        let peers_banned_now = Gauge::default();
+        registry.register(
+            "peers_banned_now",
+            "Bans in force now",
+            peers_banned_now.clone(),
+        );
+        for reason in BAN_REASONS {
+            let _ = peers_banned.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
         for state in ["in_progress", "complete", "failed"] {
             let _ = releases.get_or_create(&StateLabel {
                 state: state.into(),
@@ -159,6 +188,8 @@ impl Metrics {
             import_seconds,
             registry_fetches,
             nodes_reporting,
+            peers_banned,
+            peers_banned_now,
             last: Mutex::new(Last::default()),
         }
     }
@@ -216,6 +247,20 @@ impl Metrics {
         self.bytes_up.inc_by(d(s.uploaded_bytes, last.uploaded));
         self.chunks_verified
             .inc_by(d(s.chunks_verified, last.chunks_verified));
+        for (reason, now, before) in [
+            (BAN_REASONS[0], s.bans.bad_chunk, last.bans.bad_chunk),
+            (BAN_REASONS[1], s.bans.bad_frame, last.bans.bad_frame),
+            (BAN_REASONS[2], s.bans.request_rate, last.bans.request_rate),
+        ] {
+            self.peers_banned
+                .get_or_create(&ReasonLabel {
+                    reason: reason.into(),
+                })
+                .inc_by(d(now, before));
+        }
+        self.peers_banned_now
+            .set(i64::try_from(s.bans.active).unwrap_or(i64::MAX));
+        last.bans = s.bans;
         last.stats = s.stats.clone();
         last.uploaded = s.uploaded_bytes;
         last.chunks_verified = s.chunks_verified;
@@ -273,6 +318,8 @@ mod tests {
         s.uploaded_bytes = 7;
         s.chunks_verified = 3;
         s.peers = 2;
+        s.bans.request_rate = 1;
+        s.bans.active = 1;
         m.observe(&s);
         m.observe(&s);
         s.stats.bytes_from_peers = 150;
@@ -290,5 +337,8 @@ mod tests {
         assert!(text.contains("blobswarm_chunks_verified_total 3"));
         assert!(text.contains("blobswarm_peers_connected 2"));
         assert!(text.contains("blobswarm_releases{state=\"failed\"} 0"));
+        assert!(text.contains("blobswarm_peers_banned_total{reason=\"request_rate\"} 1"));
+        assert!(text.contains("blobswarm_peers_banned_total{reason=\"bad_chunk\"} 0"));
+        assert!(text.contains("blobswarm_peers_banned_now 1"));
     }
 }

@@ -30,6 +30,43 @@ pub struct AgentStatus {
     pub import_target: bool,
     /// When the event loop last published this snapshot: `/healthz` fails when it stalls.
     pub updated: Option<Instant>,
+    /// Peers banned for misbehaving, so operators can see an attack or a broken node.
+    pub bans: BanCounts,
+}
+
+/// Bans since start by offence, and how many are in force now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BanCounts {
+    /// Served a chunk failing its hash or length.
+    pub bad_chunk: u64,
+    /// Sent a frame the codec refuses (oversized or malformed).
+    pub bad_frame: u64,
+    /// Sent requests above the rate limit.
+    pub request_rate: u64,
+    /// Bans in force now.
+    pub active: usize,
+}
+
+/// Why a peer was banned; the label of the ban metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BanKind {
+    /// Served a chunk failing its hash or length.
+    BadChunk,
+    /// Sent a frame the codec refuses.
+    BadFrame,
+    /// Sent requests above the rate limit.
+    RequestRate,
+}
+
+impl BanCounts {
+    /// Counts one new ban.
+    pub fn add(&mut self, kind: BanKind) {
+        match kind {
+            BanKind::BadChunk => self.bad_chunk += 1,
+            BanKind::BadFrame => self.bad_frame += 1,
+            BanKind::RequestRate => self.request_rate += 1,
+        }
+    }
 }
 
 /// Where one release stands on this agent.

@@ -70,13 +70,23 @@ async fn start(
     bootstrap: Vec<Multiaddr>,
     fault: Option<ServeFault>,
 ) -> AgentHandle {
+    start_task(dir, key, trusted, bootstrap, fault).await.0
+}
+
+/// [`start`], also returning the event loop's task so a test can stop the agent.
+async fn start_task(
+    dir: &Path,
+    key: Keypair,
+    trusted: PeerId,
+    bootstrap: Vec<Multiaddr>,
+    fault: Option<ServeFault>,
+) -> (AgentHandle, tokio::task::JoinHandle<()>) {
     let mut cfg = AgentConfig::new(key, dir.join("store"));
     cfg.trusted = vec![trusted];
     cfg.bootstrap = bootstrap;
     cfg.layout_dir = Some(dir.join("oci"));
     cfg.serve_fault = fault;
-    let (handle, _task) = blobswarm_peer::spawn(cfg).await.unwrap();
-    handle
+    blobswarm_peer::spawn(cfg).await.unwrap()
 }
 
 async fn wait_for(
@@ -404,5 +414,78 @@ async fn replayed_old_release_is_refused_with_a_log_line() {
     assert!(
         line.contains("replays sequence 1") && line.contains("already accepted sequence 2"),
         "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_remembers_the_newest_release_and_refuses_a_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = Keypair::generate_ed25519();
+    let seeder_id = key.public().to_peer_id();
+    let data = blobs();
+    let (local, old) = prepare(&tmp.path().join("seeder/store"), &key, &data);
+    let mut release = old
+        .verify(&blobswarm_core::TrustedSeeders::new([seeder_id]), 0)
+        .unwrap();
+    release.sequence = 2;
+    let newer = SignedRelease::sign(&release, &key).unwrap();
+    let (seeder, seeder_task) =
+        start_task(&tmp.path().join("seeder"), key, seeder_id, vec![], None).await;
+    let seeder_addr = seeder.listen_addrs().await.unwrap()[0].clone();
+    seeder.publish(local, newer.clone()).await.unwrap();
+    let agent_key = Keypair::generate_ed25519();
+    let agent_dir = tmp.path().join("agent");
+    let (agent, agent_task) = start_task(
+        &agent_dir,
+        agent_key.clone(),
+        seeder_id,
+        vec![seeder_addr],
+        None,
+    )
+    .await;
+    wait_for(&agent, "agent to import", Duration::from_secs(30), imported).await;
+
+    // Both stop; the agent comes back with its store and nobody to tell it about `newer`.
+    agent_task.abort();
+    seeder_task.abort();
+    let _ = agent_task.await;
+    let _ = seeder_task.await;
+    let (replay_blobs, _) = prepare(
+        &tmp.path().join("replayer/store"),
+        &Keypair::generate_ed25519(),
+        &data,
+    );
+    let replayer = start(
+        &tmp.path().join("replayer"),
+        Keypair::generate_ed25519(),
+        seeder_id,
+        vec![],
+        None,
+    )
+    .await;
+    replayer.publish(replay_blobs, old.clone()).await.unwrap();
+    let agent = start(
+        &agent_dir,
+        agent_key,
+        seeder_id,
+        vec![replayer.listen_addrs().await.unwrap()[0].clone()],
+        None,
+    )
+    .await;
+    let s = wait_for(
+        &agent,
+        "the replayed release to be refused after the restart",
+        Duration::from_secs(20),
+        |s| s.stats.releases_replayed >= 1,
+    )
+    .await;
+    let ids: Vec<_> = s.releases.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![newer.id()], "restored from disk: {s:?}");
+    // The restored release completes from the store (nothing to fetch) and is imported again.
+    let s = wait_for(&agent, "re-import", Duration::from_secs(20), imported).await;
+    assert_eq!(
+        s.stats.bytes_from_seeders + s.stats.bytes_from_peers,
+        0,
+        "{s:?}"
     );
 }

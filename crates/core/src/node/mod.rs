@@ -684,6 +684,12 @@ impl<P: PeerKey> Node<P> {
         self.releases.get(id).map(|r| &r.release)
     }
 
+    /// The signed form of an accepted release, as received: what a driver saves so that
+    /// after a restart it re-verifies the release and rebuilds the replay guard.
+    pub fn signed_release(&self, id: &ReleaseId) -> Option<&SignedRelease> {
+        self.releases.get(id).map(|r| &r.signed)
+    }
+
     /// Ids of all accepted releases.
     pub fn release_ids(&self) -> impl Iterator<Item = &ReleaseId> {
         self.releases.keys()

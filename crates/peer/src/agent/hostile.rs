@@ -18,6 +18,7 @@ use libp2p::PeerId;
 use tracing::warn;
 
 use super::{EventLoop, Origin, ServeFault};
+use crate::status::{BanCounts, BanKind};
 
 /// Inbound requests per second one peer may send (have-updates included); a honest
 /// peer sends a few dozen at most.
@@ -32,6 +33,8 @@ const MAX_TRACKED: usize = 4096;
 /// Banned peers and their inbound request rates.
 pub(super) struct Bans {
     until: HashMap<PeerId, Instant>,
+    /// Bans since start, by offence (exported as a metric).
+    counts: BanCounts,
     rates: HashMap<PeerId, TokenBucket>,
     duration: Duration,
 }
@@ -40,6 +43,7 @@ impl Bans {
     pub(super) fn new(duration: Duration) -> Self {
         Self {
             until: HashMap::new(),
+            counts: BanCounts::default(),
             rates: HashMap::new(),
             duration,
         }
@@ -82,6 +86,14 @@ impl Bans {
     pub(super) fn banned(&self, now: Instant) -> usize {
         self.until.values().filter(|t| **t > now).count()
     }
+
+    /// Bans by offence since start, and those in force at `now`.
+    pub(super) fn counts(&self, now: Instant) -> BanCounts {
+        BanCounts {
+            active: self.banned(now),
+            ..self.counts
+        }
+    }
 }
 
 /// Whether a stream error means the peer sent bytes our codec refuses (malformed or
@@ -92,9 +104,10 @@ pub(super) fn is_protocol_violation(e: &io::Error) -> bool {
 
 impl EventLoop {
     /// Bans and disconnects `peer`, with one log line naming it and the reason.
-    pub(super) fn ban_peer(&mut self, peer: PeerId, reason: &str) {
+    pub(super) fn ban_peer(&mut self, peer: PeerId, kind: BanKind, reason: &str) {
         let now = Instant::now();
         if self.bans.ban(peer, now) {
+            self.bans.counts.add(kind);
             warn!(
                 %peer,
                 %reason,
@@ -121,7 +134,7 @@ impl EventLoop {
             return true;
         }
         let reason = format!("more than {REQUESTS_PER_SEC} requests per second");
-        self.ban_peer(peer, &reason);
+        self.ban_peer(peer, BanKind::RequestRate, &reason);
         false
     }
 

@@ -1,0 +1,176 @@
+//! Accepted releases kept on disk, so a restarted agent remembers what it was doing and
+//! which release of each image is the newest.
+//!
+//! Without this, the replay guard (`blobswarm_core::replay`) lives in memory only: an
+//! agent killed and restarted could be handed an older, validly signed release by a
+//! hostile neighbour before it hears the newest one again, and would download and import
+//! the old image. With it, the saved releases are fed back through the node at start
+//! (oldest first), which re-checks signature, trust and expiry and rebuilds the guard;
+//! the restarted agent also resumes its downloads without waiting for a seeder.
+//!
+//! Each release is one file `releases/<id>` under the store root, written atomically
+//! (temp + fsync + rename). Files are untrusted on reading: bounded in size before
+//! reading, decoded with the codec's limits, verified by the node like any gossip. A file
+//! that fails any of that, or a release the node refuses (expired, untrusted, replayed),
+//! is deleted with a log line.
+
+use std::path::{Path, PathBuf};
+
+use blobswarm_core::node::Node;
+use blobswarm_core::store::write_atomic;
+use blobswarm_core::{MAX_RELEASE_BYTES, ReleaseId, SignedRelease, TrustedSeeders, codec};
+use libp2p::PeerId;
+use tracing::{info, warn};
+
+/// Releases kept at most; the oldest files go first. Far above what a node carries at
+/// once (`wire::MAX_RELEASES` = 64 are exchanged per sync).
+pub(crate) const MAX_SAVED: usize = 128;
+/// Largest file read back: a release plus its signature and framing.
+const MAX_FILE: u64 = MAX_RELEASE_BYTES as u64 + (64 << 10);
+
+/// The directory of saved releases under the store root.
+pub(crate) fn dir(store_root: &Path) -> PathBuf {
+    store_root.join("releases")
+}
+
+fn path(store_root: &Path, id: &ReleaseId) -> PathBuf {
+    dir(store_root).join(id.to_string().replace(':', "-"))
+}
+
+/// Saves an accepted release (no-op when already saved), then trims the directory to
+/// [`MAX_SAVED`] files. Blocking file I/O: call off the event loop.
+pub(crate) fn save(store_root: &Path, signed: &SignedRelease) -> std::io::Result<()> {
+    let file = path(store_root, &signed.id());
+    if file.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir(store_root))?;
+    let bytes = codec::encode(signed).map_err(std::io::Error::other)?;
+    write_atomic(&file, &bytes).map_err(std::io::Error::other)?;
+    trim(&dir(store_root), MAX_SAVED)
+}
+
+/// Deletes the saved copy of a release the node refused or dropped.
+pub(crate) fn forget(store_root: &Path, id: &ReleaseId) {
+    let _ = std::fs::remove_file(path(store_root, id));
+}
+
+/// Keeps the `keep` newest files (by modification time) of `dir`.
+fn trim(dir: &Path, keep: usize) -> std::io::Result<()> {
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if files.len() <= keep {
+        return Ok(());
+    }
+    files.sort();
+    for (_, p) in &files[..files.len() - keep] {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+/// Reads every saved release that decodes; deletes files that do not, with a log line.
+fn load(store_root: &Path) -> Vec<SignedRelease> {
+    let Ok(entries) = std::fs::read_dir(dir(store_root)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.filter_map(Result::ok).take(MAX_SAVED * 2) {
+        let p = entry.path();
+        if p.extension()
+            .is_some_and(|e| e.to_string_lossy().starts_with("tmp"))
+        {
+            // A temp file of a write that a crash interrupted.
+            let _ = std::fs::remove_file(&p);
+            continue;
+        }
+        let read = match entry.metadata() {
+            Ok(m) if m.len() > MAX_FILE => Err(format!("{} bytes, over {MAX_FILE}", m.len())),
+            Ok(_) => std::fs::read(&p).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match read.and_then(|b| codec::decode::<SignedRelease>(&b).map_err(|e| e.to_string())) {
+            Ok(signed) => out.push(signed),
+            Err(e) => {
+                warn!(file = %p.display(), error = %e, "dropping unreadable saved release");
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+    out
+}
+
+/// Feeds the saved releases back through `node`, oldest sequence first, so every
+/// check a gossiped release gets applies again and the replay guard is rebuilt.
+/// Refused ones (expired, no longer trusted, superseded) are deleted.
+pub(crate) fn restore(
+    store_root: &Path,
+    node: &mut Node<PeerId>,
+    trusted: &TrustedSeeders,
+    now: std::time::Instant,
+    now_unix_ms: u64,
+) -> usize {
+    let mut saved: Vec<(u64, SignedRelease)> = load(store_root)
+        .into_iter()
+        .map(|s| {
+            // Sort key only; the node verifies the release itself below.
+            let seq = s.verify(trusted, 0).map(|r| r.sequence).unwrap_or(0);
+            (seq, s)
+        })
+        .collect();
+    saved.sort_by_key(|(seq, _)| *seq);
+    let mut restored = 0;
+    for (_, signed) in saved {
+        let id = signed.id();
+        match node.handle_release(signed, now, now_unix_ms) {
+            Ok(_) => restored += 1,
+            Err(e) => {
+                info!(release = %id.short(), reason = %e, "saved release not restored");
+                forget(store_root, &id);
+            }
+        }
+    }
+    restored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_keeps_the_newest_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            let p = tmp.path().join(format!("f{i}"));
+            std::fs::write(&p, b"x").unwrap();
+            let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i);
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        trim(tmp.path(), 2).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["f3", "f4"]);
+    }
+
+    #[test]
+    fn unreadable_and_oversized_files_are_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = dir(tmp.path());
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("garbage"), b"not a release").unwrap();
+        let big = std::fs::File::create(d.join("big")).unwrap();
+        big.set_len(MAX_FILE + 1).unwrap();
+        assert!(load(tmp.path()).is_empty());
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+    }
+}
