@@ -31,6 +31,11 @@ pub(crate) struct Args {
     /// Cap on bytes fetched per second, e.g. 100MiB (default: no cap).
     #[arg(long, value_parser = super::units::parse_size)]
     max_download_rate: Option<u64>,
+    /// Cap on the chunk store (DATA_DIR/store), e.g. 20GiB: superseded releases that are
+    /// imported are evicted, least recently used first; the newest release of each image
+    /// and downloads in flight are kept even over the cap (default: no cap).
+    #[arg(long, value_parser = super::units::parse_size)]
+    store_max_size: Option<u64>,
     /// Blobs (layers) downloaded at once (default: all of a release).
     #[arg(long)]
     max_active_blobs: Option<usize>,
@@ -98,6 +103,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         config.layout_dir = Some(args.data_dir.join("oci"));
     }
     config.max_peers = args.max_peers;
+    config.store_max_bytes = args.store_max_size;
     config.node.max_upload_rate = args.max_upload_rate;
     config.node.max_download_rate = args.max_download_rate;
     config.node.max_active_blobs = args.max_active_blobs;

@@ -230,6 +230,22 @@ impl FsStore {
         let _ = fs::remove_file(self.partial_path(blob));
     }
 
+    /// Deletes everything stored for a blob (complete or partial file, chunk map,
+    /// checkpoint), for store-cap eviction; returns the bytes of blob data freed.
+    /// Missing files are not an error: eviction may race a crash.
+    pub fn remove_blob(&self, blob: &Digest) -> u64 {
+        let mut freed = 0;
+        for path in [self.blob_path(blob), self.partial_path(blob)] {
+            let len = fs::metadata(&path).map_or(0, |m| m.len());
+            if fs::remove_file(&path).is_ok() {
+                freed += len;
+            }
+        }
+        let _ = fs::remove_file(self.map_path(blob));
+        let _ = fs::remove_file(self.resume_path(blob));
+        freed
+    }
+
     /// Starts writing a whole blob sequentially (seeder ingest); see [`BlobWriter`].
     ///
     /// # Errors

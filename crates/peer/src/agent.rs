@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, build_swarm};
 
+mod evict;
 mod hostile;
 use crate::status::{AgentStatus, ReleaseStatus};
 
@@ -75,6 +76,9 @@ pub struct AgentConfig {
     pub collect_reports: bool,
     /// Pre-shared swarm key (libp2p pnet): only nodes with the same key connect.
     pub swarm_key: Option<libp2p::pnet::PreSharedKey>,
+    /// Cap on the chunk store's blob bytes: superseded, imported releases are evicted
+    /// least recently used first (see `store_cap`); None keeps everything.
+    pub store_max_bytes: Option<u64>,
 }
 
 impl AgentConfig {
@@ -95,6 +99,7 @@ impl AgentConfig {
             node_name: None,
             collect_reports: false,
             swarm_key: None,
+            store_max_bytes: None,
         }
     }
 }
@@ -299,6 +304,7 @@ pub async fn spawn(
         aggregator: collect.then(|| reports.clone()),
         bans,
         checkpoints: crate::checkpoint::Checkpoints::new(),
+        store_cap: evict::StoreCap::default(),
     };
     let task = tokio::spawn(event_loop.run());
     Ok((
@@ -392,6 +398,7 @@ struct EventLoop {
     aggregator: Option<crate::reports::SharedAggregator>,
     checkpoints: crate::checkpoint::Checkpoints,
     bans: hostile::Bans,
+    store_cap: evict::StoreCap,
 }
 
 /// Refused release ids remembered to avoid re-verifying them; bounded against floods.
@@ -481,6 +488,7 @@ impl EventLoop {
                     }
                     self.releases.entry(id).or_default().accepted = Some(Instant::now());
                     self.save_release(id);
+                    self.enforce_store_cap();
                 }
                 Action::ReleaseRefused { id, reason } => {
                     warn!(release = %id.short(), error = %reason, "release refused");
@@ -647,6 +655,7 @@ impl EventLoop {
             } => {
                 let response = match bytes {
                     Some(bytes) => {
+                        self.store_cap.served(blob, Instant::now());
                         self.uploaded_bytes += bytes.len() as u64;
                         self.chunks_served += 1;
                         let mut chunk = (Response::Chunk { blob, index }, Bytes::from(bytes));
@@ -679,6 +688,7 @@ impl EventLoop {
                         t.import_error = Some(e);
                     }
                 }
+                self.enforce_store_cap();
                 self.publish_status();
                 self.send_report();
             }
@@ -1015,6 +1025,7 @@ impl EventLoop {
     /// (covers gossip sent before we were subscribed), and refresh peer exchange.
     fn maintain(&mut self) {
         self.log_progress();
+        self.enforce_store_cap();
         for peer in self.bootstrap_only.take_due(Instant::now()) {
             debug!(%peer, "closing bootstrap-only connection");
             let _ = self.swarm.disconnect_peer_id(peer);
@@ -1127,6 +1138,7 @@ impl EventLoop {
             import_target: self.layout.is_some() || !self.runtime.is_none(),
             updated: Some(Instant::now()),
             bans: self.bans.counts(Instant::now()),
+            releases_evicted: self.store_cap.evicted,
         };
         self.status.send_replace(status);
     }

@@ -16,6 +16,7 @@ mod reports;
 mod runtime;
 mod saved_releases;
 mod status;
+mod store_cap;
 
 pub use agent::{AgentConfig, AgentHandle, LocalBlob, ServeFault, spawn};
 pub use fallback::RegistryFallback;

@@ -47,6 +47,7 @@ struct Last {
     uploaded: u64,
     chunks_verified: u64,
     bans: BanCounts,
+    evicted: u64,
     imports_seen: HashSet<ReleaseId>,
 }
 
@@ -66,6 +67,7 @@ pub struct Metrics {
     nodes_reporting: Gauge,
     peers_banned: Family<ReasonLabel, Counter>,
     peers_banned_now: Gauge,
+    releases_evicted: Counter,
     last: Mutex<Last>,
 }
 
@@ -160,6 +162,12 @@ impl Metrics {
             "Bans in force now",
             peers_banned_now.clone(),
         );
+        let releases_evicted = Counter::default();
+        registry.register(
+            "releases_evicted",
+            "Superseded releases evicted to keep the chunk store under its cap",
+            releases_evicted.clone(),
+        );
         for reason in BAN_REASONS {
             let _ = peers_banned.get_or_create(&ReasonLabel {
                 reason: reason.into(),
@@ -190,6 +198,7 @@ impl Metrics {
             nodes_reporting,
             peers_banned,
             peers_banned_now,
+            releases_evicted,
             last: Mutex::new(Last::default()),
         }
     }
@@ -261,6 +270,9 @@ impl Metrics {
         self.peers_banned_now
             .set(i64::try_from(s.bans.active).unwrap_or(i64::MAX));
         last.bans = s.bans;
+        self.releases_evicted
+            .inc_by(d(s.releases_evicted, last.evicted));
+        last.evicted = s.releases_evicted;
         last.stats = s.stats.clone();
         last.uploaded = s.uploaded_bytes;
         last.chunks_verified = s.chunks_verified;

@@ -32,6 +32,8 @@ pub struct AgentStatus {
     pub updated: Option<Instant>,
     /// Peers banned for misbehaving, so operators can see an attack or a broken node.
     pub bans: BanCounts,
+    /// Releases evicted to keep the store under its cap.
+    pub releases_evicted: u64,
 }
 
 /// Bans since start by offence, and how many are in force now.

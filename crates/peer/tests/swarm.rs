@@ -489,3 +489,59 @@ async fn a_restarted_agent_remembers_the_newest_release_and_refuses_a_replay() {
         "{s:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_cap_evicts_the_superseded_release_and_keeps_the_newest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = Keypair::generate_ed25519();
+    let seeder_id = key.public().to_peer_id();
+    let data = blobs();
+    let (shared, only_v1) = (data[0].clone(), data[1].clone());
+    let only_v2: Vec<u8> = only_v1.iter().map(|b| b ^ 0x5a).collect();
+    let seeder_store = tmp.path().join("seeder/store");
+    let (local1, v1) = prepare(&seeder_store, &key, &[shared.clone(), only_v1.clone()]);
+    let (local2, v2) = prepare(&seeder_store, &key, &[shared.clone(), only_v2.clone()]);
+    let trusted = blobswarm_core::TrustedSeeders::new([seeder_id]);
+    let mut newer = v2.verify(&trusted, 0).unwrap();
+    newer.sequence = 2;
+    let v2 = SignedRelease::sign(&newer, &key).unwrap();
+
+    let seeder = start(&tmp.path().join("seeder"), key, seeder_id, vec![], None).await;
+    let seeder_addr = seeder.listen_addrs().await.unwrap()[0].clone();
+    seeder.publish(local1, v1.clone()).await.unwrap();
+    let agent_dir = tmp.path().join("agent");
+    let mut cfg = AgentConfig::new(Keypair::generate_ed25519(), agent_dir.join("store"));
+    cfg.trusted = vec![seeder_id];
+    cfg.bootstrap = vec![seeder_addr];
+    cfg.layout_dir = Some(agent_dir.join("oci"));
+    // Room for one release (the shared blob plus one small one), not for two.
+    cfg.store_max_bytes = Some((shared.len() + only_v1.len() + 100) as u64);
+    let (agent, _task) = blobswarm_peer::spawn(cfg).await.unwrap();
+    wait_for(&agent, "v1 imported", Duration::from_secs(30), imported).await;
+
+    seeder.publish(local2, v2.clone()).await.unwrap();
+    let s = wait_for(
+        &agent,
+        "v2 imported and v1 evicted",
+        Duration::from_secs(30),
+        |s| s.releases_evicted == 1 && s.releases.iter().any(|r| r.id == v2.id() && r.imported),
+    )
+    .await;
+    let ids: Vec<_> = s.releases.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![v2.id()], "{s:?}");
+    let store = FsStore::open(agent_dir.join("store")).unwrap();
+    let digest = |b: &[u8]| chunk_map_of(b, CHUNK).unwrap().blob();
+    // Deletion runs on a blocking thread right after the eviction.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.has_blob(&digest(&only_v1)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!store.has_blob(&digest(&only_v1)), "v1's own blob deleted");
+    assert!(store.has_blob(&digest(&shared)), "the shared blob stays");
+    assert!(store.has_blob(&digest(&only_v2)));
+    // The evicted release is not restored after a restart.
+    let saved = std::fs::read_dir(agent_dir.join("store/releases"))
+        .unwrap()
+        .count();
+    assert_eq!(saved, 1);
+}

@@ -13,6 +13,7 @@
 //! and tests and the simulator can use whatever identity type suits them.
 
 mod config;
+mod evict;
 mod herd;
 mod pick;
 mod resume;

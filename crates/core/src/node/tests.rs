@@ -1259,3 +1259,70 @@ fn a_full_disk_pauses_the_download_without_blaming_peers_and_it_resumes_later() 
     assert_eq!(s.complete[1], vec![id]);
     assert_eq!(s.nodes[1].stats().bytes_from_seeders, data.len() as u64);
 }
+
+#[test]
+fn removing_a_complete_release_frees_only_blobs_no_other_release_lists() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let (a, shared, b) = (blob(3 * cs, 51), blob(2 * cs + 5, 52), blob(cs, 53));
+    let (mut s, v1) = Swarm::new(2, &[a.clone(), shared.clone()], &k, k.public().to_peer_id());
+    let map_b = chunk_map_of(&b, MIN_CHUNK_SIZE).unwrap();
+    let map_shared = chunk_map_of(&shared, MIN_CHUNK_SIZE).unwrap();
+    s.data.insert(map_b.blob(), b.clone());
+    s.nodes[SEEDER].add_local_blob(map_b.clone(), "application/octet-stream", s.now);
+    let mut other = v1
+        .verify(&TrustedSeeders::new([k.public().to_peer_id()]), 0)
+        .unwrap();
+    other.reference = "test/image:2".into();
+    other.blobs = vec![
+        release_blob(&map_b, "application/octet-stream"),
+        release_blob(&map_shared, "application/octet-stream"),
+    ];
+    let v2 = SignedRelease::sign(&other, &k).unwrap();
+    s.connect_all();
+    let id1 = s.nodes[SEEDER].publish_release(v1, s.now, 0).unwrap();
+    let id2 = s.nodes[SEEDER].publish_release(v2, s.now, 0).unwrap();
+    s.drive();
+    assert!(s.complete[1].contains(&id1) && s.complete[1].contains(&id2));
+
+    let node = &mut s.nodes[1];
+    assert!(node.remove_release(&Digest::of(b"unknown")).is_empty());
+    let map_a = chunk_map_of(&a, MIN_CHUNK_SIZE).unwrap();
+    assert_eq!(
+        node.remove_release(&id1),
+        vec![map_a.blob()],
+        "shared blob kept"
+    );
+    assert_eq!(node.release_ids().copied().collect::<Vec<_>>(), vec![id2]);
+    let mut carried: Vec<Digest> = node.progress().iter().map(|p| p.blob).collect();
+    carried.sort();
+    let mut want = vec![map_b.blob(), map_shared.blob()];
+    want.sort();
+    assert_eq!(carried, want);
+    // The evicted blob is no longer served; the shared one still is.
+    let peer = s.ids[SEEDER];
+    let ask = |node: &mut Node<PeerId>, blob| {
+        node.handle_request(&peer, Request::Chunk { blob, index: 0 }, s.now)
+    };
+    assert!(matches!(
+        ask(node, map_a.blob()),
+        Inbound::Respond(Response::Error(ErrorCode::NotFound))
+    ));
+    assert!(!matches!(
+        ask(node, map_shared.blob()),
+        Inbound::Respond(Response::Error(ErrorCode::NotFound))
+    ));
+}
+
+#[test]
+fn an_incomplete_release_is_never_removed() {
+    let k = key();
+    let (mut s, signed) = Swarm::new(2, &[blob(1000, 61)], &k, k.public().to_peer_id());
+    // Node 1 accepts the release but is not connected: nothing downloads.
+    let id = s.nodes[1].handle_release(signed, s.now, 0).unwrap();
+    assert!(s.nodes[1].remove_release(&id).is_empty());
+    assert_eq!(
+        s.nodes[1].release_ids().copied().collect::<Vec<_>>(),
+        vec![id]
+    );
+}
