@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use blobswarm_core::codec;
 use blobswarm_core::wire::{
-    ErrorCode, HaveUpdate, MAX_CLAIM_INDICES, PeerRecord, Request, Response, SwarmNotice,
+    ErrorCode, HaveUpdate, MAX_CLAIM_INDICES, MAX_NODE_NAME, MAX_REASON, MAX_REPORT_RELEASES,
+    PeerRecord, ProgressReport, ProgressState, ReleaseProgress, Request, Response, SwarmNotice,
 };
 use blobswarm_core::{
     Bitfield, ChunkMap, Digest, Document, MIN_CHUNK_SIZE, Release, SignedRelease, chunk_map_of,
@@ -25,7 +26,7 @@ type Harness = fn(&[u8]) -> bool;
 
 fn main() {
     let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "corpus".into()));
-    let targets: [(&str, Seeds, Harness); 5] = [
+    let targets: [(&str, Seeds, Harness); 6] = [
         (
             "wire_request",
             request_seeds(),
@@ -43,6 +44,11 @@ fn main() {
         ),
         ("chunk_map", chunk_map_seeds(), blobswarm_fuzz::chunk_map),
         ("swarm_notice", notice_seeds(), blobswarm_fuzz::swarm_notice),
+        (
+            "progress_report",
+            report_seeds(),
+            blobswarm_fuzz::progress_report,
+        ),
     ];
     for (target, seeds, harness) in targets {
         let n = seeds.len();
@@ -214,6 +220,57 @@ fn notice_seeds() -> Seeds {
             enc(&claim(MAX_CLAIM_INDICES as u32 + 1)),
             false,
         ),
+    ]
+}
+
+fn report_seeds() -> Seeds {
+    let enc = |r: &ProgressReport| codec::encode(r).expect("seed encodes");
+    let states = [
+        ProgressState::Waiting,
+        ProgressState::Downloading,
+        ProgressState::Verifying,
+        ProgressState::Importing,
+        ProgressState::Done,
+        ProgressState::Failed("x".repeat(MAX_REASON)),
+    ];
+    let report = |n: usize, name: &str| ProgressReport {
+        node_name: name.into(),
+        sent_ms: NOW_UNIX_MS,
+        peers: 3,
+        releases: (0..n)
+            .map(|i| ReleaseProgress {
+                release: Digest::of(&[i as u8]),
+                state: states[i % states.len()].clone(),
+                have_bytes: i as u64 * 1000,
+                total_bytes: 100_000,
+                rate: 4096,
+            })
+            .collect(),
+    };
+    let mut long_name = enc(&report(1, "n"));
+    // The name's length prefix (after nothing: it is the first field) claims 8 MB: a
+    // decoder that allocates the claim before reading would hold 1,000x the message.
+    long_name.splice(0..1, [0xFC, 0x00, 0x12, 0x7A, 0x00]);
+    vec![
+        ("empty".into(), enc(&report(0, "node-0")), true),
+        ("one".into(), enc(&report(1, "node-1")), true),
+        (
+            "max".into(),
+            enc(&report(MAX_REPORT_RELEASES, &"n".repeat(MAX_NODE_NAME))),
+            true,
+        ),
+        // Over the caps: refused (the release list while decoding).
+        (
+            "too-many".into(),
+            enc(&report(MAX_REPORT_RELEASES + 1, "n")),
+            false,
+        ),
+        (
+            "long-name".into(),
+            enc(&report(1, &"n".repeat(MAX_NODE_NAME + 1))),
+            false,
+        ),
+        ("name-claim".into(), long_name, false),
     ]
 }
 

@@ -14,7 +14,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use blobswarm_core::codec::{self, PREFIX_LEN};
-use blobswarm_core::wire::{HaveUpdate, Request, Response, SwarmNotice};
+use blobswarm_core::wire::{
+    HaveUpdate, MAX_REPORT_BYTES, ProgressReport, ProgressState, Request, Response, SwarmNotice,
+};
 use blobswarm_core::{ChunkMap, Digest, Release, SignedRelease, TrustedSeeders, chunk_count};
 use libp2p_identity::Keypair;
 use serde::Serialize;
@@ -337,6 +339,29 @@ pub fn swarm_notice(data: &[u8]) -> bool {
     };
     round_trip(&notice, data.len());
     notice.validate().is_ok()
+}
+
+/// Target `progress_report`: gossip message bytes on the report topic, decoded with
+/// `ProgressReport::decode` (size bound, decode, caps) as a seeder does with every report.
+/// Returns whether the report was accepted.
+pub fn progress_report(data: &[u8]) -> bool {
+    let Ok(report) = bounded(
+        decode_budget(data.len().min(MAX_REPORT_BYTES)),
+        || format!("{} bytes as a ProgressReport", data.len()),
+        || ProgressReport::decode(data),
+    ) else {
+        return false;
+    };
+    assert!(data.len() <= MAX_REPORT_BYTES);
+    report.validate().expect("a decoded report is within its caps");
+    round_trip(&report, data.len());
+    for r in &report.releases {
+        let _ = r.state.name();
+        if let ProgressState::Failed(reason) = &r.state {
+            assert!(reason.len() <= blobswarm_core::wire::MAX_REASON);
+        }
+    }
+    true
 }
 
 /// A decoded value re-encodes to at most the bytes it came from (the encoder is minimal)

@@ -16,9 +16,12 @@ pub(crate) struct Args {
     /// Address to serve other peers on.
     #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4002")]
     listen: Vec<Multiaddr>,
-    /// Peers to dial at start (usually the seeder's address, `/p2p/<id>` optional).
+    /// Peers to dial at start: a multiaddr (`/ip4/…/tcp/4001`, `/p2p/<id>` optional), or
+    /// `dns:NAME:PORT` (also `/dns4/NAME/tcp/PORT`): the name is resolved again every
+    /// 30 s (every 5 s while no peer is connected) and every address is dialled, e.g. the
+    /// seeder's headless Service. Repeat for several.
     #[arg(long)]
-    bootstrap: Vec<Multiaddr>,
+    bootstrap: Vec<blobswarm_peer::Bootstrap>,
     /// Seeder peer id whose signed releases are accepted; repeat for several.
     #[arg(long, required = true)]
     trust_seeder: Vec<PeerId>,
@@ -82,7 +85,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let key = keys::load_or_create(&args.data_dir.join("identity.key"))?;
     let mut config = AgentConfig::new(key, args.data_dir.join("store"));
     config.listen = args.listen;
-    config.bootstrap = args.bootstrap;
+    for b in args.bootstrap {
+        match b {
+            blobswarm_peer::Bootstrap::Addr(a) => config.bootstrap.push(a),
+            blobswarm_peer::Bootstrap::Dns(d) => config.bootstrap_dns.push(d),
+        }
+    }
     config.trusted = args.trust_seeder;
     config.swarm_key = args
         .swarm_key_file

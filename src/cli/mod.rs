@@ -8,6 +8,7 @@ mod demo;
 mod demo_image;
 mod fallback;
 mod import;
+mod ingest_progress;
 mod keygen;
 mod keys;
 mod ops_args;

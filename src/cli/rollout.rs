@@ -37,7 +37,8 @@ pub(crate) struct NodeState {
     pub(crate) node: String,
     /// Peer id.
     pub(crate) peer: String,
-    /// waiting, downloading, verifying, importing, done, failed or missing.
+    /// waiting, downloading, verifying, importing, done, failed, missing or lost (no
+    /// report for a while).
     pub(crate) state: String,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,6 +58,9 @@ pub(crate) struct NodeState {
 pub(crate) struct SwarmView {
     /// Nodes reporting.
     pub(crate) nodes: usize,
+    /// Nodes not heard from for a while (not yet dropped).
+    #[serde(default)]
+    pub(crate) lost: usize,
     /// Swarm-wide throughput samples: (unix ms, bytes per second).
     pub(crate) throughput: Vec<(u64, u64)>,
     /// Releases, newest first.
@@ -72,7 +76,7 @@ impl ReleaseView {
     /// `node: state (detail)` for a node that is not done, as the wait gate prints it.
     pub(crate) fn why(&self, n: &NodeState) -> String {
         let detail = match n.state.as_str() {
-            "failed" => n.reason.clone().unwrap_or_default(),
+            "failed" | "lost" => n.reason.clone().unwrap_or_default(),
             "missing" => "has not received the release".into(),
             "downloading" | "verifying" => format!("{:.1} %", self.percent(n)),
             _ => String::new(),
@@ -83,6 +87,11 @@ impl ReleaseView {
             format!("{}: {} ({detail})", n.node, n.state)
         }
     }
+}
+
+/// The detail shown for a lost node.
+pub(crate) fn lost_reason(age_ms: u64) -> String {
+    format!("no report for {}s", age_ms / 1000)
 }
 
 /// Which nodes the wait gate waits for.
@@ -257,6 +266,20 @@ mod tests {
             verdict(&view(&["done", "failed", "done"]), Expect::Count(2)),
             Verdict::Done
         );
+        // A lost node is never done: the gate waits (and names it at the timeout).
+        let mut lost = view(&["done", "lost"]);
+        lost.nodes[1].reason = Some(lost_reason(42_500));
+        assert_eq!(verdict(&lost, Expect::AllNodes), Verdict::Pending);
+        assert_eq!(verdict(&lost, Expect::Count(2)), Verdict::Pending);
+        let mut lost_and_failed = view(&["failed", "lost"]);
+        lost_and_failed.nodes[1].reason = Some(lost_reason(42_500));
+        assert_eq!(
+            verdict(&lost_and_failed, Expect::AllNodes),
+            Verdict::Pending,
+            "a lost node may come back"
+        );
+        let text = missing_report(&lost, Expect::AllNodes);
+        assert!(text.contains("n1: lost (no report for 42s)"), "{text}");
         let text = missing_report(&view(&["done", "failed", "downloading"]), Expect::Count(4));
         assert!(text.contains("n1: failed (disk full)"), "{text}");
         assert!(text.contains("n2: downloading (50.0 %)"), "{text}");

@@ -50,6 +50,10 @@ pub(crate) struct Args {
     /// With --wait: give up after this long (e.g. 90s, 10m, 1h).
     #[arg(long, default_value = "10m", value_parser = rollout::parse_duration)]
     timeout: Duration,
+    /// A node not heard from for 10 s shows as lost (and holds the wait gate); after
+    /// this much longer it is dropped from status, the API and the gate (e.g. 10m, 1h).
+    #[arg(long, default_value = "10m", value_parser = rollout::parse_duration)]
+    drop_lost_after: Duration,
     /// Seeder identity; created if missing. Agents trust its peer id.
     #[arg(long, default_value = "blobswarm-seeder.key")]
     key_file: PathBuf,
@@ -123,6 +127,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     config.node.validate()?;
     config.collect_reports = true;
     let (agent, task) = blobswarm_peer::spawn(config).await?;
+    agent
+        .reports()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .set_drop_after(args.drop_lost_after);
     for addr in agent.listen_addrs().await? {
         println!("listening {addr}");
     }
@@ -135,14 +144,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         password: args.password.clone(),
         auth_file: args.registry_auth_file.clone(),
     };
-    let service = Arc::new(SeederService::new(
-        agent.clone(),
-        metrics,
-        key,
-        options,
-        chunk_size,
-        ttl,
-    ));
+    let service = Arc::new(
+        SeederService::new(agent.clone(), metrics, key, options, chunk_size, ttl)
+            // One-shot `seed IMAGE` watched on a terminal: a bar; a service or a log: log lines.
+            .with_progress_bar(
+                !args.serve
+                    && args.image.is_some()
+                    && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            ),
+    );
     if let Some(addr) = args.api_listen {
         let token = super::api_client::token(args.api.api_token_file.as_ref())?;
         let auto = super::api::AutoSeed {

@@ -10,7 +10,7 @@ use blobswarm_peer::{AgentHandle, Metrics};
 use blobswarm_seeder::source::{Source, SourceOptions};
 use libp2p::identity::Keypair;
 
-use super::rollout::{NodeState, ReleaseView, SwarmView};
+use super::rollout::{self, NodeState, ReleaseView, SwarmView};
 
 /// Seeding jobs remembered (oldest dropped first).
 const MAX_JOBS: usize = 64;
@@ -27,6 +27,8 @@ pub(crate) struct SeederService {
     next_seq: std::sync::atomic::AtomicU64,
     /// Ingest one image at a time: the registry sees each blob once, the disk one writer.
     ingest_lock: tokio::sync::Mutex<()>,
+    /// Draw an ingest progress bar (one-shot `seed IMAGE` on a terminal); else log lines.
+    progress_bar: bool,
 }
 
 #[derive(Clone)]
@@ -71,7 +73,14 @@ impl SeederService {
             jobs: Mutex::new(Vec::new()),
             next_seq: std::sync::atomic::AtomicU64::new(0),
             ingest_lock: tokio::sync::Mutex::new(()),
+            progress_bar: false,
         }
+    }
+
+    /// Shows ingest progress as an indicatif bar on stderr instead of log lines.
+    pub(crate) fn with_progress_bar(mut self, on: bool) -> Self {
+        self.progress_bar = on;
+        self
     }
 
     fn jobs(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
@@ -158,9 +167,17 @@ impl SeederService {
         });
         tracing::info!(reference = %resolved.reference, blobs = resolved.blobs.len(), bytes = total, "resolved");
         let store = Arc::clone(self.agent.store());
-        let blobs = blobswarm_seeder::ingest(&source, &resolved, &store, self.chunk_size, &|_| {})
-            .await
-            .with_context(|| format!("ingesting {}", resolved.reference))?;
+        let progress = super::ingest_progress::IngestProgress::new(
+            &resolved.reference,
+            total,
+            self.progress_bar,
+        );
+        let blobs = blobswarm_seeder::ingest(&source, &resolved, &store, self.chunk_size, &|n| {
+            progress.add(n);
+        })
+        .await
+        .with_context(|| format!("ingesting {}", resolved.reference))?;
+        progress.finish();
         for b in &blobs {
             if b.bytes_read > 0 {
                 self.metrics.registry_blob_read(b.bytes_read);
@@ -197,10 +214,16 @@ impl SeederService {
             .reports()
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (nodes, throughput) = (agg.len(), agg.samples());
+        let now = unix_ms();
+        let (nodes, lost, throughput) = (
+            agg.reporting(now),
+            agg.len().saturating_sub(agg.reporting(now)),
+            agg.samples(),
+        );
         drop(agg);
         SwarmView {
             nodes,
+            lost,
             throughput,
             releases: jobs.iter().map(|j| self.view(j)).collect(),
         }
@@ -235,11 +258,21 @@ impl SeederService {
                         .id
                         .as_ref()
                         .and_then(|id| n.releases.iter().find(|r| &r.release == id));
+                    // A silent node counts as not done whatever it said last: the gate
+                    // must not pass over a node that may have died mid-import.
+                    let (state, reason) = if n.lost {
+                        ("lost".to_owned(), Some(rollout::lost_reason(n.age_ms)))
+                    } else {
+                        (
+                            r.map_or_else(|| "missing".into(), |r| r.state.clone()),
+                            r.and_then(|r| r.reason.clone()),
+                        )
+                    };
                     NodeState {
                         node: n.node,
                         peer: n.peer,
-                        state: r.map_or_else(|| "missing".into(), |r| r.state.clone()),
-                        reason: r.and_then(|r| r.reason.clone()),
+                        state,
+                        reason,
                         have_bytes: r.map_or(0, |r| r.have_bytes),
                         rate: r.map_or(0, |r| r.rate),
                         peers: n.peers,

@@ -45,8 +45,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         Format::Table => {
             let rate = swarm.throughput.last().map_or(0, |s| s.1);
             println!(
-                "swarm: {} nodes reporting, {}/s, {} releases",
+                "swarm: {} nodes reporting{}, {}/s, {} releases",
                 swarm.nodes,
+                if swarm.lost > 0 {
+                    format!(" ({} lost)", swarm.lost)
+                } else {
+                    String::new()
+                },
                 units::bytes(rate),
                 swarm.releases.len()
             );

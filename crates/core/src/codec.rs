@@ -96,25 +96,36 @@ pub(crate) fn encode_unbounded<T: Serialize>(value: &T) -> Vec<u8> {
 /// # Errors
 /// [`CodecError`] naming what was wrong.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    if bytes.len() > MAX_HEADER {
+    decode_limited::<T, MAX_HEADER>(bytes)
+}
+
+/// [`decode`] for small messages (gossip reports): bincode's limit is `LIMIT` instead of
+/// [`MAX_HEADER`]. bincode allocates a string's declared length before it reads the
+/// bytes, so under the general limit a 60-byte message could make the decoder allocate
+/// 9 MiB; under this one it can claim at most `LIMIT` bytes in total.
+///
+/// # Errors
+/// [`CodecError`] naming what was wrong.
+pub fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+) -> Result<T, CodecError> {
+    if bytes.len() > LIMIT {
         return Err(CodecError::TooLarge {
             what: "header",
             len: bytes.len(),
-            limit: MAX_HEADER,
+            limit: LIMIT,
         });
     }
-    let (value, used) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| match e {
-            bincode::error::DecodeError::UnexpectedEnd { .. } => {
-                CodecError::Truncated(e.to_string())
-            }
-            bincode::error::DecodeError::LimitExceeded => CodecError::TooLarge {
-                what: "decoded value",
-                len: bytes.len(),
-                limit: MAX_HEADER,
-            },
-            other => CodecError::Malformed(other.to_string()),
-        })?;
+    let config = bincode::config::standard().with_limit::<LIMIT>();
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config).map_err(|e| match e {
+        bincode::error::DecodeError::UnexpectedEnd { .. } => CodecError::Truncated(e.to_string()),
+        bincode::error::DecodeError::LimitExceeded => CodecError::TooLarge {
+            what: "decoded value",
+            len: bytes.len(),
+            limit: LIMIT,
+        },
+        other => CodecError::Malformed(other.to_string()),
+    })?;
     if used != bytes.len() {
         return Err(CodecError::Trailing(bytes.len() - used));
     }

@@ -240,7 +240,10 @@ impl ProgressReport {
                 bytes.len()
             ));
         }
-        let report: Self = codec::decode(bytes).map_err(|e| e.to_string())?;
+        // Limited to the message size: a string's length field cannot make the decoder
+        // allocate more than the report could hold (found by the progress_report fuzzer).
+        let report: Self =
+            codec::decode_limited::<Self, MAX_REPORT_BYTES>(bytes).map_err(|e| e.to_string())?;
         report.validate().map_err(|e| e.to_string())?;
         Ok(report)
     }
@@ -360,6 +363,15 @@ mod tests {
         crate::chunk_map_of(&vec![7u8; 100_000], crate::MIN_CHUNK_SIZE).unwrap()
     }
 
+    fn reason_free_report() -> ProgressReport {
+        ProgressReport {
+            node_name: String::new(),
+            sent_ms: 1,
+            peers: 0,
+            releases: Vec::new(),
+        }
+    }
+
     #[test]
     fn progress_reports_round_trip_and_caps_hold() {
         let r = ProgressReport {
@@ -389,6 +401,16 @@ mod tests {
         assert!(err.contains("reason"), "{err}");
         let err = ProgressReport::decode(&vec![0u8; MAX_REPORT_BYTES + 1]).unwrap_err();
         assert!(err.contains("exceeds"), "{err}");
+        // A name whose length field claims 8 MB in a 59-byte message is refused from the
+        // claim, before anything that size is allocated.
+        let mut claim = codec::encode(&ProgressReport {
+            node_name: "n".into(),
+            ..reason_free_report()
+        })
+        .unwrap();
+        claim.splice(0..1, [0xFC, 0x00, 0x12, 0x7A, 0x00]);
+        let err = ProgressReport::decode(&claim).unwrap_err();
+        assert!(err.contains("exceeds the limit of 8192"), "{err}");
         assert_eq!(truncate_utf8("héllo", 2), "h");
     }
 

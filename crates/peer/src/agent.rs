@@ -54,6 +54,8 @@ pub struct AgentConfig {
     pub listen: Vec<Multiaddr>,
     /// Peers to dial first (the seeder's service address in a cluster).
     pub bootstrap: Vec<Multiaddr>,
+    /// Names resolved now and then, every address dialled (a headless Service).
+    pub bootstrap_dns: Vec<crate::DnsBootstrap>,
     /// Seeder identities whose releases are accepted.
     pub trusted: Vec<PeerId>,
     /// Chunk store directory.
@@ -88,6 +90,7 @@ impl AgentConfig {
             keypair,
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("static multiaddr")],
             bootstrap: Vec::new(),
+            bootstrap_dns: Vec::new(),
             trusted: Vec::new(),
             store_dir,
             layout_dir: None,
@@ -254,6 +257,9 @@ pub async fn spawn(
         node_config.herd = Some(node::HerdConfig::new(peer_id.to_bytes()));
     }
     let reports = crate::reports::SharedAggregator::default();
+    if config.collect_reports {
+        crate::reports::start_sampling(&reports);
+    }
     let mut node = Node::new(
         node_config,
         TrustedSeeders::new(config.trusted.iter().copied()),
@@ -275,6 +281,18 @@ pub async fn spawn(
         peer_id: Some(peer_id),
         ..AgentStatus::default()
     });
+    for target in config.bootstrap_dns.clone() {
+        let commands = cmd_tx.downgrade();
+        tokio::spawn(crate::dns_bootstrap::run(
+            target,
+            status_rx.clone(),
+            move |addr| {
+                commands
+                    .upgrade()
+                    .is_some_and(|tx| tx.try_send(Command::Dial(addr)).is_ok() || !tx.is_closed())
+            },
+        ));
+    }
     let event_loop_name = config.node_name.clone();
     let collect = config.collect_reports;
     let runtime_handle = runtime.clone();

@@ -7,6 +7,7 @@
 mod agent;
 mod behaviour;
 mod checkpoint;
+mod dns_bootstrap;
 mod fallback;
 mod metrics;
 mod ops_http;
@@ -19,8 +20,12 @@ mod status;
 mod store_cap;
 
 pub use agent::{AgentConfig, AgentHandle, LocalBlob, ServeFault, spawn};
+pub use dns_bootstrap::{Bootstrap, DnsBootstrap, Family as DnsFamily};
 pub use fallback::RegistryFallback;
 pub use metrics::Metrics;
 pub use ops_http::serve_ops;
-pub use reports::{Aggregator, MAX_TRACKED_NODES, NodeRelease, NodeView, SharedAggregator};
+pub use reports::{
+    Aggregator, DROP_AFTER_MS, LOST_AFTER_MS, MAX_TRACKED_NODES, NodeRelease, NodeView,
+    SharedAggregator,
+};
 pub use status::{AgentStatus, BanCounts, BanKind, ReleaseStatus};

@@ -61,7 +61,11 @@ async fn metrics_text(State(s): State<OpsState>) -> impl IntoResponse {
     let status = s.agent.status().borrow().clone();
     s.metrics.observe(&status);
     if let Ok(agg) = s.agent.reports().lock() {
-        s.metrics.set_nodes_reporting(agg.len());
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        // Lost nodes (no report for 10 s) are not reporting.
+        s.metrics.set_nodes_reporting(agg.reporting(now_ms));
     }
     (
         [(

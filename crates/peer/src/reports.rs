@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use blobswarm_core::ReleaseId;
 use blobswarm_core::wire::{
@@ -22,6 +22,15 @@ pub const MAX_TRACKED_NODES: usize = 10_000;
 pub(crate) const MAX_RATE_SAMPLES: usize = 300;
 /// Spacing of throughput samples.
 pub(crate) const SAMPLE_EVERY_MS: u64 = 2_000;
+/// A node not heard from for this long is shown as lost: agents report every 3 s, so
+/// three reports in a row went missing.
+pub const LOST_AFTER_MS: u64 = 10_000;
+/// A node lost for this long is dropped from the aggregate (default of
+/// [`Aggregator::set_drop_after`]).
+pub const DROP_AFTER_MS: u64 = 600_000;
+/// A report's rate counts towards the swarm's throughput for this long (two report
+/// intervals and a margin): a node that stopped reporting stops adding to it.
+pub(crate) const RATE_FRESH_MS: u64 = 7_000;
 
 /// Sender side: turns status snapshots into reports with a per-release download rate.
 #[derive(Debug)]
@@ -82,10 +91,21 @@ impl Reporter {
 }
 
 /// Receiver side: the newest report of each node, bounded, plus a short throughput history.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Aggregator {
     nodes: HashMap<PeerId, (ProgressReport, u64)>,
     samples: VecDeque<(u64, u64)>,
+    drop_after_ms: u64,
+}
+
+impl Default for Aggregator {
+    fn default() -> Self {
+        Self {
+            nodes: HashMap::new(),
+            samples: VecDeque::new(),
+            drop_after_ms: DROP_AFTER_MS,
+        }
+    }
 }
 
 /// Shared handle to a seeder's aggregator.
@@ -111,29 +131,60 @@ impl Aggregator {
             self.nodes.remove(&oldest);
         }
         self.nodes.insert(peer, (report, received_ms));
+        self.sample(received_ms);
+    }
+
+    /// How long a node may stay lost before it is dropped (`seed --drop-lost-after`).
+    pub fn set_drop_after(&mut self, after: Duration) {
+        self.drop_after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+    }
+
+    /// Forgets nodes lost for longer than the drop bound.
+    pub fn prune(&mut self, now_ms: u64) {
+        let bound = LOST_AFTER_MS.saturating_add(self.drop_after_ms);
+        self.nodes
+            .retain(|_, (_, at)| now_ms.saturating_sub(*at) <= bound);
+    }
+
+    /// Takes a throughput sample at `now_ms` unless one was taken less than
+    /// [`SAMPLE_EVERY_MS`] ago. Called on a timer as well as on each report, so the chart
+    /// and the current figure fall to 0 when the swarm goes quiet or nodes stop reporting.
+    pub fn sample(&mut self, now_ms: u64) {
         if self
             .samples
             .back()
-            .is_none_or(|(at, _)| received_ms >= at + SAMPLE_EVERY_MS)
+            .is_some_and(|(at, _)| now_ms < at + SAMPLE_EVERY_MS)
         {
-            let rate = self.total_rate();
-            if self.samples.len() >= MAX_RATE_SAMPLES {
-                self.samples.pop_front();
-            }
-            self.samples.push_back((received_ms, rate));
+            return;
         }
+        self.prune(now_ms);
+        let rate = self.current_rate(now_ms);
+        if self.samples.len() >= MAX_RATE_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now_ms, rate));
     }
 
-    fn total_rate(&self) -> u64 {
+    /// Swarm-wide bytes per second: the rates of reports younger than [`RATE_FRESH_MS`].
+    pub fn current_rate(&self, now_ms: u64) -> u64 {
         self.nodes
             .values()
+            .filter(|(_, at)| now_ms.saturating_sub(*at) <= RATE_FRESH_MS)
             .flat_map(|(r, _)| r.releases.iter().map(|p| p.rate))
             .sum()
     }
 
-    /// Nodes held.
+    /// Nodes held (reporting or lost, not yet dropped).
     pub fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Nodes heard from within [`LOST_AFTER_MS`].
+    pub fn reporting(&self, now_ms: u64) -> usize {
+        self.nodes
+            .values()
+            .filter(|(_, at)| now_ms.saturating_sub(*at) <= LOST_AFTER_MS)
+            .count()
     }
 
     /// True when no node has reported.
@@ -143,13 +194,16 @@ impl Aggregator {
 
     /// Every node's newest report as JSON-ready views, sorted by node name.
     pub fn nodes(&self, now_ms: u64) -> Vec<NodeView> {
+        let bound = LOST_AFTER_MS.saturating_add(self.drop_after_ms);
         let mut out: Vec<NodeView> = self
             .nodes
             .iter()
+            .filter(|(_, (_, at))| now_ms.saturating_sub(*at) <= bound)
             .map(|(peer, (r, at))| NodeView {
                 node: r.node_name.clone(),
                 peer: peer.to_string(),
                 age_ms: now_ms.saturating_sub(*at),
+                lost: now_ms.saturating_sub(*at) > LOST_AFTER_MS,
                 peers: r.peers,
                 releases: r
                     .releases
@@ -178,6 +232,26 @@ impl Aggregator {
     }
 }
 
+/// Samples the aggregator's throughput every [`SAMPLE_EVERY_MS`] for as long as it exists.
+pub(crate) fn start_sampling(agg: &SharedAggregator) {
+    let weak = Arc::downgrade(agg);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(SAMPLE_EVERY_MS));
+        loop {
+            tick.tick().await;
+            let Some(agg) = weak.upgrade() else {
+                return;
+            };
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            agg.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .sample(now_ms);
+        }
+    });
+}
+
 /// One node as the API and `blobswarm status` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeView {
@@ -187,6 +261,9 @@ pub struct NodeView {
     pub peer: String,
     /// Milliseconds since its newest report arrived.
     pub age_ms: u64,
+    /// Not heard from for longer than [`LOST_AFTER_MS`] (dead, partitioned or stuck).
+    #[serde(default)]
+    pub lost: bool,
     /// Its connected neighbours.
     pub peers: u32,
     /// Its releases.
@@ -278,5 +355,65 @@ mod tests {
             );
         }
         assert_eq!(agg.len(), MAX_TRACKED_NODES);
+    }
+
+    fn report_at(rate: u64, sent_ms: u64) -> ProgressReport {
+        let mut r = Reporter::new("n").report(&status(10, None), Instant::now(), sent_ms);
+        r.releases[0].rate = rate;
+        r
+    }
+
+    #[test]
+    fn silent_nodes_are_lost_then_dropped() {
+        let mut agg = Aggregator::default();
+        agg.set_drop_after(Duration::from_secs(60));
+        let (a, b) = (PeerId::random(), PeerId::random());
+        agg.insert(a, report_at(0, 1), 1_000);
+        agg.insert(b, report_at(0, 1), 1_000);
+        agg.insert(b, report_at(0, 2), 11_000);
+        // At 11.000 s `a` was last heard 10.000 s ago: still within the bound.
+        assert!(agg.nodes(11_000).iter().all(|n| !n.lost));
+        let v = agg.nodes(11_001);
+        let lost: Vec<_> = v
+            .iter()
+            .filter(|n| n.lost)
+            .map(|n| n.peer.clone())
+            .collect();
+        assert_eq!(lost, vec![a.to_string()]);
+        assert_eq!(agg.reporting(11_001), 1);
+        assert_eq!(v.iter().find(|n| n.lost).unwrap().age_ms, 10_001);
+        // A new report brings it back.
+        agg.insert(a, report_at(0, 3), 12_000);
+        assert!(agg.nodes(12_000).iter().all(|n| !n.lost));
+        // Lost for longer than the drop bound: gone from views, then from memory.
+        let gone = 12_000 + LOST_AFTER_MS + 60_000 + 1;
+        agg.insert(b, report_at(0, 4), gone);
+        let v = agg.nodes(gone);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].peer, b.to_string());
+        assert_eq!(agg.len(), 1, "pruned when the report arrived");
+        assert_eq!(agg.reporting(gone), 1);
+    }
+
+    #[test]
+    fn throughput_decays_to_zero_when_reports_stop_or_go_idle() {
+        let mut agg = Aggregator::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        agg.insert(a, report_at(100, 1), 1_000);
+        agg.insert(b, report_at(50, 1), 1_500);
+        assert_eq!(agg.current_rate(1_500), 150);
+        // `b` goes quiet after its rollout (rate 0); `a` stops reporting at all.
+        agg.insert(b, report_at(0, 2), 4_000);
+        assert_eq!(agg.samples().last(), Some(&(4_000, 100)));
+        agg.sample(8_000);
+        assert_eq!(
+            agg.samples().last(),
+            Some(&(8_000, 100)),
+            "a's report is 7 s old"
+        );
+        agg.sample(9_000); // less than SAMPLE_EVERY_MS after the last one: skipped
+        agg.sample(10_001);
+        assert_eq!(agg.samples().last(), Some(&(10_001, 0)));
+        assert_eq!(agg.samples().len(), 4);
     }
 }
