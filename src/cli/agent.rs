@@ -66,6 +66,9 @@ pub(crate) struct Args {
     /// Testing only: misbehave this way (hostile-peer tests).
     #[arg(long, hide = true, value_enum)]
     hostile: Option<Hostile>,
+    /// Testing only: answer release syncs with old, superseded releases (replay attack).
+    #[arg(long, hide = true)]
+    replay_old_releases: bool,
 }
 
 /// Test-only hostile behaviours (see `ServeFault`).
@@ -133,6 +136,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             Hostile::Malformed => ServeFault::Malformed,
             Hostile::Flood => ServeFault::Flood,
         });
+    }
+    if args.replay_old_releases {
+        tracing::warn!("replaying superseded releases to peers (test mode)");
+        config.replay_old_releases = true;
     }
     let (agent, mut task) = blobswarm_peer::spawn(config).await?;
     args.metrics.start(&agent, true).await?;

@@ -26,6 +26,11 @@ pub(crate) struct FallbackArgs {
     /// Registry password; read from the environment so it never shows in `ps`.
     #[arg(long, env = "BLOBSWARM_REGISTRY_PASSWORD", hide_env_values = true)]
     registry_password: Option<String>,
+    /// Registry credentials file, used when no username/password is given: a docker
+    /// config.json, or a Kubernetes image pull secret (the mounted `.dockerconfigjson`
+    /// file, or the Secret itself as JSON or YAML).
+    #[arg(long, env = "BLOBSWARM_REGISTRY_AUTH_FILE")]
+    registry_auth_file: Option<std::path::PathBuf>,
     /// Testing only: herd-guard timings in hundreds of milliseconds instead of seconds.
     #[arg(long, hide = true)]
     herd_fast: bool,
@@ -42,7 +47,8 @@ impl FallbackArgs {
             insecure_registries: self.insecure_registry.clone(),
             username: self.registry_username.clone(),
             password: self.registry_password.clone(),
-            auth_file: None,
+            auth_file: self.registry_auth_file.clone(),
+            read_timeout: None,
         };
         Some(Arc::new(Fallback(Arc::new(RegistryRanges::new(
             self.registry_fallback.clone(),

@@ -80,6 +80,10 @@ pub(crate) struct Args {
     /// file, or the Secret itself as JSON or YAML).
     #[arg(long, env = "BLOBSWARM_REGISTRY_AUTH_FILE")]
     registry_auth_file: Option<PathBuf>,
+    /// Longest silence from the registry while waiting for or reading an answer before
+    /// the request is retried (4 attempts, with back-off), e.g. 30s, 2m.
+    #[arg(long, default_value = "60s", value_parser = rollout::parse_duration)]
+    registry_timeout: Duration,
     /// Chunk size (e.g. 4MiB); the unit of verification and of parallel download.
     #[arg(long, default_value = "4MiB", value_parser = units::parse_size)]
     chunk_size: u64,
@@ -90,6 +94,11 @@ pub(crate) struct Args {
     /// Cap on bytes served to the swarm per second, e.g. 100MiB (default: no cap).
     #[arg(long, value_parser = units::parse_size)]
     max_upload_rate: Option<u64>,
+    /// Serve a second copy of a chunk once every chunk went out once, even while the
+    /// peer that got the first is connected (default: decline it for 5 s while that
+    /// peer is up, so peers carry every further copy and the seeder uploads ~1x).
+    #[arg(long)]
+    no_upload_once: bool,
     #[command(flatten)]
     metrics: super::ops_args::MetricsArgs,
     /// Pre-shared swarm key file (`blobswarm keygen --swarm-key`): only nodes with the
@@ -122,6 +131,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .map(super::swarm_key::load)
         .transpose()?;
     config.node = config.node.with_super_seed(true);
+    config.node.upload_once = !args.no_upload_once;
     config.node.max_upload_rate = args.max_upload_rate;
     config.max_peers = args.max_peers;
     config.node.validate()?;
@@ -143,6 +153,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         username: args.username.clone(),
         password: args.password.clone(),
         auth_file: args.registry_auth_file.clone(),
+        read_timeout: Some(args.registry_timeout),
     };
     let service = Arc::new(
         SeederService::new(agent.clone(), metrics, key, options, chunk_size, ttl)

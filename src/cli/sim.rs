@@ -56,6 +56,10 @@ pub(crate) struct Args {
     /// Override: have-update batch window in milliseconds (0: announce each chunk at once).
     #[arg(long)]
     have_batch_ms: Option<u64>,
+    /// Seeder: plain super-seeding only (a second copy of a chunk once every chunk
+    /// went out once), instead of declining a chunk while the peer that got it is up.
+    #[arg(long)]
+    no_upload_once: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -106,6 +110,7 @@ fn node_config(args: &Args) -> blobswarm_core::node::Config {
     if let Some(ms) = args.have_batch_ms {
         c.have_batch = Duration::from_millis(ms);
     }
+    c.upload_once = !args.no_upload_once;
     c
 }
 

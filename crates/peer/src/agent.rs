@@ -81,6 +81,9 @@ pub struct AgentConfig {
     /// Cap on the chunk store's blob bytes: superseded, imported releases are evicted
     /// least recently used first (see `store_cap`); None keeps everything.
     pub store_max_bytes: Option<u64>,
+    /// Test-only hostile mode: answer release syncs with every release ever accepted,
+    /// superseded ones included (replay attacks in the chaos test).
+    pub replay_old_releases: bool,
 }
 
 impl AgentConfig {
@@ -103,6 +106,7 @@ impl AgentConfig {
             collect_reports: false,
             swarm_key: None,
             store_max_bytes: None,
+            replay_old_releases: false,
         }
     }
 }
@@ -323,6 +327,7 @@ pub async fn spawn(
         bans,
         checkpoints: crate::checkpoint::Checkpoints::new(),
         store_cap: evict::StoreCap::default(),
+        replay_stash: Vec::new(),
     };
     let task = tokio::spawn(event_loop.run());
     Ok((
@@ -417,6 +422,8 @@ struct EventLoop {
     checkpoints: crate::checkpoint::Checkpoints,
     bans: hostile::Bans,
     store_cap: evict::StoreCap,
+    /// Test-only: releases a replaying agent hands out again (see `hostile`).
+    replay_stash: Vec<SignedRelease>,
 }
 
 /// Refused release ids remembered to avoid re-verifying them; bounded against floods.
@@ -505,6 +512,7 @@ impl EventLoop {
                         info!(release = %id.short(), reference = %r.reference, bytes = r.total_bytes(), "release accepted");
                     }
                     self.releases.entry(id).or_default().accepted = Some(Instant::now());
+                    self.keep_for_replay(id);
                     self.save_release(id);
                     self.enforce_store_cap();
                 }
@@ -622,6 +630,13 @@ impl EventLoop {
         };
         info!(release = %id.short(), reference = %release.reference, secs = timing.completed.map(|d| d.as_secs_f64()), "release complete");
         if self.layout.is_none() && self.runtime.is_none() {
+            return;
+        }
+        if self.node.is_superseded(&id) {
+            // The newer release replaces it at once; importing it would only move the
+            // tag backwards for a moment (and forwards again) on this node.
+            info!(release = %id.short(), reference = %release.reference, "superseded by a newer release of this image; not imported");
+            timing.imported = true;
             return;
         }
         timing.import_started = Some(Instant::now());
@@ -915,7 +930,8 @@ impl EventLoop {
             return;
         }
         match self.node.handle_request(&peer, request, Instant::now()) {
-            Inbound::Respond(r) => {
+            Inbound::Respond(mut r) => {
+                self.fault_releases(&mut r);
                 let _ = self
                     .swarm
                     .behaviour_mut()

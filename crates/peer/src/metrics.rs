@@ -60,6 +60,7 @@ pub struct Metrics {
     chunks_rejected: Counter,
     requests_failed: Counter,
     releases_rejected: Counter,
+    releases_replayed: Counter,
     peers: Gauge,
     releases: Family<StateLabel, Gauge>,
     import_seconds: Histogram,
@@ -120,8 +121,14 @@ impl Metrics {
         let releases_rejected = Counter::default();
         registry.register(
             "releases_rejected",
-            "Releases refused (untrusted, bad signature, expired, malformed)",
+            "Releases refused (untrusted, bad signature, expired, malformed, replayed)",
             releases_rejected.clone(),
+        );
+        let releases_replayed = Counter::default();
+        registry.register(
+            "releases_replayed",
+            "Of the releases refused, older releases of an image offered after a newer one",
+            releases_replayed.clone(),
         );
         let peers = Gauge::default();
         registry.register("peers_connected", "Connected neighbours", peers.clone());
@@ -191,6 +198,7 @@ impl Metrics {
             chunks_rejected,
             requests_failed,
             releases_rejected,
+            releases_replayed,
             peers,
             releases,
             import_seconds,
@@ -253,6 +261,8 @@ impl Metrics {
             .inc_by(d(s.stats.requests_failed, last.stats.requests_failed));
         self.releases_rejected
             .inc_by(d(s.stats.releases_rejected, last.stats.releases_rejected));
+        self.releases_replayed
+            .inc_by(d(s.stats.releases_replayed, last.stats.releases_replayed));
         self.bytes_up.inc_by(d(s.uploaded_bytes, last.uploaded));
         self.chunks_verified
             .inc_by(d(s.chunks_verified, last.chunks_verified));

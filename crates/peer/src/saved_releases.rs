@@ -102,9 +102,45 @@ fn load(store_root: &Path) -> Vec<SignedRelease> {
     out
 }
 
-/// Feeds the saved releases back through `node`, oldest sequence first, so every
-/// check a gossiped release gets applies again and the replay guard is rebuilt.
-/// Refused ones (expired, no longer trusted, superseded) are deleted.
+/// What to do with one saved release at start.
+enum Keep {
+    /// The newest saved release of its image (or one the node will judge itself).
+    Newest(u64, SignedRelease),
+    /// An older release of an image with a newer one saved: a restart must not
+    /// download or import it again.
+    Superseded(ReleaseId),
+}
+
+/// Splits saved releases into the newest per (seeder, reference) and the rest. The
+/// signature is checked here only to read the body; expiry and trust at `now` are the
+/// node's call, so a release that does not verify is passed on for the node to refuse.
+fn newest_per_image(saved: Vec<SignedRelease>, trusted: &TrustedSeeders) -> Vec<Keep> {
+    use std::collections::HashMap;
+    let mut newest: HashMap<(Vec<u8>, String), (u64, SignedRelease)> = HashMap::new();
+    let mut out = Vec::new();
+    for signed in saved {
+        let Ok(body) = signed.verify(trusted, 0) else {
+            out.push(Keep::Newest(0, signed));
+            continue;
+        };
+        let key = (body.seeder.clone(), body.reference.clone());
+        match newest.get(&key) {
+            Some((seq, _)) if *seq >= body.sequence => out.push(Keep::Superseded(signed.id())),
+            _ => {
+                if let Some((_, old)) = newest.insert(key, (body.sequence, signed)) {
+                    out.push(Keep::Superseded(old.id()));
+                }
+            }
+        }
+    }
+    out.extend(newest.into_values().map(|(seq, s)| Keep::Newest(seq, s)));
+    out
+}
+
+/// Feeds the newest saved release of each image back through `node`, so every check a
+/// gossiped release gets applies again and the replay guard is rebuilt. Older releases
+/// of the same image are deleted unread by the node (a restart does not fetch a
+/// superseded image); refused ones (expired, no longer trusted) are deleted too.
 pub(crate) fn restore(
     store_root: &Path,
     node: &mut Node<PeerId>,
@@ -112,14 +148,16 @@ pub(crate) fn restore(
     now: std::time::Instant,
     now_unix_ms: u64,
 ) -> usize {
-    let mut saved: Vec<(u64, SignedRelease)> = load(store_root)
-        .into_iter()
-        .map(|s| {
-            // Sort key only; the node verifies the release itself below.
-            let seq = s.verify(trusted, 0).map(|r| r.sequence).unwrap_or(0);
-            (seq, s)
-        })
-        .collect();
+    let mut saved: Vec<(u64, SignedRelease)> = Vec::new();
+    for s in newest_per_image(load(store_root), trusted) {
+        match s {
+            Keep::Newest(seq, signed) => saved.push((seq, signed)),
+            Keep::Superseded(id) => {
+                info!(release = %id.short(), "saved release superseded by a newer one; not restored");
+                forget(store_root, &id);
+            }
+        }
+    }
     saved.sort_by_key(|(seq, _)| *seq);
     let mut restored = 0;
     for (_, signed) in saved {
@@ -160,6 +198,67 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, vec!["f3", "f4"]);
+    }
+
+    fn signed(key: &libp2p::identity::Keypair, reference: &str, sequence: u64) -> SignedRelease {
+        let manifest = br#"{"schemaVersion":2}"#.to_vec();
+        let r = blobswarm_core::Release {
+            reference: reference.into(),
+            root: blobswarm_core::Document {
+                digest: blobswarm_core::Digest::of(&manifest),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                bytes: manifest,
+            },
+            manifests: vec![],
+            blobs: vec![],
+            seeder: key.public().to_peer_id().to_bytes(),
+            sequence,
+            created_unix_ms: sequence,
+            expires_unix_ms: 0,
+        };
+        SignedRelease::sign(&r, key).unwrap()
+    }
+
+    #[test]
+    fn only_the_newest_release_of_each_image_is_kept() {
+        let (k, other) = (
+            libp2p::identity::Keypair::generate_ed25519(),
+            libp2p::identity::Keypair::generate_ed25519(),
+        );
+        let trusted = TrustedSeeders::new([k.public().to_peer_id(), other.public().to_peer_id()]);
+        let a1 = signed(&k, "r/a:1", 1);
+        let a3 = signed(&k, "r/a:1", 3);
+        let a2 = signed(&k, "r/a:1", 2);
+        let b1 = signed(&k, "r/b:1", 1);
+        let a1_other_seeder = signed(&other, "r/a:1", 1);
+        let untrusted = signed(&libp2p::identity::Keypair::generate_ed25519(), "r/a:1", 9);
+        let all = vec![
+            a1.clone(),
+            a3.clone(),
+            a2.clone(),
+            b1.clone(),
+            a1_other_seeder.clone(),
+            untrusted.clone(),
+        ];
+        let mut kept = Vec::new();
+        let mut dropped = Vec::new();
+        for k in newest_per_image(all, &trusted) {
+            match k {
+                Keep::Newest(_, s) => kept.push(s.id()),
+                Keep::Superseded(id) => dropped.push(id),
+            }
+        }
+        kept.sort();
+        dropped.sort();
+        let mut want_kept = vec![a3.id(), b1.id(), a1_other_seeder.id(), untrusted.id()];
+        want_kept.sort();
+        let mut want_dropped = vec![a1.id(), a2.id()];
+        want_dropped.sort();
+        assert_eq!(
+            kept, want_kept,
+            "newest per (seeder, reference); the node judges the rest"
+        );
+        assert_eq!(dropped, want_dropped);
     }
 
     #[test]

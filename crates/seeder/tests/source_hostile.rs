@@ -17,6 +17,8 @@ enum Answer {
     Full(u16, Vec<(String, String)>, Vec<u8>),
     /// 200 with a body of `len` zero bytes, no Content-Length (ends at close).
     Endless(u64),
+    /// Accepts the request and never answers (holds the connection open).
+    Stall,
 }
 
 /// Serves `answer(path)` for every request, one connection per request.
@@ -42,6 +44,9 @@ async fn fake_registry(answer: impl Fn(&str) -> Answer + Send + Sync + 'static) 
                 let head = String::from_utf8_lossy(&head).into_owned();
                 let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
                 match answer(&path) {
+                    Answer::Stall => {
+                        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+                    }
                     Answer::Full(status, headers, body) => {
                         let mut out = format!(
                             "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -284,6 +289,72 @@ async fn persistent_server_errors_fail_after_every_attempt_on_one_line() {
     assert!(matches!(err, SourceError::Registry { .. }), "{err:?}");
     assert!(
         text.contains(&addr) && text.contains("502") && text.contains("after 4 attempts"),
+        "{text}"
+    );
+    assert!(!text.contains('\n'), "{text}");
+}
+
+/// Resolves with a short read timeout, so a stalled registry fails fast.
+async fn resolve_impatient(reference: &str, addr: &str) -> Result<(), SourceError> {
+    let opts = blobswarm_seeder::source::SourceOptions {
+        read_timeout: Some(std::time::Duration::from_millis(500)),
+        ..insecure(addr)
+    };
+    Source::parse(reference, opts)?.resolve().await.map(|_| ())
+}
+
+#[tokio::test]
+async fn a_stalled_request_times_out_and_is_retried_with_back_off() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let addr = fake_registry(move |path| {
+        ok_v2(path).unwrap_or_else(|| {
+            // The first manifest request hangs; the retry gets an answer.
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                Answer::Stall
+            } else {
+                Answer::Full(200, manifest_headers(), manifest_bytes())
+            }
+        })
+    })
+    .await;
+    let started = std::time::Instant::now();
+    resolve_impatient(&format!("{addr}/x/y:v1"), &addr)
+        .await
+        .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // The 0.5 s timeout, then 0.2 s of back-off.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(700));
+}
+
+#[tokio::test]
+async fn a_registry_that_always_stalls_fails_after_every_attempt_naming_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let addr = fake_registry(move |path| {
+        ok_v2(path).unwrap_or_else(|| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Answer::Stall
+        })
+    })
+    .await;
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        resolve_impatient(&format!("{addr}/x/y:v1"), &addr),
+    )
+    .await
+    .expect("gives up on its own, within the attempts' timeouts and back-off")
+    .unwrap_err();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        blobswarm_seeder::source::REGISTRY_ATTEMPTS as usize
+    );
+    let text = err.to_string();
+    assert!(matches!(err, SourceError::Unreachable { .. }), "{err:?}");
+    assert!(
+        text.contains(&addr) && text.contains("after 4 attempts"),
         "{text}"
     );
     assert!(!text.contains('\n'), "{text}");

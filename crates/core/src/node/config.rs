@@ -25,6 +25,12 @@ pub struct Config {
     /// A super-seeder declines an over-served chunk only if it served it this recently;
     /// after that it serves it anyway, so a swarm never waits on one slow peer for long.
     pub super_seed_window: Duration,
+    /// Seeder policy on top of `super_seed`: a chunk handed out is declined to everyone
+    /// else for `super_seed_window` while the peer that got it stays connected, so that
+    /// peer (and the ones it serves) carry every further copy and the seeder uploads the
+    /// image about once. A disconnect or the window's end frees the chunk again, so a
+    /// peer that died with it never holds the swarm up for long.
+    pub upload_once: bool,
     /// After a `Busy` answer for a chunk, do not ask that peer for that chunk for this long.
     pub busy_backoff: Duration,
     /// Chunks served at once in total: bounds memory held by chunks being sent.
@@ -69,6 +75,7 @@ impl Default for Config {
             ban_duration: Duration::from_secs(600),
             super_seed: false,
             super_seed_window: Duration::from_secs(5),
+            upload_once: true,
             busy_backoff: Duration::from_secs(1),
             // Few slots on purpose: every slot beyond what keeps the uplink busy only adds
             // queueing delay to each chunk. The simulator (200 peers x 3 GiB) gives p99 / lower

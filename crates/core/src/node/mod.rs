@@ -284,10 +284,12 @@ impl<P: PeerKey> Node<P> {
         }
         let is_seeder = self.seeder_keys.contains(&peer.key_bytes());
         self.announce_full = true;
+        self.next_id += 1;
         self.peers.insert(
             peer.clone(),
             PeerState {
                 is_seeder,
+                session: self.next_id,
                 ..PeerState::default()
             },
         );
@@ -413,11 +415,14 @@ impl<P: PeerKey> Node<P> {
     /// Answers an inbound request from `from`.
     pub fn handle_request(&mut self, from: &P, request: Request, now: Instant) -> Inbound {
         let inbound = match request {
+            // Only the newest release of each image: a superseded one is no use to a
+            // joining node, and offering it would make every node download it first.
             Request::Releases => Inbound::Respond(Response::Releases(
                 self.releases
-                    .values()
+                    .iter()
+                    .filter(|(id, r)| self.replay.is_newest(&r.release, **id))
                     .take(crate::wire::MAX_RELEASES)
-                    .map(|r| r.signed.clone())
+                    .map(|(_, r)| r.signed.clone())
                     .collect(),
             )),
             Request::Peers => Inbound::Peers,
@@ -466,8 +471,30 @@ impl<P: PeerKey> Node<P> {
         if self.up_rate.as_mut().is_some_and(|r| !r.ready(now)) {
             return Inbound::Respond(Response::Error(ErrorCode::Overloaded));
         }
+        let session = self.peers.get(from).map_or(0, |p| p.session);
+        if super_seed && self.config.upload_once {
+            if b.served_to.len() != b.have.len() as usize {
+                b.served_to = vec![0; b.have.len() as usize];
+            }
+            let holder = b.served_to[index as usize];
+            let recent = b
+                .served
+                .get(index as usize)
+                .and_then(|(_, last)| *last)
+                .is_some_and(|t| now < t + window);
+            if holder != 0
+                && holder != session
+                && recent
+                && self.peers.values().any(|p| p.session == holder)
+            {
+                return Inbound::Respond(Response::Error(ErrorCode::Busy));
+            }
+        }
         if super_seed && !b.super_seed_admit(index, now, window) {
             return Inbound::Respond(Response::Error(ErrorCode::Busy));
+        }
+        if let Some(slot) = b.served_to.get_mut(index as usize) {
+            *slot = session;
         }
         if let Some(r) = self.up_rate.as_mut() {
             r.take(range.end - range.start);
@@ -694,6 +721,15 @@ impl<P: PeerKey> Node<P> {
     /// Ids of all accepted releases.
     pub fn release_ids(&self) -> impl Iterator<Item = &ReleaseId> {
         self.releases.keys()
+    }
+
+    /// Whether release `id` was accepted and a newer release of the same image (same
+    /// seeder, same reference, higher sequence) has been accepted since: a driver does
+    /// not import it, as the newer one would replace it at once.
+    pub fn is_superseded(&self, id: &ReleaseId) -> bool {
+        self.releases
+            .get(id)
+            .is_some_and(|r| !self.replay.is_newest(&r.release, *id))
     }
 
     /// Whether every blob of release `id` is complete.

@@ -23,6 +23,9 @@ pub(super) struct PeerState {
     pub(super) sent_full: BTreeSet<Digest>,
     /// Chunks this peer answered `Busy` for, not asked again before the given time.
     pub(super) declined: BTreeMap<(Digest, u32), Instant>,
+    /// Unique per connection (a reconnect gets a new one): who a super-seeder handed a
+    /// chunk to, and whether that connection is still up.
+    pub(super) session: u64,
 }
 
 impl PeerState {
@@ -65,6 +68,9 @@ pub(super) struct BlobState {
     pub(super) served_levels: Vec<u32>,
     /// Super-seeding: the least number of times any chunk was handed out.
     pub(super) served_least: u32,
+    /// Upload-once: the connection (`PeerState::session`) each chunk was last handed
+    /// to; 0 for none.
+    pub(super) served_to: Vec<u64>,
 }
 
 impl BlobState {
@@ -81,6 +87,7 @@ impl BlobState {
             served: Vec::new(),
             served_levels: Vec::new(),
             served_least: 0,
+            served_to: Vec::new(),
         }
     }
 

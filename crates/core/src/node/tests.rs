@@ -1326,3 +1326,90 @@ fn an_incomplete_release_is_never_removed() {
         vec![id]
     );
 }
+
+#[test]
+fn a_superseded_release_is_flagged_and_no_longer_offered_to_peers() {
+    let k = key();
+    let (mut s, v1) = Swarm::new(2, &[blob(1000, 1)], &k, k.public().to_peer_id());
+    let trusted = TrustedSeeders::new([k.public().to_peer_id()]);
+    let mut newer = v1.verify(&trusted, 0).unwrap();
+    newer.sequence = 2;
+    let v2 = SignedRelease::sign(&newer, &k).unwrap();
+    let node = &mut s.nodes[1];
+    let id1 = node.handle_release(v1.clone(), s.now, 0).unwrap();
+    assert!(!node.is_superseded(&id1), "the only release is the newest");
+    let offered = |node: &mut Node<PeerId>| -> Vec<SignedRelease> {
+        let from = PeerId::random();
+        match node.handle_request(&from, Request::Releases, s.now) {
+            Inbound::Respond(Response::Releases(list)) => list,
+            other => panic!("a release list expected, got {other:?}"),
+        }
+    };
+    assert_eq!(offered(node), vec![v1]);
+    let id2 = node.handle_release(v2.clone(), s.now, 0).unwrap();
+    assert!(node.is_superseded(&id1));
+    assert!(!node.is_superseded(&id2));
+    assert!(
+        !node.is_superseded(&Digest::of(b"unknown")),
+        "unknown is not superseded"
+    );
+    // Both are still carried (v1 may be half-imported elsewhere), only v2 is offered.
+    assert_eq!(node.release_ids().count(), 2);
+    assert_eq!(offered(node), vec![v2]);
+}
+
+#[test]
+fn an_upload_once_seeder_declines_a_chunk_while_its_holder_is_connected() {
+    let k = key();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let data = blob(3 * cs, 19);
+    let (s, signed) = Swarm::new(1, std::slice::from_ref(&data), &k, k.public().to_peer_id());
+    let mut seeder = Node::new(
+        Config::default().with_super_seed(true),
+        TrustedSeeders::new([k.public().to_peer_id()]),
+    )
+    .unwrap();
+    assert!(seeder.config.upload_once, "on by default");
+    let map = chunk_map_of(&data, MIN_CHUNK_SIZE).unwrap();
+    let b = map.blob();
+    seeder.add_local_blob(map, "x", s.now);
+    seeder.publish_release(signed, s.now, 0).unwrap();
+    let (a, c) = (PeerId::random(), PeerId::random());
+    seeder.handle_peer_connected(a, s.now);
+    seeder.handle_peer_connected(c, s.now);
+    let ask = |n: &mut Node<PeerId>, p: &PeerId, index: u32, now: Instant| {
+        n.handle_request(p, Request::Chunk { blob: b, index }, now)
+    };
+    let busy = Inbound::Respond(Response::Error(ErrorCode::Busy));
+    let served = |i: &Inbound| matches!(i, Inbound::ServeChunk { .. });
+    assert!(served(&ask(&mut seeder, &a, 0, s.now)));
+    seeder.handle_upload_done(&a, s.now);
+    assert!(served(&ask(&mut seeder, &c, 1, s.now)));
+    seeder.handle_upload_done(&c, s.now);
+    assert!(served(&ask(&mut seeder, &c, 2, s.now)));
+    seeder.handle_upload_done(&c, s.now);
+    // Every chunk went out once; plain super-seeding would now hand chunk 0 to c, but
+    // its holder a is connected: c gets it from a.
+    assert_eq!(ask(&mut seeder, &c, 0, s.now), busy);
+    // Once the holder is gone, the chunk is free at once.
+    seeder.handle_peer_disconnected(&a, s.now);
+    assert!(served(&ask(&mut seeder, &c, 0, s.now)));
+    seeder.handle_upload_done(&c, s.now);
+    // A reconnect is a new connection: what c got before no longer blocks anyone...
+    seeder.handle_peer_connected(a, s.now);
+    assert_eq!(ask(&mut seeder, &a, 1, s.now), busy, "c holds chunk 1");
+    // ...but the window ends the hold even for a connected holder.
+    let later = s.now + Config::default().super_seed_window;
+    assert!(served(&ask(&mut seeder, &a, 1, later)));
+    // Off, plain super-seeding serves a second copy once every chunk had one.
+    let mut plain_cfg = Config::default().with_super_seed(true);
+    plain_cfg.upload_once = false;
+    let mut plain = Node::new(plain_cfg, TrustedSeeders::default()).unwrap();
+    plain.add_local_blob(chunk_map_of(&data, MIN_CHUNK_SIZE).unwrap(), "x", s.now);
+    plain.handle_peer_connected(a, s.now);
+    plain.handle_peer_connected(c, s.now);
+    for (p, i) in [(&a, 0), (&c, 1), (&c, 2), (&c, 0)] {
+        assert!(served(&ask(&mut plain, p, i, s.now)), "chunk {i}");
+        plain.handle_upload_done(p, s.now);
+    }
+}

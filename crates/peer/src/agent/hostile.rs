@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::io;
 use std::time::{Duration, Instant};
 
+use blobswarm_core::ReleaseId;
 use blobswarm_core::rate::TokenBucket;
 use blobswarm_core::wire::{Request, Response};
 use bytes::Bytes;
@@ -27,6 +28,8 @@ const REQUESTS_PER_SEC: u64 = 200;
 const REQUEST_BURST: u64 = 400;
 /// Requests a flooding test agent keeps in flight per neighbour.
 const FLOOD_CHAINS: usize = 16;
+/// Releases a replaying test agent keeps to hand out again.
+const MAX_REPLAYED: usize = 8;
 /// Bans and per-peer request buckets remembered at most, against identity floods.
 const MAX_TRACKED: usize = 4096;
 
@@ -172,6 +175,30 @@ impl EventLoop {
                 .rr
                 .send_request(&peer, Request::Peers);
             self.outbound.insert(out, Origin::Flood(peer));
+        }
+    }
+
+    /// Test-only replay mode: remembers an accepted release to hand out again later,
+    /// even after a newer one supersedes it.
+    pub(super) fn keep_for_replay(&mut self, id: ReleaseId) {
+        if !self.config.replay_old_releases {
+            return;
+        }
+        if let Some(signed) = self.node.signed_release(&id) {
+            if self.replay_stash.len() >= MAX_REPLAYED {
+                self.replay_stash.remove(0);
+            }
+            self.replay_stash.push(signed.clone());
+        }
+    }
+
+    /// Test-only replay mode: answers a release sync with every release this agent
+    /// ever accepted, oldest first, instead of only the newest of each image.
+    pub(super) fn fault_releases(&self, response: &mut Response) {
+        if self.config.replay_old_releases
+            && let Response::Releases(list) = response
+        {
+            *list = self.replay_stash.clone();
         }
     }
 

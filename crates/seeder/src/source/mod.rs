@@ -144,6 +144,9 @@ pub struct SourceOptions {
     /// password are given: a docker `config.json` or a Kubernetes image pull secret
     /// (see `credentials::from_auth_file`).
     pub auth_file: Option<PathBuf>,
+    /// Longest silence while waiting for or reading a registry response (None: 60 s).
+    /// A stalled request counts as a transient failure: it is retried with back-off.
+    pub read_timeout: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for SourceOptions {
@@ -154,6 +157,7 @@ impl fmt::Debug for SourceOptions {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("auth_file", &self.auth_file)
+            .field("read_timeout", &self.read_timeout)
             .finish()
     }
 }

@@ -123,6 +123,7 @@ impl RegistrySource {
         let scheme = if insecure { "http" } else { "https" };
         let base_url = format!("{scheme}://{host}/v2/{}", reference.repository());
 
+        let read_timeout = opts.read_timeout.unwrap_or(READ_TIMEOUT);
         let auth = match (opts.username, opts.password) {
             (Some(user), Some(password)) => RegistryAuth::Basic(user, password),
             (Some(_), None) | (None, Some(_)) => {
@@ -147,14 +148,14 @@ impl RegistrySource {
                 ClientProtocol::Https
             },
             connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(READ_TIMEOUT),
+            read_timeout: Some(read_timeout),
             user_agent: USER_AGENT,
             platform_resolver: None,
             ..ClientConfig::default()
         });
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
+            .read_timeout(read_timeout)
             .user_agent(USER_AGENT)
             .build()
             .map_err(|e| SourceError::Registry {
