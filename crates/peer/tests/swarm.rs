@@ -89,6 +89,15 @@ async fn start_task(
     blobswarm_peer::spawn(cfg).await.unwrap()
 }
 
+/// An agent that answers release syncs with every release it ever accepted (the
+/// replay attack; honest agents offer only the newest release of each image).
+async fn start_replayer(dir: &Path, key: Keypair, trusted: PeerId) -> AgentHandle {
+    let mut cfg = AgentConfig::new(key, dir.join("store"));
+    cfg.trusted = vec![trusted];
+    cfg.replay_old_releases = true;
+    blobswarm_peer::spawn(cfg).await.unwrap().0
+}
+
 async fn wait_for(
     agent: &AgentHandle,
     what: &str,
@@ -383,12 +392,10 @@ async fn replayed_old_release_is_refused_with_a_log_line() {
         &Keypair::generate_ed25519(),
         &data,
     );
-    let replayer = start(
+    let replayer = start_replayer(
         &tmp.path().join("replayer"),
         Keypair::generate_ed25519(),
         seeder_id,
-        vec![],
-        None,
     )
     .await;
     replayer.publish(replay_blobs, old.clone()).await.unwrap();
@@ -455,12 +462,10 @@ async fn a_restarted_agent_remembers_the_newest_release_and_refuses_a_replay() {
         &Keypair::generate_ed25519(),
         &data,
     );
-    let replayer = start(
+    let replayer = start_replayer(
         &tmp.path().join("replayer"),
         Keypair::generate_ed25519(),
         seeder_id,
-        vec![],
-        None,
     )
     .await;
     replayer.publish(replay_blobs, old.clone()).await.unwrap();
