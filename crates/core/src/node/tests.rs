@@ -1144,14 +1144,21 @@ fn chunks_verified_within_the_have_batch_window_are_announced_in_one_update() {
     assert_eq!(got, want);
 }
 
-#[test]
-fn replayed_older_release_is_refused_and_counted() {
-    let k = key();
-    let (mut s, v1) = Swarm::new(2, &[blob(1000, 1)], &k, k.public().to_peer_id());
+/// A two-node swarm and two releases of one image: `v1` (sequence 1) and `v2`
+/// (sequence 2, otherwise the same body, also signed by `k`), with v2's body.
+fn two_sequences(k: &Keypair) -> (Swarm, SignedRelease, SignedRelease, Release) {
+    let (s, v1) = Swarm::new(2, &[blob(1000, 1)], k, k.public().to_peer_id());
     let trusted = TrustedSeeders::new([k.public().to_peer_id()]);
     let mut newer = v1.verify(&trusted, 0).unwrap();
     newer.sequence = 2;
-    let v2 = SignedRelease::sign(&newer, &k).unwrap();
+    let v2 = SignedRelease::sign(&newer, k).unwrap();
+    (s, v1, v2, newer)
+}
+
+#[test]
+fn replayed_older_release_is_refused_and_counted() {
+    let k = key();
+    let (mut s, v1, v2, newer) = two_sequences(&k);
     let node = &mut s.nodes[1];
     let id2 = node.handle_release(v2.clone(), s.now, 0).unwrap();
     assert!(matches!(
@@ -1330,11 +1337,7 @@ fn an_incomplete_release_is_never_removed() {
 #[test]
 fn a_superseded_release_is_flagged_and_no_longer_offered_to_peers() {
     let k = key();
-    let (mut s, v1) = Swarm::new(2, &[blob(1000, 1)], &k, k.public().to_peer_id());
-    let trusted = TrustedSeeders::new([k.public().to_peer_id()]);
-    let mut newer = v1.verify(&trusted, 0).unwrap();
-    newer.sequence = 2;
-    let v2 = SignedRelease::sign(&newer, &k).unwrap();
+    let (mut s, v1, v2, _) = two_sequences(&k);
     let node = &mut s.nodes[1];
     let id1 = node.handle_release(v1.clone(), s.now, 0).unwrap();
     assert!(!node.is_superseded(&id1), "the only release is the newest");
