@@ -1,7 +1,8 @@
 //! The containerd importer against a real, private containerd (root, `containerd`,
 //! `ctr`, `runc`, `umoci`, `busybox`): the CRI's view (`ctr -n k8s.io images ls`),
 //! snapshots before any run, a container started from the image, idempotence, refusal of
-//! corrupt and unsupported layers, connection errors, and a containerd crash mid-import.
+//! corrupt and unsupported layers, connection errors, a containerd crash mid-import, and
+//! a newer pinned release unpinning the older one, which containerd's GC then reclaims.
 
 #![cfg(feature = "containerd")]
 
@@ -301,14 +302,28 @@ async fn import_is_seen_by_the_cri_unpacked_runnable_and_idempotent() {
         info.blobs().iter().map(|b| b.size).sum::<u64>()
     );
 
-    // The same image as a swarm release with blobs in a store: also nothing to do.
+    // The same image as a swarm release with blobs in a store: nothing to write, only the
+    // release line's labels are added to the records; once there, nothing to do.
     let release = release_for(&layout, &info, REF);
     let from_release =
         ImageToImport::from_release(&release, |d| layout.join("blobs/sha256").join(d.hex()));
     assert_eq!(from_release.names().unwrap(), names);
     let third = target.import(&from_release).await.unwrap();
     eprintln!("release import: {third}");
-    assert!(third.changed_nothing(), "{third:?}");
+    assert_eq!(third.records_updated, 3, "{third:?}");
+    assert_eq!(
+        third.content_written + third.labels_updated + third.snapshots_created,
+        0,
+        "{third:?}"
+    );
+    for (name, _, labels) in images(&ctd) {
+        assert!(
+            labels.contains("io.blobswarm.lineage=") && labels.contains("io.blobswarm.sequence=1"),
+            "{name}: {labels}"
+        );
+    }
+    let again = target.import(&from_release).await.unwrap();
+    assert!(again.changed_nothing(), "{again:?}");
     assert!(our_leases(&ctd).is_empty());
 
     // Pinning later only adds the label to the existing records.
@@ -600,4 +615,186 @@ async fn import_interrupted_by_a_containerd_crash_completes_on_rerun() {
     assert!(!active.contains("blobswarm-"), "ingest left: {active}");
     let again = target.import(&image).await.unwrap();
     assert!(again.changed_nothing(), "{again:?}");
+}
+
+/// Whether containerd's content store lists `digest` (`ctr content ls`).
+fn has_content(ctd: &Containerd, digest: &str) -> bool {
+    ctd.ctr_ok(&["content", "ls"])
+        .lines()
+        .any(|l| l.starts_with(digest))
+}
+
+/// The file containerd keeps `digest`'s bytes in.
+fn content_file(ctd: &Containerd, digest: &str) -> PathBuf {
+    ctd.root()
+        .join("io.containerd.content.v1.content/blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_pinned_release_unpins_the_older_one_which_gc_then_reclaims() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ctd = Containerd::start(tmp.path());
+    let layout = tmp.path().join("oci");
+    let v1 = build_test_image(&layout, "v1", 2 << 20, 21);
+    let v2 = build_test_image(&layout, "v2", 2 << 20, 22);
+    let seeder = libp2p_identity::Keypair::ed25519_from_bytes([3u8; 32])
+        .unwrap()
+        .public()
+        .to_peer_id();
+    let release = |info: &ImageInfo, sequence: u64| {
+        let mut r = release_for(&layout, info, REF);
+        r.seeder = seeder.to_bytes();
+        r.sequence = sequence;
+        ImageToImport::from_release(&r, |d| layout.join("blobs/sha256").join(d.hex()))
+    };
+    let (image1, image2) = (release(&v1, 1), release(&v2, 2));
+    let lineage = format!("{seeder}/{REF}");
+    assert_eq!(image1.release_line.as_ref().unwrap().lineage, lineage);
+    let target = ContainerdTarget::connect(ContainerdConfig {
+        pin: true,
+        ..config(&ctd)
+    })
+    .await
+    .unwrap();
+    let v1_names = [
+        format!("{REPO}@{}", v1.manifest_digest),
+        v1.config.digest.clone(),
+    ];
+    let v2_names = [
+        REF.to_owned(),
+        format!("{REPO}@{}", v2.manifest_digest),
+        v2.config.digest.clone(),
+    ];
+    let labels_of = |name: &str| {
+        images(&ctd)
+            .into_iter()
+            .find(|r| r.0 == name)
+            .unwrap_or_else(|| panic!("{name} not in ctr images ls"))
+    };
+    let pinned = "io.cri-containerd.pinned=pinned";
+
+    let first = target.import(&image1).await.unwrap();
+    eprintln!("v1 (sequence 1): {first}");
+    assert!(first.unpinned.is_empty(), "{first:?}");
+    for name in &v1_names {
+        let (_, _, labels) = labels_of(name);
+        assert!(labels.contains(pinned), "{name}: {labels}");
+        assert!(
+            labels.contains(&format!("io.blobswarm.lineage={lineage}")),
+            "{labels}"
+        );
+        assert!(labels.contains("io.blobswarm.sequence=1"), "{labels}");
+    }
+
+    // v2 of the same line: v1's records lose the pin, v2's (and the tag) keep it.
+    let second = target.import(&image2).await.unwrap();
+    eprintln!("v2 (sequence 2): {second}");
+    let mut unpinned = second.unpinned.clone();
+    unpinned.sort();
+    let mut want = v1_names.to_vec();
+    want.sort();
+    assert_eq!(unpinned, want, "{second}");
+    assert!(
+        second.to_string().contains("unpinned superseded"),
+        "{second}"
+    );
+    for name in &v1_names {
+        let (_, _, labels) = labels_of(name);
+        assert!(
+            !labels.contains("io.cri-containerd.pinned"),
+            "{name}: {labels}"
+        );
+        assert!(
+            labels.contains("io.cri-containerd.image=managed"),
+            "{labels}"
+        );
+    }
+    for name in &v2_names {
+        let (_, digest, labels) = labels_of(name);
+        assert_eq!(digest, v2.manifest_digest, "{name}");
+        assert!(labels.contains(pinned), "{name}: {labels}");
+        assert!(
+            labels.contains("io.blobswarm.sequence=2"),
+            "{name}: {labels}"
+        );
+    }
+
+    // v1 replayed late: the tag stays on v2, v2 stays pinned, v1 unpins itself again.
+    let replay = target.import(&image1).await.unwrap();
+    eprintln!("v1 again: {replay}");
+    assert_eq!(replay.records_kept_newer, [REF.to_owned()], "{replay:?}");
+    for name in &v2_names {
+        let (_, digest, labels) = labels_of(name);
+        assert_eq!(digest, v2.manifest_digest, "{name}");
+        assert!(labels.contains(pinned), "{name}: {labels}");
+    }
+    for name in &v1_names {
+        let (_, _, labels) = labels_of(name);
+        assert!(
+            !labels.contains("io.cri-containerd.pinned"),
+            "{name}: {labels}"
+        );
+    }
+    // The kubelet's image GC removes unpinned records; containerd's GC then reclaims
+    // v1's own content (manifest, config, its layers) and snapshots, not v2's.
+    let v2_blobs: Vec<String> = v2.blobs().into_iter().map(|b| b.digest).collect();
+    let v1_only: Vec<String> = std::iter::once(v1.manifest_digest.clone())
+        .chain(v1.blobs().into_iter().map(|b| b.digest))
+        .filter(|d| !v2_blobs.contains(d))
+        .collect();
+    assert!(v1_only.len() >= 3, "{v1_only:?}");
+    let (_, v1_chains) = chain_ids(&layout, &v1);
+    let (_, v2_chains) = chain_ids(&layout, &v2);
+    for d in &v1_only {
+        assert!(has_content(&ctd, d), "{d} not imported");
+        assert!(content_file(&ctd, d).is_file(), "{d} has no blob file");
+    }
+    let mut rm = vec!["images", "rm", "--sync"];
+    rm.extend(v1_names.iter().map(String::as_str));
+    ctd.ctr_ok(&rm);
+    for d in &v1_only {
+        assert!(!has_content(&ctd, d), "{d} of v1 survived GC");
+        // The bytes go too (containerd may delete the files just after answering).
+        blobswarm_testkit::wait_until(Duration::from_secs(10), "v1 blob file removed", || {
+            !content_file(&ctd, d).exists()
+        });
+    }
+    for d in v2_blobs.iter().chain([&v2.manifest_digest]) {
+        assert!(has_content(&ctd, d), "{d} of v2 was collected");
+        assert!(content_file(&ctd, d).is_file(), "{d} of v2 lost its file");
+    }
+    let snapshots = committed_snapshots(&ctd);
+    let v1_top = v1_chains.last().unwrap();
+    assert!(!v2_chains.contains(v1_top));
+    assert!(!snapshots.contains(v1_top), "v1's snapshot survived GC");
+    for c in &v2_chains {
+        assert!(
+            snapshots.contains(c),
+            "v2 snapshot {c} collected: {snapshots:?}"
+        );
+    }
+    eprintln!(
+        "GC reclaimed {} v1 blobs and {} snapshots; v2 intact",
+        v1_only.len(),
+        v1_chains.iter().filter(|c| !v2_chains.contains(c)).count()
+    );
+
+    // v2 still runs.
+    let id = format!("bsw-sup-{}", std::process::id());
+    let out = ctd.ctr_ok(&[
+        "run",
+        "--rm",
+        "--snapshotter",
+        ctd.snapshotter(),
+        REF,
+        &id,
+        "/bin/busybox",
+        "cat",
+        "/etc/blobswarm-test",
+    ]);
+    assert!(out.contains("blobswarm test image v2, seed 22"), "{out}");
 }

@@ -58,7 +58,8 @@ impl Runtime {
         Ok(())
     }
 
-    /// Imports a release whose blobs are complete in `store`.
+    /// Imports a release whose blobs are complete in `store`. The records carry the
+    /// release's line and sequence; with `--pin`, older releases of the line are unpinned.
     pub(crate) async fn import(
         &self,
         release: &Arc<Release>,
@@ -72,6 +73,17 @@ impl Runtime {
             );
             let report = target.import(&image).await.map_err(|e| e.to_string())?;
             tracing::info!(reference = %release.reference, %report, "imported into containerd");
+            if let Some(error) = &report.unpin_error {
+                tracing::warn!(reference = %release.reference, %error, "could not unpin superseded releases");
+            }
+            for name in &report.unpinned {
+                tracing::info!(
+                    reference = %release.reference,
+                    sequence = release.sequence,
+                    %name,
+                    "unpinned image record of a superseded release"
+                );
+            }
         }
         #[cfg(not(feature = "containerd"))]
         let _ = (release, store);

@@ -12,6 +12,11 @@ pub const DEFAULT_NAMESPACE: &str = "k8s.io";
 /// The snapshotter the CRI plugin uses on most nodes.
 pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 
+/// Marks an image as managed by the CRI plugin, which then lists it to the kubelet.
+pub const LABEL_CRI_MANAGED: (&str, &str) = ("io.cri-containerd.image", "managed");
+/// Keeps the kubelet's image garbage collector from removing the image.
+pub const LABEL_CRI_PINNED: (&str, &str) = ("io.cri-containerd.pinned", "pinned");
+
 /// How to reach containerd and what to create there.
 ///
 /// Defaults match a stock Kubernetes node (`/run/containerd/containerd.sock`, namespace
@@ -65,17 +70,16 @@ impl ContainerdConfig {
         if self.socket.as_os_str().is_empty() {
             return invalid("socket path is empty".into());
         }
-        // containerd's rule for namespaces: a DNS-label-like identifier.
-        let ns_ok = !self.namespace.is_empty()
-            && self.namespace.len() <= 76
+        // containerd's rule for identifiers (`[A-Za-z0-9]+([._-][A-Za-z0-9]+)*`, at most 76
+        // bytes): anything else connects but fails every import.
+        let ns_ok = self.namespace.len() <= 76
             && self
                 .namespace
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-            && self.namespace.as_bytes()[0].is_ascii_alphanumeric();
+                .split(['.', '_', '-'])
+                .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()));
         if !ns_ok {
             return invalid(format!(
-                "namespace {:?} must be letters, digits, '.', '-', '_' and start with a letter or digit",
+                "namespace {:?} must be letters and digits separated by single '.', '-' or '_'",
                 self.namespace
             ));
         }
@@ -111,6 +115,14 @@ mod tests {
     fn default_is_valid_and_matches_a_node() {
         let c = ContainerdConfig::default();
         c.validate().unwrap();
+        for ns in ["agent-3", "a.b_c-d", "X1"] {
+            ContainerdConfig {
+                namespace: ns.into(),
+                ..c.clone()
+            }
+            .validate()
+            .unwrap();
+        }
         assert_eq!(c.socket, PathBuf::from("/run/containerd/containerd.sock"));
         assert_eq!(c.namespace, "k8s.io");
         assert_eq!(c.snapshotter, "overlayfs");
@@ -123,6 +135,27 @@ mod tests {
             (
                 ContainerdConfig {
                     namespace: "k8s io".into(),
+                    ..Default::default()
+                },
+                "namespace",
+            ),
+            (
+                ContainerdConfig {
+                    namespace: "agent--3".into(),
+                    ..Default::default()
+                },
+                "namespace",
+            ),
+            (
+                ContainerdConfig {
+                    namespace: "agent-3-".into(),
+                    ..Default::default()
+                },
+                "namespace",
+            ),
+            (
+                ContainerdConfig {
+                    namespace: String::new(),
                     ..Default::default()
                 },
                 "namespace",

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::error::io_err;
 use super::media::{DocKind, Platform, doc_kind};
 use super::plan::Plan;
-use super::{ContainerdError, REF_NAME_ANNOTATION};
+use super::{ContainerdError, REF_NAME_ANNOTATION, ReleaseLine};
 
 /// The annotation containerd's importer (and our OCI layout target) names images by.
 const CONTAINERD_NAME_ANNOTATION: &str = "io.containerd.image.name";
@@ -49,6 +49,10 @@ pub struct ImageToImport {
     pub manifests: Vec<Document>,
     /// Configs and layers.
     pub blobs: Vec<BlobFile>,
+    /// The release line (seeder and reference) and sequence this image was released as;
+    /// recorded as labels so a pinned import of a newer release unpins this one. `None`
+    /// for images not from a release (no labels, never unpinned).
+    pub release_line: Option<ReleaseLine>,
 }
 
 impl ImageToImport {
@@ -69,6 +73,7 @@ impl ImageToImport {
                     path: blob_path(&b.digest),
                 })
                 .collect(),
+            release_line: Some(ReleaseLine::of_release(release)),
         }
     }
 
@@ -184,6 +189,7 @@ impl ImageToImport {
             root,
             manifests,
             blobs,
+            release_line: None,
         })
     }
 
@@ -191,6 +197,14 @@ impl ImageToImport {
     #[must_use]
     pub fn with_reference(mut self, reference: impl Into<String>) -> Self {
         self.reference = reference.into();
+        self
+    }
+
+    /// The same image as release `sequence` of the line `lineage` (what
+    /// [`Self::from_release`] sets from a signed release).
+    #[must_use]
+    pub fn with_release_line(mut self, line: ReleaseLine) -> Self {
+        self.release_line = Some(line);
         self
     }
 

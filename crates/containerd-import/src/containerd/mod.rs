@@ -10,7 +10,9 @@
 //!    ID (`Diff.Apply`, checked against the config's diff_ids);
 //! 4. image records `repo:tag`, `repo@sha256:<root>` and `sha256:<config>` labelled
 //!    `io.cri-containerd.image=managed` (and `pinned` if configured);
-//! 5. the lease is deleted, also on error.
+//! 5. the lease is deleted, also on error;
+//! 6. with pinning on, records of older releases of the same line (seeder and reference,
+//!    see [`ReleaseLine`]) are unpinned, so the kubelet's image GC may reclaim them.
 //!
 //! [`ImageToImport`], [`ContainerdConfig`], [`ContainerdError`] and [`ImportReport`] are
 //! always built, so an image can be checked without containerd; [`ContainerdTarget`]
@@ -26,6 +28,9 @@ mod media;
 mod plan;
 mod reference;
 mod report;
+// Without the `containerd` feature only the labels' selection logic is built (and tested).
+#[cfg_attr(not(feature = "containerd"), allow(dead_code))]
+mod supersede;
 
 #[cfg(feature = "containerd")]
 mod client;
@@ -42,15 +47,15 @@ mod unpack;
 
 pub use crate::oci_layout::REF_NAME_ANNOTATION;
 pub use config::{
-    ContainerdConfig, DEFAULT_NAMESPACE, DEFAULT_SNAPSHOTTER, DEFAULT_SOCKET, UNPACK_TIMEOUT_FACTOR,
+    ContainerdConfig, DEFAULT_NAMESPACE, DEFAULT_SNAPSHOTTER, DEFAULT_SOCKET, LABEL_CRI_MANAGED,
+    LABEL_CRI_PINNED, UNPACK_TIMEOUT_FACTOR,
 };
 pub use error::ContainerdError;
 pub use image::{BlobFile, ImageToImport};
 pub use report::ImportReport;
+pub use supersede::{LABEL_LINEAGE, LABEL_SEQUENCE, ReleaseLine};
 
 #[cfg(feature = "containerd")]
 pub use lease::LEASE_LABEL;
-#[cfg(feature = "containerd")]
-pub use records::{LABEL_CRI_MANAGED, LABEL_CRI_PINNED};
 #[cfg(feature = "containerd")]
 pub use target::{ContainerdTarget, Progress};

@@ -548,6 +548,7 @@ mod tests {
             root,
             manifests: vec![],
             blobs,
+            release_line: None,
         }
     }
 
@@ -656,6 +657,7 @@ mod tests {
                 .chain(amd_blobs.clone())
                 .chain(att_blobs)
                 .collect(),
+            release_line: None,
         };
         let plan = Plan::build(&image, &amd64()).unwrap();
         assert_eq!(plan.unpack.as_ref().unwrap().config, amd_blobs[0].digest);

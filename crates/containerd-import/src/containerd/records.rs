@@ -10,14 +10,11 @@ use containerd_client::services::v1::{
 use containerd_client::tonic::Code;
 use containerd_client::types::Descriptor;
 
-use super::ContainerdError;
 use super::client::{Conn, Lease};
 use super::plan::Target;
+use super::{ContainerdError, ReleaseLine};
 
-/// Marks an image as managed by the CRI plugin, which then lists it to the kubelet.
-pub const LABEL_CRI_MANAGED: (&str, &str) = ("io.cri-containerd.image", "managed");
-/// Keeps the kubelet's image garbage collector from removing the image.
-pub const LABEL_CRI_PINNED: (&str, &str) = ("io.cri-containerd.pinned", "pinned");
+pub(crate) use super::config::{LABEL_CRI_MANAGED, LABEL_CRI_PINNED};
 
 /// What [`ensure`] did with one name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,9 +22,11 @@ pub(crate) enum RecordOutcome {
     Created,
     Updated,
     Unchanged,
+    /// The name belongs to a newer release of the same line and was left alone.
+    KeptNewer,
 }
 
-fn desired_labels(conn: &Conn) -> HashMap<String, String> {
+fn desired_labels(conn: &Conn, line: Option<&ReleaseLine>) -> HashMap<String, String> {
     let mut labels = HashMap::from([(
         LABEL_CRI_MANAGED.0.to_owned(),
         LABEL_CRI_MANAGED.1.to_owned(),
@@ -35,6 +34,7 @@ fn desired_labels(conn: &Conn) -> HashMap<String, String> {
     if conn.config.pin {
         labels.insert(LABEL_CRI_PINNED.0.to_owned(), LABEL_CRI_PINNED.1.to_owned());
     }
+    labels.extend(line.into_iter().flat_map(ReleaseLine::labels));
     labels
 }
 
@@ -53,13 +53,16 @@ fn same_target(have: Option<&Descriptor>, want: &Descriptor) -> bool {
     })
 }
 
-/// Makes the record `name` point at `target` with the CRI labels; other labels are kept.
+/// Makes the record `name` point at `target` with the CRI labels (and the release line's
+/// labels); other labels are kept. A record of a newer release of the same line is left
+/// alone, so an old release imported late never takes a tag back.
 pub(crate) async fn ensure(
     conn: &Conn,
     name: &str,
     target: &Target,
+    line: Option<&ReleaseLine>,
 ) -> Result<RecordOutcome, ContainerdError> {
-    let labels = desired_labels(conn);
+    let labels = desired_labels(conn, line);
     let want = descriptor(target);
     let images = || ImagesClient::new(conn.channel.clone());
     let existing = conn
@@ -107,6 +110,9 @@ pub(crate) async fn ensure(
             }
         }
     };
+    if line.is_some_and(|l| l.is_older_than(&existing.labels)) {
+        return Ok(RecordOutcome::KeptNewer);
+    }
     let mut paths = Vec::new();
     if !same_target(existing.target.as_ref(), &want) {
         paths.push("target".to_owned());

@@ -31,6 +31,12 @@ pub struct ImportReport {
     pub records_updated: usize,
     /// Image records that were already exactly right.
     pub records_unchanged: usize,
+    /// Names left pointing at a newer release of the same line (this import is older).
+    pub records_kept_newer: Vec<String>,
+    /// Names of older releases of the same line whose pin this import removed.
+    pub unpinned: Vec<String>,
+    /// Why unpinning superseded records failed, if it did (the image itself is imported).
+    pub unpin_error: Option<String>,
     /// Leases left behind by earlier, interrupted imports and deleted by this one.
     pub stale_leases_removed: usize,
     /// Wall time of the import, connection excluded.
@@ -46,6 +52,7 @@ impl ImportReport {
             && self.snapshots_created == 0
             && self.records_created == 0
             && self.records_updated == 0
+            && self.unpinned.is_empty()
     }
 }
 
@@ -68,6 +75,19 @@ impl fmt::Display for ImportReport {
             self.records_updated,
             self.records_unchanged,
         )?;
+        if !self.records_kept_newer.is_empty() {
+            write!(
+                f,
+                "; kept on a newer release: {}",
+                self.records_kept_newer.join(", ")
+            )?;
+        }
+        if !self.unpinned.is_empty() {
+            write!(f, "; unpinned superseded: {}", self.unpinned.join(", "))?;
+        }
+        if let Some(e) = &self.unpin_error {
+            write!(f, "; unpinning superseded releases failed: {e}")?;
+        }
         if self.stale_leases_removed > 0 {
             write!(f, "; {} stale leases removed", self.stale_leases_removed)?;
         }

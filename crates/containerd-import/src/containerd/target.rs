@@ -7,7 +7,10 @@ use super::lease::{self, LeaseGuard};
 use super::media::Platform;
 use super::plan::{LABEL_GC_SNAPSHOT, Plan};
 use super::records::{self, RecordOutcome};
-use super::{ContainerdConfig, ContainerdError, ImageToImport, ImportReport, content, unpack};
+use super::{
+    ContainerdConfig, ContainerdError, ImageToImport, ImportReport, ReleaseLine, content,
+    supersede, unpack,
+};
 
 /// A connected containerd that images are imported into, so the CRI (and the kubelet)
 /// sees them without pulling from a registry.
@@ -86,6 +89,12 @@ impl ContainerdTarget {
     /// deleted at the end, also on error; records are created last, so a failed import
     /// leaves no name behind.
     ///
+    /// With [`ContainerdConfig::pin`] and an image from a release
+    /// ([`ImageToImport::release_line`]), records of older releases of the same line are
+    /// unpinned after the records are in place ([`ImportReport::unpinned`]), so the
+    /// kubelet's image GC may reclaim superseded releases; the newest stays pinned. Failing
+    /// to unpin does not fail the import ([`ImportReport::unpin_error`]).
+    ///
     /// # Errors
     /// [`ContainerdError`] naming the step and the digest, file or name involved.
     pub async fn import(&self, image: &ImageToImport) -> Result<ImportReport, ContainerdError> {
@@ -98,12 +107,23 @@ impl ContainerdTarget {
         };
         report.stale_leases_removed = lease::remove_stale(&self.conn).await?;
         let lease = LeaseGuard::create(&self.conn).await?;
-        let result = self.import_leased(&plan, lease.id(), &mut report).await;
+        let line = image.release_line.as_ref();
+        let result = self
+            .import_leased(&plan, line, lease.id(), &mut report)
+            .await;
         let released = lease.release().await;
         // The import's own error is the one worth reporting; a lease that could not be
         // deleted then is removed by the next import's stale sweep.
         result?;
         released?;
+        // The image is in place whatever happens here: a failure to unpin is reported, not
+        // an import failure, and the next import of the line unpins again.
+        if let Some(line) = line.filter(|_| self.conn.config.pin) {
+            match supersede::unpin_superseded(&self.conn, line).await {
+                Ok(names) => report.unpinned = names,
+                Err(e) => report.unpin_error = Some(e.to_string()),
+            }
+        }
         report.elapsed = start.elapsed();
         Ok(report)
     }
@@ -111,12 +131,13 @@ impl ContainerdTarget {
     async fn import_leased(
         &self,
         plan: &Plan,
+        line: Option<&ReleaseLine>,
         lease: &str,
         report: &mut ImportReport,
     ) -> Result<(), ContainerdError> {
         self.write_content(plan, lease, report).await?;
         self.unpack(plan, lease, report).await?;
-        self.record(plan, report).await
+        self.record(plan, line, report).await
     }
 
     /// Step 1: content, children before parents, with GC labels at commit.
@@ -172,12 +193,18 @@ impl ContainerdTarget {
     }
 
     /// Step 3: one image record per name.
-    async fn record(&self, plan: &Plan, report: &mut ImportReport) -> Result<(), ContainerdError> {
+    async fn record(
+        &self,
+        plan: &Plan,
+        line: Option<&ReleaseLine>,
+        report: &mut ImportReport,
+    ) -> Result<(), ContainerdError> {
         for name in &plan.names {
-            match records::ensure(&self.conn, name, &plan.target).await? {
+            match records::ensure(&self.conn, name, &plan.target, line).await? {
                 RecordOutcome::Created => report.records_created += 1,
                 RecordOutcome::Updated => report.records_updated += 1,
                 RecordOutcome::Unchanged => report.records_unchanged += 1,
+                RecordOutcome::KeptNewer => report.records_kept_newer.push(name.clone()),
             }
         }
         Ok(())
