@@ -156,23 +156,35 @@ state = {state}
 
     /// Runs `ctr --address SOCK -n k8s.io ARGS` and returns its output (not checked).
     pub fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_in("k8s.io", args)
+    }
+
+    /// [`Self::ctr`] that panics (with stderr and the log tail) unless it succeeds;
+    /// returns stdout.
+    pub fn ctr_ok(&self, args: &[&str]) -> String {
+        self.ctr_in_ok("k8s.io", args)
+    }
+
+    /// Runs `ctr --address SOCK -n NAMESPACE ARGS` (not checked): several agents can share
+    /// one containerd, each in its own namespace.
+    pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> Output {
         Command::new("ctr")
             .arg("--address")
             .arg(self.socket())
-            .args(["-n", "k8s.io"])
+            .args(["-n", namespace])
             .args(args)
             .stdin(Stdio::null())
             .output()
             .expect("run ctr")
     }
 
-    /// [`Self::ctr`] that panics (with stderr and the log tail) unless it succeeds;
+    /// [`Self::ctr_in`] that panics (with stderr and the log tail) unless it succeeds;
     /// returns stdout.
-    pub fn ctr_ok(&self, args: &[&str]) -> String {
-        let out = self.ctr(args);
+    pub fn ctr_in_ok(&self, namespace: &str, args: &[&str]) -> String {
+        let out = self.ctr_in(namespace, args);
         assert!(
             out.status.success(),
-            "ctr {args:?} failed with {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- containerd log ---\n{}",
+            "ctr -n {namespace} {args:?} failed with {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- containerd log ---\n{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
