@@ -70,7 +70,7 @@ impl FallbackArgs {
         c.after = Duration::from_millis(3000);
         c.grace = Duration::from_millis(300);
         c.spread = Duration::from_millis(1000);
-        c.settle = Duration::from_millis(300);
+        c.settle = Duration::from_millis(800);
         c.scan_interval = Duration::from_millis(200);
         Some(c)
     }
