@@ -471,30 +471,14 @@ impl<P: PeerKey> Node<P> {
         if self.up_rate.as_mut().is_some_and(|r| !r.ready(now)) {
             return Inbound::Respond(Response::Error(ErrorCode::Overloaded));
         }
-        let session = self.peers.get(from).map_or(0, |p| p.session);
-        if super_seed && self.config.upload_once {
-            if b.served_to.len() != b.have.len() as usize {
-                b.served_to = vec![0; b.have.len() as usize];
-            }
-            let holder = b.served_to[index as usize];
-            let recent = b
-                .served
-                .get(index as usize)
-                .and_then(|(_, last)| *last)
-                .is_some_and(|t| now < t + window);
-            if holder != 0
-                && holder != session
-                && recent
-                && self.peers.values().any(|p| p.session == holder)
-            {
-                return Inbound::Respond(Response::Error(ErrorCode::Busy));
-            }
-        }
-        if super_seed && !b.super_seed_admit(index, now, window) {
+        let peers = &self.peers;
+        let connected = |session: u64| peers.values().any(|p| p.session == session);
+        let once = self.config.upload_once.then(|| {
+            let session = peers.get(from).map_or(0, |p| p.session);
+            (session, &connected as &dyn Fn(u64) -> bool)
+        });
+        if super_seed && !b.super_seed_admit(index, now, window, once) {
             return Inbound::Respond(Response::Error(ErrorCode::Busy));
-        }
-        if let Some(slot) = b.served_to.get_mut(index as usize) {
-            *slot = session;
         }
         if let Some(r) = self.up_rate.as_mut() {
             r.take(range.end - range.start);

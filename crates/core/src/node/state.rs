@@ -97,25 +97,40 @@ impl BlobState {
 
     /// Super-seeding rule: decline a chunk already handed out more often than the least
     /// handed-out chunk, if that happened within `window`; otherwise count it as served.
+    ///
+    /// Upload-once (`once` = the requesting connection's session and whether a session
+    /// is still connected): also decline a chunk handed out within `window` to another
+    /// connection that is still up, and remember who gets it.
     pub(super) fn super_seed_admit(
         &mut self,
         index: u32,
         now: Instant,
         window: std::time::Duration,
+        once: Option<(u64, &dyn Fn(u64) -> bool)>,
     ) -> bool {
         if self.served.len() != self.have.len() as usize {
             self.served = vec![(0, None); self.have.len() as usize];
             self.served_levels = vec![self.have.len()];
             self.served_least = 0;
+            self.served_to = vec![0; self.have.len() as usize];
         }
         let Some(&(count, last)) = self.served.get(index as usize) else {
             return false;
         };
         let recent = last.is_some_and(|t| now < t + window);
+        if recent && let Some((session, up)) = once {
+            let holder = self.served_to[index as usize];
+            if holder != 0 && holder != session && up(holder) {
+                return false;
+            }
+        }
         if count > self.served_least && recent {
             return false;
         }
         self.served[index as usize] = (count + 1, Some(now));
+        if let Some((session, _)) = once {
+            self.served_to[index as usize] = session;
+        }
         let (from, to) = (count as usize, count as usize + 1);
         if self.served_levels.len() <= to {
             self.served_levels.resize(to + 1, 0);

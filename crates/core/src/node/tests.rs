@@ -742,17 +742,17 @@ fn super_seeder_least_served_count_tracks_every_level() {
     let window = Duration::from_secs(5);
     let later = now + 2 * window;
     for (index, at) in [(0, now), (0, later), (1, now), (2, now), (3, now), (4, now)] {
-        state.super_seed_admit(index, at, window);
+        state.super_seed_admit(index, at, window, None);
         let recount = state.served.iter().map(|(n, _)| *n).min().unwrap();
         assert_eq!(state.served_least, recount);
     }
     assert_eq!(state.served_least, 1);
     assert!(
-        state.super_seed_admit(1, now, window),
+        state.super_seed_admit(1, now, window, None),
         "every chunk is at the least level, so any may go out again"
     );
     assert!(
-        !state.super_seed_admit(1, now, window),
+        !state.super_seed_admit(1, now, window, None),
         "chunk 1 is now above the least level and was just handed out"
     );
 }
