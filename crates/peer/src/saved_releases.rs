@@ -105,7 +105,7 @@ fn load(store_root: &Path) -> Vec<SignedRelease> {
 /// What to do with one saved release at start.
 enum Keep {
     /// The newest saved release of its image (or one the node will judge itself).
-    Newest(u64, SignedRelease),
+    Newest(SignedRelease),
     /// An older release of an image with a newer one saved: a restart must not
     /// download or import it again.
     Superseded(ReleaseId),
@@ -114,13 +114,14 @@ enum Keep {
 /// Splits saved releases into the newest per (seeder, reference) and the rest. The
 /// signature is checked here only to read the body; expiry and trust at `now` are the
 /// node's call, so a release that does not verify is passed on for the node to refuse.
+/// With one release per image left, the order they are fed back in does not matter.
 fn newest_per_image(saved: Vec<SignedRelease>, trusted: &TrustedSeeders) -> Vec<Keep> {
     use std::collections::HashMap;
     let mut newest: HashMap<(Vec<u8>, String), (u64, SignedRelease)> = HashMap::new();
     let mut out = Vec::new();
     for signed in saved {
         let Ok(body) = signed.verify(trusted, 0) else {
-            out.push(Keep::Newest(0, signed));
+            out.push(Keep::Newest(signed));
             continue;
         };
         let key = (body.seeder.clone(), body.reference.clone());
@@ -133,7 +134,7 @@ fn newest_per_image(saved: Vec<SignedRelease>, trusted: &TrustedSeeders) -> Vec<
             }
         }
     }
-    out.extend(newest.into_values().map(|(seq, s)| Keep::Newest(seq, s)));
+    out.extend(newest.into_values().map(|(_, s)| Keep::Newest(s)));
     out
 }
 
@@ -148,19 +149,16 @@ pub(crate) fn restore(
     now: std::time::Instant,
     now_unix_ms: u64,
 ) -> usize {
-    let mut saved: Vec<(u64, SignedRelease)> = Vec::new();
-    for s in newest_per_image(load(store_root), trusted) {
-        match s {
-            Keep::Newest(seq, signed) => saved.push((seq, signed)),
+    let mut restored = 0;
+    for keep in newest_per_image(load(store_root), trusted) {
+        let signed = match keep {
+            Keep::Newest(signed) => signed,
             Keep::Superseded(id) => {
                 info!(release = %id.short(), "saved release superseded by a newer one; not restored");
                 forget(store_root, &id);
+                continue;
             }
-        }
-    }
-    saved.sort_by_key(|(seq, _)| *seq);
-    let mut restored = 0;
-    for (_, signed) in saved {
+        };
         let id = signed.id();
         match node.handle_release(signed, now, now_unix_ms) {
             Ok(_) => restored += 1,
@@ -244,7 +242,7 @@ mod tests {
         let mut dropped = Vec::new();
         for k in newest_per_image(all, &trusted) {
             match k {
-                Keep::Newest(_, s) => kept.push(s.id()),
+                Keep::Newest(s) => kept.push(s.id()),
                 Keep::Superseded(id) => dropped.push(id),
             }
         }
