@@ -76,14 +76,6 @@ impl Runtime {
             if let Some(error) = &report.unpin_error {
                 tracing::warn!(reference = %release.reference, %error, "could not unpin superseded releases");
             }
-            for name in &report.unpinned {
-                tracing::info!(
-                    reference = %release.reference,
-                    sequence = release.sequence,
-                    %name,
-                    "unpinned image record of a superseded release"
-                );
-            }
         }
         #[cfg(not(feature = "containerd"))]
         let _ = (release, store);

@@ -200,14 +200,6 @@ impl ImageToImport {
         self
     }
 
-    /// The same image as release `sequence` of the line `lineage` (what
-    /// [`Self::from_release`] sets from a signed release).
-    #[must_use]
-    pub fn with_release_line(mut self, line: ReleaseLine) -> Self {
-        self.release_line = Some(line);
-        self
-    }
-
     /// The image record names the import creates, in order: the normalised reference,
     /// `repo@<root digest>` and (when a manifest for this platform exists) the image ID
     /// `sha256:<config digest>`.
