@@ -17,7 +17,7 @@ use blobswarm_testkit::{
     ImageInfo, Registry, build_test_image, free_port, push_image, require_tools, sha256_digest,
     wait_until,
 };
-use support::{Proc, blobswarm};
+use support::{Proc, Seeder, blobswarm};
 
 const AGENTS: usize = 12;
 const HOSTILE: [&str; 2] = ["corrupt", "oversized"];
@@ -43,25 +43,13 @@ impl Rng {
     }
 }
 
-fn start_agent(root: &Path, i: usize, seeder_addr: &str, seeder_id: &str) -> Proc {
-    let dir = root.join(format!("agent-{i}"));
-    let mut args = vec![
-        "agent",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--bootstrap",
-        seeder_addr,
-        "--trust-seeder",
-        seeder_id,
-        "--runtime",
-        "oci-layout",
-    ];
+fn start_agent(seeder: &Seeder, root: &Path, i: usize) -> Proc {
+    let mut extra = vec!["--runtime", "oci-layout"];
     if let Some(mode) = HOSTILE.get(i) {
-        args.extend(["--hostile", mode, "--replay-old-releases"]);
+        extra.extend(["--hostile", mode, "--replay-old-releases"]);
     }
-    // Logs are appended across restarts (Proc::start truncates, so use one file per run).
+    // One log file per run of agent `i` (agent-i.0.log, agent-i.1.log, …), so a restart
+    // keeps the ban and refusal lines of the run before it.
     let log = root.join(format!(
         "agent-{i}.{}.log",
         std::fs::read_dir(root)
@@ -75,7 +63,7 @@ fn start_agent(root: &Path, i: usize, seeder_addr: &str, seeder_id: &str) -> Pro
             })
             .count()
     ));
-    Proc::start(&format!("agent-{i}"), &args, &log)
+    seeder.start_agent_logged(root, i, &extra, &log)
 }
 
 /// Asks the running seeder to seed `reference`; returns the release id.
@@ -192,9 +180,12 @@ fn honest_agents_converge_on_the_newest_verified_image_through_hostile_peers_and
     );
     let seeder_addr = seeder.wait_line("listening ", Duration::from_secs(30));
     seeder.wait_line("api http://", Duration::from_secs(10));
-    let mut agents: Vec<Proc> = (0..AGENTS)
-        .map(|i| start_agent(root, i, &seeder_addr, &seeder_id))
-        .collect();
+    let seeder = Seeder {
+        proc: seeder,
+        id: seeder_id,
+        addr: seeder_addr,
+    };
+    let mut agents: Vec<Proc> = (0..AGENTS).map(|i| start_agent(&seeder, root, i)).collect();
     let ids: Vec<String> = agents
         .iter_mut()
         .map(|p| {
@@ -246,7 +237,7 @@ fn honest_agents_converge_on_the_newest_verified_image_through_hostile_peers_and
             down.as_secs_f64()
         );
         std::thread::sleep(down);
-        agents[i] = start_agent(root, i, &seeder_addr, &seeder_id);
+        agents[i] = start_agent(&seeder, root, i);
     }
     let honest_all: Vec<usize> = (HOSTILE.len()..AGENTS).collect();
     wait_until(Duration::from_secs(120), "every honest agent on v2", || {

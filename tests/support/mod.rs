@@ -169,6 +169,17 @@ impl Seeder {
     /// Starts agent `i` (data dir `root/agent-i`) that trusts and bootstraps from this
     /// seeder, with `extra` flags appended.
     pub(crate) fn start_agent(&self, root: &Path, i: usize, extra: &[&str]) -> Proc {
+        self.start_agent_logged(root, i, extra, &root.join(format!("agent-{i}.log")))
+    }
+
+    /// [`Self::start_agent`] logging to `log` (a restarted agent keeps its earlier log).
+    pub(crate) fn start_agent_logged(
+        &self,
+        root: &Path,
+        i: usize,
+        extra: &[&str],
+        log: &Path,
+    ) -> Proc {
         let dir = root.join(format!("agent-{i}"));
         let mut args = vec![
             "agent",
@@ -182,10 +193,6 @@ impl Seeder {
             &self.id,
         ];
         args.extend_from_slice(extra);
-        Proc::start(
-            &format!("agent-{i}"),
-            &args,
-            &root.join(format!("agent-{i}.log")),
-        )
+        Proc::start(&format!("agent-{i}"), &args, log)
     }
 }
