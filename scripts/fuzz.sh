@@ -23,7 +23,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 secs=${1:-60}
 shift || true
-all_targets=(wire_request wire_response signed_release chunk_map swarm_notice progress_report)
+all_targets=(wire_request wire_response signed_release chunk_map swarm_notice progress_report node_haves)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${all_targets[@]}"); fi
 sanitizer=${FUZZ_SANITIZER:-address}
 max_len=${FUZZ_MAX_LEN:-65536}

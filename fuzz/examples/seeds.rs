@@ -26,7 +26,7 @@ type Harness = fn(&[u8]) -> bool;
 
 fn main() {
     let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "corpus".into()));
-    let targets: [(&str, Seeds, Harness); 6] = [
+    let targets: [(&str, Seeds, Harness); 7] = [
         (
             "wire_request",
             request_seeds(),
@@ -49,6 +49,7 @@ fn main() {
             report_seeds(),
             blobswarm_fuzz::progress_report,
         ),
+        ("node_haves", have_seeds(), blobswarm_fuzz::node_haves),
     ];
     for (target, seeds, harness) in targets {
         let n = seeds.len();
@@ -368,4 +369,54 @@ fn sample_release(key: &Keypair, manifests: usize, expires_unix_ms: u64) -> Rele
         created_unix_ms: NOW_UNIX_MS - 60_000,
         expires_unix_ms,
     }
+}
+
+/// Operation lists for `node_haves` (see its doc for the encoding): the attack from issue
+/// #18 finding 1 (haves of a wrong length stored before the blob is known, then used once
+/// its map arrives), in each of the three ways a blob becomes known.
+fn have_seeds() -> Seeds {
+    let (connect, full, added, local, release, resume) = (0u8, 3u8, 4u8, 5u8, 6u8, 7u8);
+    let (sel_local, sel_listed, sel_empty) = (0u8, 1u8, 2u8);
+    let wire_full = |len: u32| {
+        let have = Request::Have {
+            blob: blobswarm_fuzz_listed_digest(),
+            update: HaveUpdate::Full(Bitfield::full(len)),
+        };
+        let bytes = codec::encode(&have).expect("seed encodes");
+        let mut op = vec![2u8, 0];
+        op.extend_from_slice(&u16::try_from(bytes.len()).unwrap().to_be_bytes());
+        op.extend_from_slice(&bytes);
+        op
+    };
+    let local_first = [
+        vec![connect, 0, full, 0, sel_local, 0x03, 0xe8, 0x00, local, 0],
+        vec![added, 0, sel_local, 2, 0, 0, 3, 0xe7, 0, 0, 0, 3],
+        vec![
+            full, 0, sel_local, 0x03, 0xe8, 0xff, full, 0, sel_local, 0, 4, 0xff, 1, 0,
+        ],
+    ]
+    .concat();
+    let release_first = [
+        vec![connect, 1],
+        wire_full(77),
+        vec![
+            release, 1, resume, 0, added, 1, sel_listed, 1, 0, 0, 0, 76, 1, 1,
+        ],
+    ]
+    .concat();
+    let empty_blob = vec![
+        connect, 2, full, 2, sel_empty, 0, 5, 0x00, release, 2, added, 2, sel_empty, 2, 0, 0, 0, 0,
+        0, 0, 0, 4, full, 2, sel_empty, 0, 0, 0, resume, 1, 1, 2,
+    ];
+    vec![
+        ("local-blob-after-long-haves".into(), local_first, true),
+        ("release-after-long-haves".into(), release_first, true),
+        ("empty-blob".into(), empty_blob, true),
+    ]
+}
+
+/// The blob the `node_haves` fixture's release lists (3 chunks and 1 byte of 2s).
+fn blobswarm_fuzz_listed_digest() -> Digest {
+    let cs = MIN_CHUNK_SIZE as usize;
+    Digest::of(&vec![2u8; 3 * cs + 1])
 }

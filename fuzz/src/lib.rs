@@ -353,7 +353,9 @@ pub fn progress_report(data: &[u8]) -> bool {
         return false;
     };
     assert!(data.len() <= MAX_REPORT_BYTES);
-    report.validate().expect("a decoded report is within its caps");
+    report
+        .validate()
+        .expect("a decoded report is within its caps");
     round_trip(&report, data.len());
     for r in &report.releases {
         let _ = r.state.name();
@@ -421,4 +423,154 @@ fn check_chunk_map(m: &ChunkMap, payload: &[u8]) {
         }
     }
     assert!(m.verify(count, payload).is_err());
+}
+
+/// Fixed blobs and a release for [`node_haves`]: built once, since hashing and signing on
+/// every input would cost most of the run.
+struct HaveFixture {
+    /// Registered by the seeder side with `add_local_blob` (4 chunks).
+    local: ChunkMap,
+    /// Listed by the release (4 chunks, short last one); its map arrives by `resume_blob`.
+    listed: ChunkMap,
+    /// The empty blob the release also lists (0 chunks).
+    empty: ChunkMap,
+    release: SignedRelease,
+    peers: Vec<libp2p_identity::PeerId>,
+}
+
+fn have_fixture() -> &'static HaveFixture {
+    static FIXTURE: std::sync::OnceLock<HaveFixture> = std::sync::OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let cs = blobswarm_core::MIN_CHUNK_SIZE;
+        let local = blobswarm_core::chunk_map_of(&vec![1u8; 4 * cs as usize], cs).unwrap();
+        let listed = blobswarm_core::chunk_map_of(&vec![2u8; 3 * cs as usize + 1], cs).unwrap();
+        let empty = blobswarm_core::chunk_map_of(&[], cs).unwrap();
+        let manifest = b"{}".to_vec();
+        let body = Release {
+            reference: "fuzz/image:1".into(),
+            root: blobswarm_core::Document {
+                digest: Digest::of(&manifest),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                bytes: manifest,
+            },
+            manifests: vec![],
+            blobs: [&listed, &empty]
+                .iter()
+                .map(|m| blobswarm_core::release_blob(m, "application/octet-stream"))
+                .collect(),
+            seeder: seeder_key().public().to_peer_id().to_bytes(),
+            sequence: 1,
+            created_unix_ms: 0,
+            expires_unix_ms: 0,
+        };
+        let release = SignedRelease::sign(&body, &seeder_key()).unwrap();
+        let peers = (1u8..=4)
+            .map(|i| {
+                Keypair::ed25519_from_bytes([i; 32])
+                    .unwrap()
+                    .public()
+                    .to_peer_id()
+            })
+            .collect();
+        HaveFixture {
+            local,
+            listed,
+            empty,
+            release,
+            peers,
+        }
+    })
+}
+
+/// Target `node_haves` (issue #18, finding 1): a node fed neighbours' have-information
+/// in any order with the moments its blobs become known: a local blob registered, a
+/// release accepted, a chunk map installed. The input is a list of operations, each one
+/// byte and its operands: connect/disconnect neighbour `k`; a request from `k` decoded
+/// from the wire (2-byte length, then the header bytes, as `read_request` takes it); a
+/// full bitfield or added indices for one of the fixed blobs or a made-up one. Checks:
+/// no panic whatever the order and lengths. Always returns true.
+pub fn node_haves(data: &[u8]) -> bool {
+    let fx = have_fixture();
+    let now = std::time::Instant::now();
+    let config = blobswarm_core::node::Config::default();
+    let mut node = blobswarm_core::node::Node::new(config, trusted()).expect("default config");
+    let mut input = data;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, rest) = input.split_at_checked(n)?;
+        input = rest;
+        Some(head)
+    };
+    let blob_of = |sel: u8| match sel % 4 {
+        0 => fx.local.blob(),
+        1 => fx.listed.blob(),
+        2 => fx.empty.blob(),
+        _ => Digest::of(&[sel]),
+    };
+    while let Some(&[op, k]) = take(2) {
+        let peer = &fx.peers[usize::from(k) % fx.peers.len()];
+        match op % 8 {
+            0 => node.handle_peer_connected(*peer, now),
+            1 => node.handle_peer_disconnected(peer, now),
+            2 => {
+                let Some(len) = take(2) else { break };
+                let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+                let Some(bytes) = take(len) else { break };
+                if let Ok(req) = decode::<Request>(bytes)
+                    && req.validate().is_ok()
+                {
+                    let _ = node.handle_request(peer, req, now);
+                }
+            }
+            3 => {
+                let Some(&[sel, hi, lo, fill]) = take(4) else {
+                    break;
+                };
+                let len = u32::from(u16::from_be_bytes([hi, lo]));
+                let mut bits = blobswarm_core::Bitfield::new(len);
+                (0..len)
+                    .filter(|i| fill & (1 << (i % 8)) != 0)
+                    .for_each(|i| {
+                        bits.set(i);
+                    });
+                let update = HaveUpdate::Full(bits);
+                let _ = node.handle_request(
+                    peer,
+                    Request::Have {
+                        blob: blob_of(sel),
+                        update,
+                    },
+                    now,
+                );
+            }
+            4 => {
+                let Some(&[sel, n]) = take(2) else { break };
+                let Some(raw) = take(4 * usize::from(n % 8)) else {
+                    break;
+                };
+                let indices = raw
+                    .chunks_exact(4)
+                    .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                let update = HaveUpdate::Added(indices);
+                let _ = node.handle_request(
+                    peer,
+                    Request::Have {
+                        blob: blob_of(sel),
+                        update,
+                    },
+                    now,
+                );
+            }
+            5 => node.add_local_blob(fx.local.clone(), "application/octet-stream", now),
+            6 => {
+                let _ = node.handle_release(fx.release.clone(), now, NOW_UNIX_MS);
+            }
+            _ => {
+                let map = if k % 2 == 0 { &fx.listed } else { &fx.empty };
+                node.resume_blob(map.clone(), blobswarm_core::Bitfield::new(map.count()), now);
+            }
+        }
+        while node.poll_action().is_some() {}
+    }
+    true
 }

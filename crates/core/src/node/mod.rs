@@ -14,6 +14,9 @@
 
 mod config;
 mod evict;
+#[cfg(test)]
+mod have_tests;
+mod haves;
 mod herd;
 mod pick;
 mod resume;
@@ -388,9 +391,11 @@ impl<P: PeerKey> Node<P> {
         state.have = Bitfield::full(count);
         state.pending = Bitfield::new(count);
         state.availability = vec![0; count as usize];
+        let blob = map.blob();
         state.map = Some(Arc::new(map));
         state.complete = true;
         self.announce_full = true;
+        self.rebuild_availability(blob);
         self.after_input(now);
     }
 
@@ -793,6 +798,10 @@ impl<P: PeerKey> Node<P> {
                 }
             }
         }
+        // Haves stored before these blobs were known must now fit their chunk counts.
+        for entry in &release.blobs {
+            self.rebuild_availability(entry.digest);
+        }
         self.releases.insert(
             id,
             ReleaseState {
@@ -831,74 +840,6 @@ impl<P: PeerKey> Node<P> {
         Self::install_map(state, map);
         self.announce_full = true;
         self.rebuild_availability(blob);
-    }
-
-    /// Counts the have-information received before the blob's map was known.
-    fn rebuild_availability(&mut self, blob: Digest) {
-        let Some(state) = self.blobs.get_mut(&blob) else {
-            return;
-        };
-        let count = state.have.len();
-        for p in self.peers.values_mut() {
-            if p.is_seeder {
-                continue;
-            }
-            if let Some(bits) = p.haves.get(&blob) {
-                if bits.len() != count {
-                    p.haves.remove(&blob);
-                    continue;
-                }
-                for i in bits.ones() {
-                    state.availability[i as usize] += 1;
-                }
-            }
-        }
-    }
-
-    fn apply_have(&mut self, from: &P, blob: Digest, update: HaveUpdate) {
-        let Some(peer) = self.peers.get_mut(from) else {
-            return;
-        };
-        if peer.is_seeder {
-            return;
-        }
-        let state = self.blobs.get_mut(&blob);
-        let expected_len = state
-            .as_ref()
-            .and_then(|s| s.map.as_ref())
-            .map(|m| m.count());
-        match update {
-            HaveUpdate::Full(bits) => {
-                if bits.validate().is_err() || expected_len.is_some_and(|n| n != bits.len()) {
-                    return;
-                }
-                let old = peer.haves.insert(blob, bits.clone());
-                if let Some(s) = state.filter(|s| s.map.is_some()) {
-                    if let Some(old) = old {
-                        for i in old.ones() {
-                            s.availability[i as usize] =
-                                s.availability[i as usize].saturating_sub(1);
-                        }
-                    }
-                    for i in bits.ones() {
-                        s.availability[i as usize] += 1;
-                    }
-                }
-            }
-            HaveUpdate::Added(indices) => {
-                let Some(bits) = peer.haves.get_mut(&blob) else {
-                    return;
-                };
-                let mut track = state.filter(|s| s.map.is_some());
-                for i in indices {
-                    if bits.set(i)
-                        && let Some(s) = track.as_deref_mut()
-                    {
-                        s.availability[i as usize] += 1;
-                    }
-                }
-            }
-        }
     }
 
     fn chunk_stored(&mut self, peer: Option<&P>, blob: Digest, index: u32) {
