@@ -247,7 +247,21 @@ fn report_seeds() -> Seeds {
                 rate: 4096,
             })
             .collect(),
+        cert: None,
     };
+    let mut enrolled = report(2, "node-1");
+    enrolled.cert = Some(
+        blobswarm_core::enroll::NodeCert::issue(
+            &seeder_key(),
+            &blobswarm_core::enroll::CertBody {
+                node_name: "node-1".into(),
+                peer: seeder_key().public().to_peer_id().to_bytes(),
+                issued_unix_ms: NOW_UNIX_MS,
+                expires_unix_ms: NOW_UNIX_MS + 1000,
+            },
+        )
+        .expect("seed certificate signs"),
+    );
     let mut long_name = enc(&report(1, "n"));
     // The name's length prefix (after nothing: it is the first field) claims 8 MB: a
     // decoder that allocates the claim before reading would hold 1,000x the message.
@@ -255,6 +269,7 @@ fn report_seeds() -> Seeds {
     vec![
         ("empty".into(), enc(&report(0, "node-0")), true),
         ("one".into(), enc(&report(1, "node-1")), true),
+        ("enrolled".into(), enc(&enrolled), true),
         (
             "max".into(),
             enc(&report(MAX_REPORT_RELEASES, &"n".repeat(MAX_NODE_NAME))),

@@ -11,6 +11,7 @@ mod bitfield;
 mod chunk_map;
 pub mod codec;
 mod digest;
+pub mod enroll;
 pub mod node;
 pub mod rate;
 mod release;

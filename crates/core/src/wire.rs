@@ -179,6 +179,10 @@ pub struct ProgressReport {
     /// Per-release progress, at most [`MAX_REPORT_RELEASES`].
     #[serde(deserialize_with = "codec::bounded_vec::<_, _, MAX_REPORT_RELEASES>")]
     pub releases: Vec<ReleaseProgress>,
+    /// The node's enrolment certificate: without one from a key the seeder trusts, the
+    /// report is shown as ignored and never counts towards the CI gate
+    /// ([`crate::enroll`]).
+    pub cert: Option<crate::enroll::NodeCert>,
 }
 
 /// One release on one node.
@@ -369,6 +373,7 @@ mod tests {
             sent_ms: 1,
             peers: 0,
             releases: Vec::new(),
+            cert: None,
         }
     }
 
@@ -385,6 +390,18 @@ mod tests {
                 total_bytes: 2,
                 rate: 9,
             }],
+            cert: Some(
+                crate::enroll::NodeCert::issue(
+                    &libp2p_identity::Keypair::generate_ed25519(),
+                    &crate::enroll::CertBody {
+                        node_name: "node-1".into(),
+                        peer: libp2p_identity::PeerId::random().to_bytes(),
+                        issued_unix_ms: 1,
+                        expires_unix_ms: 2,
+                    },
+                )
+                .unwrap(),
+            ),
         };
         let bytes = codec::encode(&r).unwrap();
         assert_eq!(ProgressReport::decode(&bytes).unwrap(), r);

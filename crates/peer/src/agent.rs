@@ -74,6 +74,9 @@ pub struct AgentConfig {
     pub registry_fallback: Option<Arc<dyn crate::RegistryFallback>>,
     /// Name in progress reports (hostname or Kubernetes node name); None sends none.
     pub node_name: Option<String>,
+    /// Enrolment certificate sent with every progress report: without one the seeder
+    /// lists this node's reports as ignored and the CI gate does not count it.
+    pub enrollment_cert: Option<blobswarm_core::enroll::NodeCert>,
     /// Keep other nodes' progress reports (seeders: for status, the wait gate, the dashboard).
     pub collect_reports: bool,
     /// Pre-shared swarm key (libp2p pnet): only nodes with the same key connect.
@@ -103,6 +106,7 @@ impl AgentConfig {
             serve_fault: None,
             registry_fallback: None,
             node_name: None,
+            enrollment_cert: None,
             collect_reports: false,
             swarm_key: None,
             store_max_bytes: None,
@@ -298,6 +302,7 @@ pub async fn spawn(
         ));
     }
     let event_loop_name = config.node_name.clone();
+    let enrollment_cert = config.enrollment_cert.clone();
     let collect = config.collect_reports;
     let runtime_handle = runtime.clone();
     let bans = hostile::Bans::new(config.node.ban_duration);
@@ -322,7 +327,7 @@ pub async fn spawn(
         serving: HashMap::new(),
         bootstrap_only: Default::default(),
         chunks_verified: 0,
-        reporter: config_reporter(&event_loop_name),
+        reporter: config_reporter(&event_loop_name, enrollment_cert),
         aggregator: collect.then(|| reports.clone()),
         bans,
         checkpoints: crate::checkpoint::Checkpoints::new(),
@@ -343,8 +348,12 @@ pub async fn spawn(
     ))
 }
 
-fn config_reporter(name: &Option<String>) -> Option<crate::reports::Reporter> {
-    name.as_deref().map(crate::reports::Reporter::new)
+fn config_reporter(
+    name: &Option<String>,
+    cert: Option<blobswarm_core::enroll::NodeCert>,
+) -> Option<crate::reports::Reporter> {
+    name.as_deref()
+        .map(|name| crate::reports::Reporter::new(name, cert))
 }
 
 /// Why we sent an outbound request.

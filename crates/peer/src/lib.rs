@@ -4,6 +4,7 @@
 //! Network events become node inputs; node actions become network calls. Hashing and
 //! disk I/O run on blocking threads so the event loop never stalls on them.
 
+mod admission;
 mod agent;
 mod behaviour;
 mod checkpoint;
@@ -19,6 +20,7 @@ mod saved_releases;
 mod status;
 mod store_cap;
 
+pub use admission::{IgnoredReport, MAX_IGNORED, printable};
 pub use agent::{AgentConfig, AgentHandle, LocalBlob, ServeFault, spawn};
 pub use dns_bootstrap::{Bootstrap, DnsBootstrap, Family as DnsFamily};
 pub use fallback::RegistryFallback;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use blobswarm_core::ReleaseId;
+use blobswarm_core::enroll::{EnrollmentKeys, NodeCert};
 use blobswarm_core::wire::{
     MAX_NODE_NAME, MAX_REASON, MAX_REPORT_RELEASES, ProgressReport, ProgressState, ReleaseProgress,
     truncate_utf8,
@@ -14,6 +15,7 @@ use blobswarm_core::wire::{
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
+use crate::admission::{Admission, Admit, IgnoredReport};
 use crate::status::AgentStatus;
 
 /// Nodes a seeder tracks at most; the least recently heard one is dropped beyond it.
@@ -36,13 +38,17 @@ pub(crate) const RATE_FRESH_MS: u64 = 7_000;
 #[derive(Debug)]
 pub(crate) struct Reporter {
     node_name: String,
+    cert: Option<NodeCert>,
     last: HashMap<ReleaseId, (u64, Instant)>,
 }
 
 impl Reporter {
-    pub(crate) fn new(node_name: &str) -> Self {
+    /// Reports as `node_name`, with the node's enrolment certificate when it has one
+    /// (without, the seeder lists its reports as ignored).
+    pub(crate) fn new(node_name: &str, cert: Option<NodeCert>) -> Self {
         Self {
             node_name: truncate_utf8(node_name, MAX_NODE_NAME),
+            cert,
             last: HashMap::new(),
         }
     }
@@ -86,6 +92,7 @@ impl Reporter {
             sent_ms: unix_ms,
             peers: u32::try_from(s.peers).unwrap_or(u32::MAX),
             releases,
+            cert: self.cert.clone(),
         }
     }
 }
@@ -96,6 +103,7 @@ pub struct Aggregator {
     nodes: HashMap<PeerId, (ProgressReport, u64)>,
     samples: VecDeque<(u64, u64)>,
     drop_after_ms: u64,
+    admission: Admission,
 }
 
 impl Default for Aggregator {
@@ -104,6 +112,7 @@ impl Default for Aggregator {
             nodes: HashMap::new(),
             samples: VecDeque::new(),
             drop_after_ms: DROP_AFTER_MS,
+            admission: Admission::default(),
         }
     }
 }
@@ -114,11 +123,21 @@ pub type SharedAggregator = Arc<Mutex<Aggregator>>;
 impl Aggregator {
     /// Keeps `report` from `peer` (the gossip message's signed author) unless an
     /// equally new or newer one is held; evicts the least recently heard node when full.
+    /// Only enrolled nodes' reports are kept ([`crate::admission`]); the others are
+    /// listed by [`Aggregator::ignored`].
     pub fn insert(&mut self, peer: PeerId, report: ProgressReport, received_ms: u64) {
         if let Some((old, _)) = self.nodes.get(&peer)
             && old.sent_ms >= report.sent_ms
         {
             return;
+        }
+        match self.admission.admit(peer, &report, received_ms) {
+            Admit::Ignore => return,
+            Admit::Count { evict } => {
+                if let Some(old) = evict {
+                    self.nodes.remove(&old);
+                }
+            }
         }
         if !self.nodes.contains_key(&peer)
             && self.nodes.len() >= MAX_TRACKED_NODES
@@ -129,6 +148,7 @@ impl Aggregator {
                 .map(|(p, _)| *p)
         {
             self.nodes.remove(&oldest);
+            self.admission.forget(&oldest);
         }
         self.nodes.insert(peer, (report, received_ms));
         self.sample(received_ms);
@@ -142,8 +162,31 @@ impl Aggregator {
     /// Forgets nodes lost for longer than the drop bound.
     pub fn prune(&mut self, now_ms: u64) {
         let bound = LOST_AFTER_MS.saturating_add(self.drop_after_ms);
-        self.nodes
-            .retain(|_, (_, at)| now_ms.saturating_sub(*at) <= bound);
+        let admission = &mut self.admission;
+        self.nodes.retain(|peer, (_, at)| {
+            let keep = now_ms.saturating_sub(*at) <= bound;
+            if !keep {
+                admission.forget(peer);
+            }
+            keep
+        });
+    }
+
+    /// Trusts enrolment certificates issued by `keys` (`seed --enroll-pubkey`); with none,
+    /// no report counts. Nodes admitted under earlier keys are dropped.
+    pub fn set_enrollment(&mut self, keys: EnrollmentKeys) {
+        self.admission.set_keys(keys);
+        self.nodes.clear();
+    }
+
+    /// Reports that did not count and why, newest first (bounded).
+    pub fn ignored(&self) -> Vec<IgnoredReport> {
+        self.admission.ignored()
+    }
+
+    /// Reports ignored since start.
+    pub fn ignored_total(&self) -> u64 {
+        self.admission.ignored_total()
     }
 
     /// Takes a throughput sample at `now_ms` unless one was taken less than
@@ -295,6 +338,29 @@ mod tests {
     use blobswarm_core::Digest;
     use std::time::Duration;
 
+    use blobswarm_core::enroll::CertBody;
+    use libp2p::identity::Keypair;
+
+    /// An aggregator trusting a fresh enrolment key, and that key.
+    fn enrolled() -> (Aggregator, Keypair) {
+        let issuer = Keypair::generate_ed25519();
+        let mut agg = Aggregator::default();
+        agg.set_enrollment(EnrollmentKeys::new([issuer.public().to_peer_id()]));
+        (agg, issuer)
+    }
+
+    /// `report` as `peer` sends it when enrolled by `issuer` under the report's name.
+    fn signed(issuer: &Keypair, peer: &PeerId, mut report: ProgressReport) -> ProgressReport {
+        let body = CertBody {
+            node_name: report.node_name.clone(),
+            peer: peer.to_bytes(),
+            issued_unix_ms: 0,
+            expires_unix_ms: u64::MAX,
+        };
+        report.cert = Some(NodeCert::issue(issuer, &body).unwrap());
+        report
+    }
+
     fn status(have: u64, error: Option<&str>) -> AgentStatus {
         AgentStatus {
             peers: 2,
@@ -316,7 +382,7 @@ mod tests {
 
     #[test]
     fn reporter_computes_rate_and_states() {
-        let mut r = Reporter::new("node-a");
+        let mut r = Reporter::new("node-a", None);
         let t0 = Instant::now();
         let a = r.report(&status(0, None), t0, 1);
         assert_eq!(a.releases[0].state, ProgressState::Waiting);
@@ -332,12 +398,12 @@ mod tests {
 
     #[test]
     fn aggregator_keeps_newest_and_is_bounded() {
-        let mut agg = Aggregator::default();
+        let (mut agg, issuer) = enrolled();
         let peer = PeerId::random();
-        let mut r = Reporter::new("n");
+        let mut r = Reporter::new("n", None);
         let t = Instant::now();
-        let mut newer = r.report(&status(10, None), t, 10);
-        let older = r.report(&status(5, None), t, 5);
+        let mut newer = signed(&issuer, &peer, r.report(&status(10, None), t, 10));
+        let older = signed(&issuer, &peer, r.report(&status(5, None), t, 5));
         agg.insert(peer, newer.clone(), 100);
         agg.insert(peer, older, 101);
         assert_eq!(agg.nodes(200)[0].releases[0].have_bytes, 10);
@@ -348,29 +414,56 @@ mod tests {
         assert_eq!(v[0].releases[0].state, "failed");
         assert_eq!(v[0].releases[0].reason.as_deref(), Some("disk full"));
         for i in 0..MAX_TRACKED_NODES + 5 {
-            agg.insert(
-                PeerId::random(),
-                r.report(&status(1, None), t, 1),
-                1000 + i as u64,
-            );
+            let p = PeerId::random();
+            let mut report = r.report(&status(1, None), t, 1);
+            report.node_name = format!("n{i}");
+            agg.insert(p, signed(&issuer, &p, report), 1000 + i as u64);
         }
         assert_eq!(agg.len(), MAX_TRACKED_NODES);
     }
 
-    fn report_at(rate: u64, sent_ms: u64) -> ProgressReport {
-        let mut r = Reporter::new("n").report(&status(10, None), Instant::now(), sent_ms);
+    #[test]
+    fn reports_without_a_trusted_certificate_are_listed_not_counted() {
+        let (mut agg, k) = enrolled();
+        let real = PeerId::random();
+        agg.insert(real, report_at(&k, &real, 0, 1), 1_000);
+        // A node minting identities: each reports done, none carries a certificate.
+        for i in 0..20 {
+            let mut fake = Reporter::new(&format!("fake-{i}"), None).report(
+                &status(1000, None),
+                Instant::now(),
+                1,
+            );
+            fake.releases[0].state = ProgressState::Done;
+            agg.insert(PeerId::random(), fake, 1_000);
+        }
+        assert_eq!(agg.len(), 1);
+        assert_eq!(agg.nodes(1_000)[0].peer, real.to_string());
+        assert_eq!(agg.ignored().len(), 20);
+        assert_eq!(agg.ignored_total(), 20);
+        assert_eq!(agg.ignored()[0].node, "fake-19");
+        assert_eq!(agg.ignored()[0].reason, "no enrolment certificate");
+    }
+
+    /// A report from `peer` (named after it), enrolled by `issuer`.
+    fn report_at(issuer: &Keypair, peer: &PeerId, rate: u64, sent_ms: u64) -> ProgressReport {
+        let mut r = Reporter::new(&peer.to_string(), None).report(
+            &status(10, None),
+            Instant::now(),
+            sent_ms,
+        );
         r.releases[0].rate = rate;
-        r
+        signed(issuer, peer, r)
     }
 
     #[test]
     fn silent_nodes_are_lost_then_dropped() {
-        let mut agg = Aggregator::default();
+        let (mut agg, k) = enrolled();
         agg.set_drop_after(Duration::from_secs(60));
         let (a, b) = (PeerId::random(), PeerId::random());
-        agg.insert(a, report_at(0, 1), 1_000);
-        agg.insert(b, report_at(0, 1), 1_000);
-        agg.insert(b, report_at(0, 2), 11_000);
+        agg.insert(a, report_at(&k, &a, 0, 1), 1_000);
+        agg.insert(b, report_at(&k, &b, 0, 1), 1_000);
+        agg.insert(b, report_at(&k, &b, 0, 2), 11_000);
         // At 11.000 s `a` was last heard 10.000 s ago: still within the bound.
         assert!(agg.nodes(11_000).iter().all(|n| !n.lost));
         let v = agg.nodes(11_001);
@@ -383,11 +476,11 @@ mod tests {
         assert_eq!(agg.reporting(11_001), 1);
         assert_eq!(v.iter().find(|n| n.lost).unwrap().age_ms, 10_001);
         // A new report brings it back.
-        agg.insert(a, report_at(0, 3), 12_000);
+        agg.insert(a, report_at(&k, &a, 0, 3), 12_000);
         assert!(agg.nodes(12_000).iter().all(|n| !n.lost));
         // Lost for longer than the drop bound: gone from views, then from memory.
         let gone = 12_000 + LOST_AFTER_MS + 60_000 + 1;
-        agg.insert(b, report_at(0, 4), gone);
+        agg.insert(b, report_at(&k, &b, 0, 4), gone);
         let v = agg.nodes(gone);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].peer, b.to_string());
@@ -397,13 +490,13 @@ mod tests {
 
     #[test]
     fn throughput_decays_to_zero_when_reports_stop_or_go_idle() {
-        let mut agg = Aggregator::default();
+        let (mut agg, k) = enrolled();
         let (a, b) = (PeerId::random(), PeerId::random());
-        agg.insert(a, report_at(100, 1), 1_000);
-        agg.insert(b, report_at(50, 1), 1_500);
+        agg.insert(a, report_at(&k, &a, 100, 1), 1_000);
+        agg.insert(b, report_at(&k, &b, 50, 1), 1_500);
         assert_eq!(agg.current_rate(1_500), 150);
         // `b` goes quiet after its rollout (rate 0); `a` stops reporting at all.
-        agg.insert(b, report_at(0, 2), 4_000);
+        agg.insert(b, report_at(&k, &b, 0, 2), 4_000);
         assert_eq!(agg.samples().last(), Some(&(4_000, 100)));
         agg.sample(8_000);
         assert_eq!(
