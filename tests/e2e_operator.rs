@@ -77,6 +77,11 @@ fn operator_e2e_needs_the_containerd_feature() {
     eprintln!("SKIP: the operator e2e needs --features containerd");
 }
 
+/// A path as an argument.
+fn path_str(p: &Path) -> String {
+    p.to_str().expect("utf-8 temp path").to_owned()
+}
+
 /// containerd namespace of agent `i`.
 fn namespace(i: usize) -> String {
     format!("agent-{i}")
@@ -104,6 +109,9 @@ fn push_notification_seeds_agents_import_into_containerd_and_the_wait_gate_decid
 
     let key = root.join("seeder.key");
     let seeder_id = blobswarm(&["keygen", "--out", key.to_str().unwrap()]);
+    // Only enrolled nodes count for the gate (issue #18): the operator's enrolment key.
+    let enroll_key = root.join("enroll.key");
+    let enroll_id = blobswarm(&["keygen", "--out", enroll_key.to_str().unwrap()]);
     let mut seeder = Proc::start(
         "seeder",
         &[
@@ -123,6 +131,8 @@ fn push_notification_seeds_agents_import_into_containerd_and_the_wait_gate_decid
             "127.0.0.1:0",
             "--key-file",
             key.to_str().unwrap(),
+            "--enroll-pubkey",
+            &enroll_id,
             "--data-dir",
             root.join("seeder").to_str().unwrap(),
             "--listen",
@@ -146,10 +156,31 @@ fn push_notification_seeds_agents_import_into_containerd_and_the_wait_gate_decid
             let name = format!("node-{i}");
             let ctd = runtime(i);
             let socket = ctd.socket();
+            // Both ways to enrol: nodes 0-1 issue their certificate at start from the
+            // mounted enrolment key, nodes 2-3 get one issued offline per node.
+            let enrolment = if i < 2 {
+                ["--enrollment-key".to_owned(), path_str(&enroll_key)]
+            } else {
+                let cert = root.join(format!("{name}.cert"));
+                blobswarm(&[
+                    "enroll",
+                    "--enrollment-key",
+                    &path_str(&enroll_key),
+                    "--node",
+                    &name,
+                    "--data-dir",
+                    &path_str(&dir),
+                    "--out",
+                    &path_str(&cert),
+                ]);
+                ["--enrollment-cert".to_owned(), path_str(&cert)]
+            };
             let mut p = Proc::start(
                 &name,
                 &[
                     "agent",
+                    &enrolment[0],
+                    &enrolment[1],
                     "--data-dir",
                     dir.to_str().unwrap(),
                     "--listen",
@@ -348,6 +379,66 @@ fn push_notification_seeds_agents_import_into_containerd_and_the_wait_gate_decid
             listed.contains(&reference2),
             "node-{i}: {reference2} missing\n{listed}"
         );
+    }
+    // Forging the gate (issue #18 finding 2): two more real agents, not enrolled, import
+    // v2 and report "done". Counted, they would make 5 done nodes; the gate must not
+    // count them and must say which reports it ignored and why.
+    let mut fakes: Vec<Proc> = (0..2)
+        .map(|i| {
+            let name = format!("fake-{i}");
+            let mut p = Proc::start(
+                &name,
+                &[
+                    "agent",
+                    "--data-dir",
+                    &path_str(&root.join(&name)),
+                    "--listen",
+                    "/ip4/127.0.0.1/tcp/0",
+                    "--bootstrap",
+                    &seeder_addr,
+                    "--trust-seeder",
+                    &seeder_id,
+                    "--runtime",
+                    "oci-layout",
+                    "--node-name",
+                    &name,
+                ],
+                &root.join(format!("{name}.log")),
+            );
+            p.wait_line("imported ", Duration::from_secs(60));
+            p
+        })
+        .collect();
+    // Agents report every 3 s: within 8 s both fakes have reported done several times.
+    let out = wait_cmd(
+        root,
+        &api,
+        &reference2,
+        &["--expect", "5", "--timeout", "8s"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(!out.status.success(), "unenrolled nodes passed the gate");
+    assert!(
+        stderr.contains("3 of 5 expected nodes imported"),
+        "{stderr}"
+    );
+    for i in 0..2 {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&format!("fake-{i} ("))
+                    && l.contains("no enrolment certificate")),
+            "fake-{i} not listed as ignored:\n{stderr}"
+        );
+    }
+    let ignored = sample(
+        &http_get(&seeder_metrics, "/metrics"),
+        "blobswarm_reports_ignored",
+    );
+    assert!(ignored >= 2, "{ignored} reports ignored");
+    for p in &mut fakes {
+        p.kill();
     }
     eprintln!(
         "E2E-OPERATOR-TIMING gate1={:.1}s runs={:.1}s total={:.1}s image={image_size}B registry={registry_bytes}B peer={peer_bytes}B seeder={seeder_bytes}B",

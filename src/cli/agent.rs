@@ -60,6 +60,18 @@ pub(crate) struct Args {
     /// same key can connect.
     #[arg(long)]
     swarm_key_file: Option<PathBuf>,
+    /// This node's enrolment certificate (`blobswarm enroll`): without one (or
+    /// `--enrollment-key`) the seeder ignores its progress reports for the CI gate.
+    #[arg(long, env = "BLOBSWARM_ENROLLMENT_CERT")]
+    enrollment_cert: Option<PathBuf>,
+    /// Enrolment key to issue this node's certificate at start (mount it into the agent
+    /// DaemonSet only; a node holding it can enrol any name, see README "Security").
+    #[arg(
+        long,
+        env = "BLOBSWARM_ENROLLMENT_KEY",
+        conflicts_with = "enrollment_cert"
+    )]
+    enrollment_key: Option<PathBuf>,
     /// Testing only: corrupt one byte of every chunk served (hostile-peer tests).
     #[arg(long, hide = true)]
     corrupt_serving: bool,
@@ -127,7 +139,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!("serving corrupted chunks (test mode)");
         config.serve_fault = Some(ServeFault::FlipByte);
     }
-    config.node_name = Some(super::ops_args::node_name(args.node_name));
+    let node_name = super::ops_args::node_name(args.node_name);
+    config.enrollment_cert = super::enroll::agent_cert(
+        args.enrollment_cert.as_deref(),
+        args.enrollment_key.as_deref(),
+        &config.keypair.public().to_peer_id(),
+        &node_name,
+    )?;
+    config.node_name = Some(node_name);
     if let Some(h) = args.hostile {
         tracing::warn!(mode = ?h, "misbehaving on purpose (test mode)");
         config.serve_fault = Some(match h {

@@ -6,6 +6,7 @@ mod api_client;
 mod containerd_args;
 mod demo;
 mod demo_image;
+mod enroll;
 mod fallback;
 mod import;
 mod ingest_progress;
@@ -48,6 +49,8 @@ pub(crate) enum Command {
     Keygen(keygen::Args),
     /// Show per-node progress of the seeder's releases (reads the seeder API).
     Status(status::Args),
+    /// Issue a node's enrolment certificate, so its progress reports count for the CI gate.
+    Enroll(enroll::Args),
 }
 
 impl Command {
@@ -67,6 +70,7 @@ impl Command {
             Self::Import(a) => import::run(a).await,
             Self::Sim(a) => sim::run(a),
             Self::Status(a) => status::run(a).await,
+            Self::Enroll(a) => enroll::run(a),
         }
     }
 }

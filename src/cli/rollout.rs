@@ -28,6 +28,10 @@ pub(crate) struct ReleaseView {
     /// Every node that reports, with its state for this release ("missing" when it has
     /// not accepted the release).
     pub(crate) nodes: Vec<NodeState>,
+    /// Reports that did not count (no or a bad enrolment certificate, a node name held
+    /// by another key), newest first, bounded: what the gate tells CI it ignored.
+    #[serde(default)]
+    pub(crate) ignored: Vec<blobswarm_peer::IgnoredReport>,
 }
 
 /// One node's state for one release.
@@ -65,6 +69,12 @@ pub(crate) struct SwarmView {
     pub(crate) throughput: Vec<(u64, u64)>,
     /// Releases, newest first.
     pub(crate) releases: Vec<ReleaseView>,
+    /// Reports that did not count, newest first (bounded).
+    #[serde(default)]
+    pub(crate) ignored: Vec<blobswarm_peer::IgnoredReport>,
+    /// Reports ignored since the seeder started.
+    #[serde(default)]
+    pub(crate) ignored_total: u64,
 }
 
 impl ReleaseView {
@@ -81,10 +91,12 @@ impl ReleaseView {
             "downloading" | "verifying" => format!("{:.1} %", self.percent(n)),
             _ => String::new(),
         };
+        let node = blobswarm_peer::printable(&n.node);
+        let detail = blobswarm_peer::printable(&detail);
         if detail.is_empty() {
-            format!("{}: {}", n.node, n.state)
+            format!("{node}: {}", n.state)
         } else {
-            format!("{}: {} ({detail})", n.node, n.state)
+            format!("{node}: {} ({detail})", n.state)
         }
     }
 }
@@ -174,10 +186,37 @@ pub(crate) fn missing_report(view: &ReleaseView, expect: Expect) -> String {
             n - view.nodes.len()
         ));
     }
+    out.push_str(&ignored_report(&view.ignored));
     out
 }
 
-/// Parses `90`, `90s`, `10m`, `1h` for `--timeout`.
+/// Ignored reports listed for the gate and `status` (the first [`SHOW_IGNORED`]).
+pub(crate) fn ignored_report(ignored: &[blobswarm_peer::IgnoredReport]) -> String {
+    if ignored.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "ignored reports from {} keys (not counted):\n",
+        ignored.len()
+    );
+    for i in ignored.iter().take(SHOW_IGNORED) {
+        out.push_str(&format!(
+            "  {} ({}): {}\n",
+            i.node,
+            i.peer,
+            blobswarm_peer::printable(&i.reason)
+        ));
+    }
+    if ignored.len() > SHOW_IGNORED {
+        out.push_str(&format!("  … and {} more\n", ignored.len() - SHOW_IGNORED));
+    }
+    out
+}
+
+/// Ignored reports printed at most, so a flood of minted keys cannot bury the verdict.
+const SHOW_IGNORED: usize = 20;
+
+/// Parses `90`, `90s`, `10m`, `1h`, `365d` for `--timeout` and `enroll --valid-for`.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -189,9 +228,10 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
+        "d" => 86_400,
         other => {
             return Err(format!(
-                "unknown duration unit {other:?} in {s:?} (use s, m or h)"
+                "unknown duration unit {other:?} in {s:?} (use s, m, h or d)"
             ));
         }
     };
@@ -229,6 +269,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, s)| node(&format!("n{i}"), s))
                 .collect(),
+            ignored: vec![],
         }
     }
 
@@ -287,5 +328,28 @@ mod tests {
             text.contains("1 expected nodes have never reported"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_gate_names_the_reports_it_ignored_on_one_line_each() {
+        let mut v = view(&["done"]);
+        v.ignored = (0..25)
+            .map(|i| blobswarm_peer::IgnoredReport {
+                peer: format!("peer-{i}"),
+                node: format!("fake-{i}"),
+                reason: "no enrolment certificate\n\u{1b}[2J".into(),
+                at_ms: 0,
+            })
+            .collect();
+        // Ignored reports never count: 1 enrolled node done is not 3.
+        assert_eq!(verdict(&v, Expect::Count(3)), Verdict::Pending);
+        let text = missing_report(&v, Expect::Count(3));
+        assert!(text.contains("ignored reports from 25 keys"), "{text}");
+        assert!(
+            text.contains("  fake-0 (peer-0): no enrolment certificate\\n\\u{1b}[2J\n"),
+            "{text}"
+        );
+        assert!(text.contains("… and 5 more"), "{text}");
+        assert!(!text.contains('\u{1b}'), "escapes are escaped: {text}");
     }
 }

@@ -54,6 +54,12 @@ pub(crate) struct Args {
     /// this much longer it is dropped from status, the API and the gate (e.g. 10m, 1h).
     #[arg(long, default_value = "10m", value_parser = rollout::parse_duration)]
     drop_lost_after: Duration,
+    /// Enrolment public key (the id `blobswarm keygen` printed for the enrolment key):
+    /// only progress reports carrying a certificate it issued count for `--wait`, status
+    /// and the dashboard; repeat for several. Without one, every report is ignored and the
+    /// gate cannot pass.
+    #[arg(long, env = "BLOBSWARM_ENROLL_PUBKEY", value_delimiter = ',')]
+    enroll_pubkey: Vec<libp2p::PeerId>,
     /// Seeder identity; created if missing. Agents trust its peer id.
     #[arg(long, default_value = "blobswarm-seeder.key")]
     key_file: PathBuf,
@@ -142,6 +148,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .set_drop_after(args.drop_lost_after);
+    if args.enroll_pubkey.is_empty() {
+        tracing::warn!(
+            "no --enroll-pubkey: progress reports are ignored, the wait gate cannot pass"
+        );
+    }
+    agent
+        .reports()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .set_enrollment(blobswarm_core::enroll::EnrollmentKeys::new(
+            args.enroll_pubkey.iter().copied(),
+        ));
     for addr in agent.listen_addrs().await? {
         println!("listening {addr}");
     }

@@ -215,10 +215,12 @@ impl SeederService {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = unix_ms();
-        let (nodes, lost, throughput) = (
+        let (nodes, lost, throughput, ignored, ignored_total) = (
             agg.reporting(now),
             agg.len().saturating_sub(agg.reporting(now)),
             agg.samples(),
+            agg.ignored(),
+            agg.ignored_total(),
         );
         drop(agg);
         SwarmView {
@@ -226,16 +228,20 @@ impl SeederService {
             lost,
             throughput,
             releases: jobs.iter().map(|j| self.view(j)).collect(),
+            ignored,
+            ignored_total,
         }
     }
 
     fn view(&self, job: &Job) -> ReleaseView {
-        let nodes = self
-            .agent
-            .reports()
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .nodes(unix_ms());
+        let (nodes, ignored) = {
+            let agg = self
+                .agent
+                .reports()
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (agg.nodes(unix_ms()), agg.ignored())
+        };
         let state = match (&job.id, &job.error) {
             (_, Some(_)) => "failed",
             (Some(_), None) => "published",
@@ -280,6 +286,7 @@ impl SeederService {
                     }
                 })
                 .collect(),
+            ignored,
         }
     }
 }

@@ -59,6 +59,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 println!();
                 print!("{}", table(r));
             }
+            if !swarm.ignored.is_empty() {
+                println!();
+                print!("{}", super::rollout::ignored_report(&swarm.ignored));
+                println!(
+                    "({} reports ignored since the seeder started)",
+                    swarm.ignored_total
+                );
+            }
         }
     }
     Ok(())

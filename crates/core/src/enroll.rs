@@ -214,6 +214,17 @@ impl NodeCert {
         Ok(body)
     }
 
+    /// The enrolment key that signed this certificate (trusted or not: that is the
+    /// verifier's call).
+    ///
+    /// # Errors
+    /// [`EnrollError::Malformed`] when the issuer key does not decode.
+    pub fn issuer(&self) -> Result<PeerId, EnrollError> {
+        PublicKey::try_decode_protobuf(&self.issuer)
+            .map(|k| k.to_peer_id())
+            .map_err(|_| EnrollError::Malformed("undecodable issuer key".into()))
+    }
+
     /// The certificate as one line of text (hex), for a file or a Secret.
     ///
     /// # Errors

@@ -66,6 +66,7 @@ pub struct Metrics {
     import_seconds: Histogram,
     registry_fetches: Counter,
     nodes_reporting: Gauge,
+    reports_ignored: Gauge,
     peers_banned: Family<ReasonLabel, Counter>,
     peers_banned_now: Gauge,
     releases_evicted: Counter,
@@ -157,6 +158,14 @@ impl Metrics {
             "Nodes whose progress reports this seeder holds",
             nodes_reporting.clone(),
         );
+        // A gauge fed from the aggregator's own running count (it only grows).
+        let reports_ignored = Gauge::default();
+        registry.register(
+            "reports_ignored",
+            "Progress reports not counted since start (no or a bad enrolment certificate, \
+             node name held by another key)",
+            reports_ignored.clone(),
+        );
         let peers_banned = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "peers_banned",
@@ -204,6 +213,7 @@ impl Metrics {
             import_seconds,
             registry_fetches,
             nodes_reporting,
+            reports_ignored,
             peers_banned,
             peers_banned_now,
             releases_evicted,
@@ -230,6 +240,12 @@ impl Metrics {
     /// Seeder side: how many nodes' reports are held.
     pub fn set_nodes_reporting(&self, n: usize) {
         self.nodes_reporting
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Seeder side: progress reports ignored since start (see `admission`).
+    pub fn set_reports_ignored(&self, n: u64) {
+        self.reports_ignored
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 

@@ -66,6 +66,7 @@ async fn metrics_text(State(s): State<OpsState>) -> impl IntoResponse {
             .map_or(0, |d| d.as_millis() as u64);
         // Lost nodes (no report for 10 s) are not reporting.
         s.metrics.set_nodes_reporting(agg.reporting(now_ms));
+        s.metrics.set_reports_ignored(agg.ignored_total());
     }
     (
         [(
