@@ -61,6 +61,7 @@ pub struct Metrics {
     requests_failed: Counter,
     releases_rejected: Counter,
     releases_replayed: Counter,
+    haves_refused: Counter,
     peers: Gauge,
     releases: Family<StateLabel, Gauge>,
     import_seconds: Histogram,
@@ -124,6 +125,13 @@ impl Metrics {
             "releases_rejected",
             "Releases refused (untrusted, bad signature, expired, malformed, replayed)",
             releases_rejected.clone(),
+        );
+        let haves_refused = Counter::default();
+        registry.register(
+            "haves_refused",
+            "Have-information from neighbours refused (wrong length, malformed, over the \
+             per-neighbour bound for unknown blobs)",
+            haves_refused.clone(),
         );
         let releases_replayed = Counter::default();
         registry.register(
@@ -208,6 +216,7 @@ impl Metrics {
             requests_failed,
             releases_rejected,
             releases_replayed,
+            haves_refused,
             peers,
             releases,
             import_seconds,
@@ -279,6 +288,8 @@ impl Metrics {
             .inc_by(d(s.stats.releases_rejected, last.stats.releases_rejected));
         self.releases_replayed
             .inc_by(d(s.stats.releases_replayed, last.stats.releases_replayed));
+        self.haves_refused
+            .inc_by(d(s.stats.haves_refused, last.stats.haves_refused));
         self.bytes_up.inc_by(d(s.uploaded_bytes, last.uploaded));
         self.chunks_verified
             .inc_by(d(s.chunks_verified, last.chunks_verified));

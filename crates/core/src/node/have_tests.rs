@@ -157,7 +157,7 @@ fn haves_for_made_up_blobs_are_kept_for_a_bounded_number_per_neighbour() {
     let mut node = node_trusting(&k);
     let (rogue, t0) = (PeerId::random(), Instant::now());
     node.handle_peer_connected(rogue, t0);
-    for i in 0u32..1000 {
+    for i in 0..MAX_UNKNOWN_HAVES as u32 + 100 {
         let made_up = Digest::of(&i.to_be_bytes());
         node.handle_request(&rogue, have(made_up, full(16)), t0);
     }
@@ -167,8 +167,33 @@ fn haves_for_made_up_blobs_are_kept_for_a_bounded_number_per_neighbour() {
     let held = &node.peers[&rogue].haves;
     assert_eq!(held.len(), MAX_UNKNOWN_HAVES);
     assert!(!held.contains_key(&huge));
+    assert_eq!(node.stats().haves_refused, 101);
     // A blob already held can still be updated once the bound is reached.
     let first = *held.keys().next().unwrap();
     node.handle_request(&rogue, have(first, full(8)), t0);
     assert_eq!(node.peers[&rogue].haves[&first].len(), 8);
+}
+
+#[test]
+fn long_bitfields_for_made_up_blobs_are_bounded_in_bytes_per_neighbour() {
+    let k = Keypair::generate_ed25519();
+    let mut node = node_trusting(&k);
+    let (rogue, other, t0) = (PeerId::random(), PeerId::random(), Instant::now());
+    node.handle_peer_connected(rogue, t0);
+    node.handle_peer_connected(other, t0);
+    // 32 KiB each (the longest a real blob's can be): the byte bound holds first.
+    for i in 0u32..100 {
+        let made_up = Digest::of(&i.to_be_bytes());
+        node.handle_request(&rogue, have(made_up, full(crate::MAX_CHUNKS)), t0);
+    }
+    let bytes: usize = node.peers[&rogue]
+        .haves
+        .values()
+        .map(|b| b.len().div_ceil(8) as usize)
+        .sum();
+    assert!(bytes <= super::haves::MAX_UNKNOWN_HAVE_BYTES, "{bytes}");
+    assert_eq!(node.peers[&rogue].haves.len(), 32);
+    // Another neighbour has its own budget.
+    node.handle_request(&other, have(Digest::of(b"x"), full(crate::MAX_CHUNKS)), t0);
+    assert_eq!(node.peers[&other].haves.len(), 1);
 }

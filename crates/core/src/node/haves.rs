@@ -4,8 +4,8 @@
 //! Haves come off the wire, so nothing in them is trusted: a bitfield is kept only when
 //! its length is the blob's chunk count (from the chunk map, or from the signed release
 //! entry before the map arrives), and haves for blobs this node knows nothing about yet
-//! are kept for at most [`MAX_UNKNOWN_HAVES`] blobs per neighbour, each at most
-//! [`crate::MAX_CHUNKS`] long. Every time a blob becomes known or gets its map, stored
+//! are kept for at most [`MAX_UNKNOWN_HAVES`] blobs and [`MAX_UNKNOWN_HAVE_BYTES`] of
+//! bitfields per neighbour, each at most [`crate::MAX_CHUNKS`] long. Every time a blob becomes known or gets its map, stored
 //! bitfields of the wrong length are dropped before availability is counted, and every
 //! index into `availability` is checked, so no count from the wire can index past it.
 
@@ -13,10 +13,15 @@ use super::{Node, PeerKey};
 use crate::wire::HaveUpdate;
 use crate::{Digest, MAX_CHUNKS, chunk_count};
 
-/// Blobs per neighbour whose haves are kept before any release names them: a release
-/// announced by gossip may arrive after the haves for its blobs, but a neighbour must not
-/// fill this node's memory with made-up digests (32 KiB at most each, 2 MiB per peer).
-pub(crate) const MAX_UNKNOWN_HAVES: usize = 64;
+/// Blobs per neighbour whose haves are kept before any release names them. A release
+/// may arrive after the haves for its blobs, and a neighbour announces every blob it
+/// stores (old images too), so the bound is generous; a neighbour still cannot fill this
+/// node's memory with made-up digests: with [`MAX_UNKNOWN_HAVE_BYTES`] about 1.2 MiB per
+/// neighbour at most, 40 MiB over the 32 neighbours a node keeps.
+pub(crate) const MAX_UNKNOWN_HAVES: usize = 1024;
+/// Bitfield bytes per neighbour for blobs no release names yet (a real blob needs
+/// 1 bit per chunk: 32 bytes for a 1 GiB layer at 4 MiB chunks).
+pub(crate) const MAX_UNKNOWN_HAVE_BYTES: usize = 1 << 20;
 
 impl<P: PeerKey> Node<P> {
     /// The chunk count `blob` must have, when known: its chunk map's, or before the map
@@ -67,14 +72,17 @@ impl<P: PeerKey> Node<P> {
         if peer.is_seeder {
             return;
         }
-        let room_for_unknown = expected.is_none()
-            && (peer.haves.contains_key(&blob)
-                || peer
-                    .haves
-                    .keys()
-                    .filter(|d| !self.blobs.contains_key(*d))
-                    .count()
-                    < MAX_UNKNOWN_HAVES);
+        // Blobs and bitfield bytes this neighbour already holds for unknown blobs, `blob`
+        // itself left out (its entry is replaced). Only counted when `blob` is unknown.
+        let (mut unknown_count, mut unknown_bytes) = (0usize, 0usize);
+        if expected.is_none() {
+            for (d, b) in &peer.haves {
+                if *d != blob && !self.blobs.contains_key(d) {
+                    unknown_count += 1;
+                    unknown_bytes += b.len().div_ceil(8) as usize;
+                }
+            }
+        }
         let mut track = self
             .blobs
             .get_mut(&blob)
@@ -84,9 +92,15 @@ impl<P: PeerKey> Node<P> {
             HaveUpdate::Full(bits) => {
                 let fits = match expected {
                     Some(n) => bits.len() == n,
-                    None => bits.len() <= MAX_CHUNKS && room_for_unknown,
+                    None => {
+                        bits.len() <= MAX_CHUNKS
+                            && unknown_count < MAX_UNKNOWN_HAVES
+                            && unknown_bytes + bits.len().div_ceil(8) as usize
+                                <= MAX_UNKNOWN_HAVE_BYTES
+                    }
                 };
                 if bits.validate().is_err() || !fits {
+                    self.stats.haves_refused += 1;
                     return;
                 }
                 let old = peer.haves.insert(blob, bits);

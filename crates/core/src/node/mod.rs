@@ -168,6 +168,9 @@ pub struct Stats {
     /// Verified chunks the driver could not store (disk full, I/O error); each one
     /// pauses downloads for `Config::store_error_pause`.
     pub store_errors: u64,
+    /// Have-information refused: a bitfield of the wrong length for a known blob, a
+    /// malformed one, or one over the per-neighbour bound for unknown blobs.
+    pub haves_refused: u64,
 }
 
 /// Progress of one blob, for progress bars and status reports.
