@@ -21,6 +21,14 @@
 //!    cross only within the gossip delay, far below the settle time, so one node fetches.
 //! 6. The fetched chunk is verified against the signed chunk map like any other and
 //!    announced; the rest of the swarm takes it from there.
+//!
+//! Claims are gossip from any key, and a node inside the swarm can mint keys until its
+//! scores beat everyone's, then claim and never fetch (issue #18, finding 8). So a node
+//! waits for other nodes' claims on one orphan at most [`MAX_YIELDS`] times: after that
+//! many claims went void without the chunk appearing, it ignores claims on that chunk and
+//! fetches it itself when due. An honest swarm yields once (to the best claimant); an
+//! attack delays an orphan by at most `MAX_YIELDS` × [`HerdConfig::claim_ttl`] and costs
+//! at most one extra registry read per honest node that gets there.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -67,11 +75,16 @@ impl HerdConfig {
     }
 }
 
+/// Other nodes' claims a node waits for on one orphan before it ignores them.
+pub const MAX_YIELDS: u8 = 2;
+
 /// A chunk nobody around this node holds.
 #[derive(Debug)]
 struct Orphan {
     due: Instant,
     claimed: bool,
+    /// Other nodes' claims waited for on this chunk (see [`MAX_YIELDS`]).
+    yielded: u8,
 }
 
 /// The best live claim known for a chunk (ours included).
@@ -225,9 +238,11 @@ impl<P: PeerKey> Node<P> {
                 .copied();
             if let Some(c) = other
                 && (!orphan.claimed || c.score > mine)
+                && orphan.yielded < MAX_YIELDS
             {
                 // Someone else claimed first, or out-scored our claim: wait for them.
                 orphan.claimed = false;
+                orphan.yielded += 1;
                 orphan.due = c.at + cfg.claim_ttl;
                 self.herd.agenda.insert((orphan.due, blob, index));
                 continue;
@@ -303,6 +318,7 @@ impl<P: PeerKey> Node<P> {
                 Orphan {
                     due,
                     claimed: false,
+                    yielded: 0,
                 },
             );
             agenda.insert((due, blob, index));

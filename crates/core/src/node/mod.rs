@@ -35,7 +35,7 @@ use rand::rngs::StdRng;
 
 pub use config::{Config, ConfigError};
 use herd::HerdState;
-pub use herd::{HerdConfig, claim_score};
+pub use herd::{HerdConfig, MAX_YIELDS, claim_score};
 use state::{BlobState, Outstanding, PeerState, ReleaseState};
 
 use crate::rate::TokenBucket;

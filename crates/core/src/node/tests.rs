@@ -909,6 +909,50 @@ fn herd_guard_yields_to_a_higher_scoring_claim_and_waits_for_an_earlier_one() {
 }
 
 #[test]
+fn herd_guard_stops_yielding_to_claims_that_never_deliver() {
+    // Issue #18 finding 8: a rogue grinds keys until its score beats ours, then claims
+    // the orphan again each time its claim goes void, and never fetches.
+    let data = blob(MIN_CHUNK_SIZE as usize, 53);
+    let (mut node, me, digest, start) = orphaned_node(&data, 3);
+    let cfg = HerdConfig::new(vec![]);
+    let mine = claim_score(&me.to_bytes(), &digest, 0);
+    let rogue = std::iter::repeat_with(PeerId::random)
+        .find(|r| claim_score(&r.to_bytes(), &digest, 0) > mine)
+        .unwrap();
+    let bound = start
+        + cfg.after
+        + cfg.scan_interval
+        + cfg.grace
+        + cfg.spread
+        + cfg.claim_ttl * u32::from(super::herd::MAX_YIELDS)
+        + cfg.settle
+        + Duration::from_secs(2);
+    let (mut t, mut fetched_at) = (start, None);
+    while t < bound + cfg.claim_ttl && fetched_at.is_none() {
+        t += Duration::from_millis(500);
+        node.handle_notice(
+            &rogue,
+            SwarmNotice::Claim {
+                blob: digest,
+                indices: vec![0],
+            },
+            t,
+        );
+        let (_, fetches) = run_timers(&mut node, t);
+        if !fetches.is_empty() {
+            fetched_at = Some(t);
+        }
+    }
+    let at = fetched_at.expect("the orphan is fetched despite the rogue's claims");
+    assert!(
+        at <= bound,
+        "fetched {:?} after the start, bound {:?}",
+        at - start,
+        bound - start
+    );
+}
+
+#[test]
 fn herd_guard_sleeps_while_the_seeder_is_heard() {
     let data = blob(3 * MIN_CHUNK_SIZE as usize, 53);
     let (mut node, _, _, start) = orphaned_node(&data, 3);
