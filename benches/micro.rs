@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use blobswarm_core::node::{Action, ChunkOutcome, Config, Node, PeerKey, RequestId};
 use blobswarm_core::wire::{HaveUpdate, Request, Response};
 use blobswarm_core::{
-    Bitfield, ChunkHasher, ChunkMap, DEFAULT_CHUNK_SIZE, Digest, Document, Release, SignedRelease,
+    Bitfield, ChunkHasher, ChunkMap, DEFAULT_CHUNK_SIZE, Digest, Release, SignedRelease,
     TrustedSeeders, chunk_map_of, codec, release_blob,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -122,21 +122,8 @@ fn busy_node() -> (Node<Peer>, Vec<RequestId>) {
         .collect::<Vec<_>>();
     let size = u64::from(CHUNKS) * u64::from(DEFAULT_CHUNK_SIZE);
     let map = ChunkMap::new(blob, size, DEFAULT_CHUNK_SIZE, chunks).expect("map");
-    let manifest = b"{}".to_vec();
-    let release = Release {
-        reference: "bench/image:1".into(),
-        root: Document {
-            digest: Digest::of(&manifest),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            bytes: manifest,
-        },
-        manifests: vec![],
-        blobs: vec![release_blob(&map, "application/octet-stream")],
-        seeder: seeder_id.to_bytes(),
-        sequence: 1,
-        created_unix_ms: 0,
-        expires_unix_ms: 0,
-    };
+    let blobs = vec![release_blob(&map, "application/octet-stream")];
+    let release = Release::minimal("bench/image:1", blobs, &seeder_id);
     let signed = SignedRelease::sign(&release, &key).expect("signs");
     let mut node = Node::new(
         Config::default().with_rng_seed(7),

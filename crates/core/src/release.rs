@@ -155,6 +155,28 @@ impl TrustedSeeders {
 }
 
 impl Release {
+    /// A release of `blobs` under `reference`, signed later by `seeder`, whose root is a
+    /// minimal image manifest (`{"schemaVersion":2}`): what the simulator, benchmarks and
+    /// tests carry, having no real image. Sequence 1, created at 0, never expires; change
+    /// the fields before signing where that matters.
+    pub fn minimal(reference: &str, blobs: Vec<ReleaseBlob>, seeder: &PeerId) -> Self {
+        let manifest = br#"{"schemaVersion":2}"#.to_vec();
+        Self {
+            reference: reference.into(),
+            root: Document {
+                digest: Digest::of(&manifest),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                bytes: manifest,
+            },
+            manifests: vec![],
+            blobs,
+            seeder: seeder.to_bytes(),
+            sequence: 1,
+            created_unix_ms: 0,
+            expires_unix_ms: 0,
+        }
+    }
+
     /// Checks structure: digests of embedded documents, counts, chunk sizes and lengths.
     ///
     /// # Errors

@@ -100,23 +100,13 @@ mod tests {
     use libp2p_identity::Keypair;
 
     use super::*;
-    use crate::{Digest, Document, SignedRelease, TrustedSeeders};
+    use crate::{SignedRelease, TrustedSeeders};
 
     fn release(key: &Keypair, reference: &str, sequence: u64) -> (Release, ReleaseId) {
-        let manifest = br#"{"schemaVersion":2}"#.to_vec();
         let r = Release {
-            reference: reference.into(),
-            root: Document {
-                digest: Digest::of(&manifest),
-                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                bytes: manifest,
-            },
-            manifests: vec![],
-            blobs: vec![],
-            seeder: key.public().to_peer_id().to_bytes(),
             sequence,
             created_unix_ms: sequence,
-            expires_unix_ms: 0,
+            ..Release::minimal(reference, vec![], &key.public().to_peer_id())
         };
         let id = SignedRelease::sign(&r, key).unwrap().id();
         (r, id)

@@ -9,7 +9,7 @@ use libp2p_identity::{Keypair, PeerId};
 use super::haves::MAX_UNKNOWN_HAVES;
 use super::*;
 use crate::wire::{HaveUpdate, Request};
-use crate::{Document, MIN_CHUNK_SIZE, Release, chunk_map_of, release_blob};
+use crate::{MIN_CHUNK_SIZE, Release, chunk_map_of, release_blob};
 
 fn node_trusting(k: &Keypair) -> Node<PeerId> {
     Node::new(
@@ -29,24 +29,11 @@ fn full(len: u32) -> HaveUpdate {
 }
 
 fn release_of(k: &Keypair, maps: &[&ChunkMap]) -> SignedRelease {
-    let manifest = b"{}".to_vec();
-    let release = Release {
-        reference: "test/image:1".into(),
-        root: Document {
-            digest: Digest::of(&manifest),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            bytes: manifest,
-        },
-        manifests: vec![],
-        blobs: maps
-            .iter()
-            .map(|m| release_blob(m, "application/octet-stream"))
-            .collect(),
-        seeder: k.public().to_peer_id().to_bytes(),
-        sequence: 1,
-        created_unix_ms: 0,
-        expires_unix_ms: 0,
-    };
+    let blobs = maps
+        .iter()
+        .map(|m| release_blob(m, "application/octet-stream"))
+        .collect();
+    let release = Release::minimal("test/image:1", blobs, &k.public().to_peer_id());
     SignedRelease::sign(&release, k).unwrap()
 }
 

@@ -8,7 +8,7 @@ use libp2p_identity::{Keypair, PeerId};
 use super::state::BlobState;
 use super::*;
 use crate::wire::{ErrorCode, HaveUpdate, Request, Response, SwarmNotice};
-use crate::{Document, MIN_CHUNK_SIZE, Release, chunk_map_of, release_blob};
+use crate::{MIN_CHUNK_SIZE, Release, chunk_map_of, release_blob};
 
 struct Swarm {
     ids: Vec<PeerId>,
@@ -70,21 +70,7 @@ impl Swarm {
             s.data.insert(map.blob(), b.clone());
             s.nodes[SEEDER].add_local_blob(map, "application/octet-stream", now);
         }
-        let manifest = b"{}".to_vec();
-        let release = Release {
-            reference: "test/image:1".into(),
-            root: Document {
-                digest: Digest::of(&manifest),
-                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                bytes: manifest,
-            },
-            manifests: vec![],
-            blobs: entries,
-            seeder: seeder_key.public().to_peer_id().to_bytes(),
-            sequence: 1,
-            created_unix_ms: 0,
-            expires_unix_ms: 0,
-        };
+        let release = Release::minimal("test/image:1", entries, &seeder_key.public().to_peer_id());
         let signed = SignedRelease::sign(&release, seeder_key).unwrap();
         (s, signed)
     }

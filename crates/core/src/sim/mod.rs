@@ -35,9 +35,7 @@ use serde::Serialize;
 
 use crate::node::{self, Action, ChunkOutcome, Inbound, Node, PeerKey};
 use crate::wire::Response;
-use crate::{
-    ChunkMap, Digest, Document, Release, SignedRelease, TrustedSeeders, codec, release_blob,
-};
+use crate::{ChunkMap, Digest, Release, SignedRelease, TrustedSeeders, codec, release_blob};
 use event::{EventQueue, Msg};
 
 /// A simulated node's identity: index 0 is the seeder and carries its real key bytes.
@@ -192,24 +190,11 @@ fn build_image(cfg: &SimConfig, key: &Keypair) -> Result<(Vec<ChunkMap>, SignedR
                 .map_err(|e| SimError::Config(e.to_string()))?,
         );
     }
-    let manifest = b"{\"schemaVersion\":2}".to_vec();
-    let release = Release {
-        reference: "sim.local/image:latest".into(),
-        root: Document {
-            digest: Digest::of(&manifest),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            bytes: manifest,
-        },
-        manifests: vec![],
-        blobs: maps
-            .iter()
-            .map(|m| release_blob(m, "application/vnd.oci.image.layer.v1.tar"))
-            .collect(),
-        seeder: key.public().to_peer_id().to_bytes(),
-        sequence: 1,
-        created_unix_ms: 0,
-        expires_unix_ms: 0,
-    };
+    let blobs = maps
+        .iter()
+        .map(|m| release_blob(m, "application/vnd.oci.image.layer.v1.tar"))
+        .collect();
+    let release = Release::minimal("sim.local/image:latest", blobs, &key.public().to_peer_id());
     let signed = SignedRelease::sign(&release, key).map_err(|e| SimError::Config(e.to_string()))?;
     Ok((maps, signed))
 }
