@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use blobswarm_testkit::{Registry, build_test_image, push_image, require_tools, sha256_digest};
+use blobswarm_testkit::{PushedImage, require_tools, sha256_digest};
 use support::{Proc, Seeder};
 
 const AGENTS: usize = 16;
@@ -20,14 +20,11 @@ fn survivors_complete_when_a_third_of_the_agents_are_killed_mid_transfer() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let registry = Registry::start(&root.join("registry"));
-    let src = root.join("src-layout");
-    let image = build_test_image(&src, "v1", RANDOM_LAYER, 11);
-    let reference = push_image(&src, "v1", &registry.addr(), "test/big");
-    let mark = registry.mark_log();
-    let total: u64 = image.blobs().iter().map(|b| b.size).sum();
+    let pushed = PushedImage::start(root, RANDOM_LAYER, 11, "test/big");
+    let (registry, image, reference) = (&pushed.registry, &pushed.image, pushed.reference.as_str());
+    let (mark, total) = (pushed.mark, pushed.total_bytes());
 
-    let mut seeder = Seeder::start(root, &reference, &registry.addr());
+    let mut seeder = Seeder::start(root, reference, &registry.addr());
     let mut agents: Vec<Proc> = (0..AGENTS)
         .map(|i| seeder.start_agent(root, i, &[]))
         .collect();

@@ -4,15 +4,12 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blobswarm_core::{Bitfield, DEFAULT_CHUNK_SIZE, codec};
-use blobswarm_testkit::{
-    Registry, build_test_image, push_image, require_tools, sha256_digest, wait_until,
-};
+use blobswarm_testkit::{PushedImage, assert_layout_holds, require_tools, wait_until};
 use support::Seeder;
 
 const RANDOM_LAYER: u64 = 48 << 20;
@@ -30,18 +27,15 @@ fn sigkilled_agent_resumes_from_verified_chunks_and_refetches_only_the_rest() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let registry = Registry::start(&root.join("registry"));
-    let src = root.join("src-layout");
-    let image = build_test_image(&src, "v1", RANDOM_LAYER, 5);
-    let reference = push_image(&src, "v1", &registry.addr(), "test/crash");
-    let mark = registry.mark_log();
+    let pushed = PushedImage::start(root, RANDOM_LAYER, 5, "test/crash");
+    let (registry, image, reference) = (&pushed.registry, &pushed.image, pushed.reference.as_str());
     let blobs = image.blobs();
     let total: u64 = blobs.iter().map(|b| b.size).sum();
     let big = blobs.iter().max_by_key(|b| b.size).unwrap().clone();
     let big_hex = big.digest.trim_start_matches("sha256:").to_owned();
     let store = root.join("agent-0/store");
 
-    let seeder = Seeder::start(root, &reference, &registry.addr());
+    let seeder = Seeder::start(root, reference, &registry.addr());
     // Capped so the kill lands mid-transfer: 48 MiB at 8 MiB/s takes about 6 s.
     let mut agent = seeder.start_agent(root, 0, &["--max-download-rate", "8MiB"]);
     let started = Instant::now();
@@ -125,23 +119,6 @@ fn sigkilled_agent_resumes_from_verified_chunks_and_refetches_only_the_rest() {
         "the corrupted chunk was not reported"
     );
 
-    let layout = root.join("agent-0/oci/blobs/sha256");
-    for b in &blobs {
-        let bytes = std::fs::read(layout.join(b.digest.trim_start_matches("sha256:"))).unwrap();
-        assert_eq!(
-            sha256_digest(&bytes),
-            b.digest,
-            "imported {} is wrong",
-            b.digest
-        );
-    }
-    let gets: HashMap<String, usize> = registry.blob_gets_since(mark);
-    for b in &blobs {
-        assert_eq!(
-            gets.get(&b.digest).copied().unwrap_or(0),
-            1,
-            "GETs of {}",
-            b.digest
-        );
-    }
+    assert_layout_holds(&root.join("agent-0/oci"), &blobs, "agent-0");
+    pushed.assert_one_get_per_blob();
 }

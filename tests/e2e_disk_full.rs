@@ -4,14 +4,11 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use blobswarm_testkit::{
-    Registry, build_test_image, push_image, require_tools, sha256_digest, wait_until,
-};
+use blobswarm_testkit::{PushedImage, assert_layout_holds, require_tools, wait_until};
 use support::Seeder;
 
 const RANDOM_LAYER: u64 = 32 << 20;
@@ -54,16 +51,13 @@ fn full_disk_pauses_the_download_with_a_clear_error_and_it_completes_when_space_
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let registry = Registry::start(&root.join("registry"));
-    let src = root.join("src-layout");
-    let image = build_test_image(&src, "v1", RANDOM_LAYER, 9);
-    let reference = push_image(&src, "v1", &registry.addr(), "test/diskfull");
-    let mark = registry.mark_log();
+    let pushed = PushedImage::start(root, RANDOM_LAYER, 9, "test/diskfull");
+    let (registry, image, reference) = (&pushed.registry, &pushed.image, pushed.reference.as_str());
     let blobs = image.blobs();
 
     // The agent's data dir is `root/agent-0`: put it on a tmpfs half the image's size.
     let disk = Tmpfs::mount(&root.join("agent-0"), "16m");
-    let seeder = Seeder::start(root, &reference, &registry.addr());
+    let seeder = Seeder::start(root, reference, &registry.addr());
     let mut agent = seeder.start_agent(root, 0, &[]);
     let log_path = root.join("agent-0.log");
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -110,24 +104,8 @@ fn full_disk_pauses_the_download_with_a_clear_error_and_it_completes_when_space_
         "disk full: {errors} store errors logged while full; completed {:.1}s after space returned (4 s of that the test's own wait)",
         full_at.elapsed().as_secs_f64()
     );
-    for b in &blobs {
-        let bytes = std::fs::read(layout.join(b.digest.trim_start_matches("sha256:"))).unwrap();
-        assert_eq!(
-            sha256_digest(&bytes),
-            b.digest,
-            "imported {} is wrong",
-            b.digest
-        );
-    }
-    let gets: HashMap<String, usize> = registry.blob_gets_since(mark);
-    for b in &blobs {
-        assert_eq!(
-            gets.get(&b.digest).copied().unwrap_or(0),
-            1,
-            "GETs of {}",
-            b.digest
-        );
-    }
+    assert_layout_holds(&root.join("agent-0/oci"), &blobs, "agent-0");
+    pushed.assert_one_get_per_blob();
     agent.kill();
     drop(disk);
 }

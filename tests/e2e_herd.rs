@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use blobswarm_testkit::{Registry, build_test_image, push_image, require_tools, sha256_digest};
+use blobswarm_testkit::{PushedImage, require_tools, sha256_digest};
 use support::{Proc, Seeder};
 
 const AGENTS: usize = 6;
@@ -55,17 +55,14 @@ fn agents_fetch_each_orphaned_chunk_once_from_the_registry_when_the_seeder_dies(
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let registry = Registry::start(&root.join("registry"));
-    let src = root.join("src-layout");
-    let image = build_test_image(&src, "v1", RANDOM_LAYER, 23);
-    let reference = push_image(&src, "v1", &registry.addr(), "test/herd");
-    let mark = registry.mark_log();
-    let total: u64 = image.blobs().iter().map(|b| b.size).sum();
+    let pushed = PushedImage::start(root, RANDOM_LAYER, 23, "test/herd");
+    let (registry, image, reference) = (&pushed.registry, &pushed.image, pushed.reference.as_str());
+    let (mark, total) = (pushed.mark, pushed.total_bytes());
 
     // 1 MiB chunks and a slow seeder: when it dies most chunks exist nowhere else.
     let mut seeder = Seeder::start_with(
         root,
-        &reference,
+        reference,
         &registry.addr(),
         &["--chunk-size", "1MiB", "--max-upload-rate", "8MiB"],
     );

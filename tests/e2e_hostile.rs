@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use blobswarm_testkit::{Registry, build_test_image, push_image, require_tools, sha256_digest};
+use blobswarm_testkit::{PushedImage, assert_layout_holds, require_tools};
 use support::{Proc, Seeder};
 
 const RANDOM_LAYER: u64 = 24 << 20;
@@ -22,14 +22,11 @@ fn honest_agents_ban_every_hostile_peer_and_complete_with_verified_images() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let registry = Registry::start(&root.join("registry"));
-    let src = root.join("src-layout");
-    let image = build_test_image(&src, "v1", RANDOM_LAYER, 3);
-    let reference = push_image(&src, "v1", &registry.addr(), "test/hostile");
-    let mark = registry.mark_log();
+    let pushed = PushedImage::start(root, RANDOM_LAYER, 3, "test/hostile");
+    let (registry, image, reference) = (&pushed.registry, &pushed.image, pushed.reference.as_str());
     let blobs = image.blobs();
 
-    let seeder = Seeder::start(root, &reference, &registry.addr());
+    let seeder = Seeder::start(root, reference, &registry.addr());
     // The hostile agents get the image first (from the seeder), so they have chunks to
     // serve badly when the honest ones arrive.
     let mut hostile: Vec<(Proc, String)> = HOSTILE
@@ -101,24 +98,8 @@ fn honest_agents_ban_every_hostile_peer_and_complete_with_verified_images() {
     );
 
     for i in 0..HONEST {
-        let layout = root.join(format!("agent-{}/oci/blobs/sha256", HOSTILE.len() + i));
-        for b in &blobs {
-            let bytes = std::fs::read(layout.join(b.digest.trim_start_matches("sha256:"))).unwrap();
-            assert_eq!(
-                sha256_digest(&bytes),
-                b.digest,
-                "agent {i} holds a wrong {}",
-                b.digest
-            );
-        }
+        let agent = format!("agent-{}", HOSTILE.len() + i);
+        assert_layout_holds(&root.join(&agent).join("oci"), &blobs, &agent);
     }
-    let gets: HashMap<String, usize> = registry.blob_gets_since(mark);
-    for b in &blobs {
-        assert_eq!(
-            gets.get(&b.digest).copied().unwrap_or(0),
-            1,
-            "GETs of {}",
-            b.digest
-        );
-    }
+    pushed.assert_one_get_per_blob();
 }

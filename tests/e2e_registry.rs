@@ -9,9 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use blobswarm_testkit::{
-    Registry, build_test_image, push_image, require_tools, run, sha256_digest,
-};
+use blobswarm_testkit::{PushedImage, require_tools, run, sha256_digest};
 use support::{Proc, Seeder};
 
 const AGENTS: usize = 4;
@@ -33,17 +31,15 @@ fn registry_image_reaches_four_agent_processes_with_one_get_per_blob() {
     let root = tmp.path();
 
     // Build and push the image; count only registry requests made after the push.
-    let registry = Registry::start(&root.join("registry"));
-    let src = root.join("src-layout");
-    let image = build_test_image(&src, "v1", RANDOM_LAYER, 7);
+    let pushed = PushedImage::start(root, RANDOM_LAYER, 7, "test/img");
+    let (registry, image, reference) = (&pushed.registry, &pushed.image, pushed.reference.as_str());
+    let (src, mark) = (&pushed.src, pushed.mark);
     assert!(
         image.layers.len() >= 3,
         "test image needs at least 3 layers: {image:?}"
     );
-    let reference = push_image(&src, "v1", &registry.addr(), "test/img");
-    let mark = registry.mark_log();
 
-    let mut seeder = Seeder::start(root, &reference, &registry.addr());
+    let mut seeder = Seeder::start(root, reference, &registry.addr());
     let mut agents: Vec<Proc> = (0..AGENTS)
         .map(|i| seeder.start_agent(root, i, &[]))
         .collect();
@@ -70,7 +66,7 @@ fn registry_image_reaches_four_agent_processes_with_one_get_per_blob() {
             );
             assert_eq!(
                 got,
-                blob_bytes(&src, &blob.digest),
+                blob_bytes(src, &blob.digest),
                 "agent-{i} blob {} differs",
                 blob.digest
             );
@@ -90,7 +86,7 @@ fn registry_image_reaches_four_agent_processes_with_one_get_per_blob() {
         );
         let out = run(Command::new("umoci").args(["ls", "--layout", layout.to_str().unwrap()]));
         assert!(
-            String::from_utf8_lossy(&out.stdout).contains(&reference),
+            String::from_utf8_lossy(&out.stdout).contains(reference),
             "umoci ls does not list {reference}"
         );
     }

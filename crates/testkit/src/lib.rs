@@ -15,6 +15,7 @@
 
 mod containerd;
 mod image;
+mod pushed;
 mod registry;
 mod token_auth;
 
@@ -28,6 +29,7 @@ pub use image::{
     BlobInfo, ImageInfo, IndexInfo, PushFormat, build_test_image, build_test_index, push_image,
     push_image_with, push_index, read_image_info,
 };
+pub use pushed::{PUSH_TOOLS, PushedImage, assert_layout_holds};
 pub use registry::{AccessLogEntry, LogMark, Registry, TEST_PASSWORD, TEST_USER};
 pub use token_auth::{TOKEN_ISSUER, TOKEN_SERVICE, TokenServer};
 
