@@ -123,6 +123,8 @@ break_base "wrong type" agent-daemonset.yaml 's/containerPort: 4002/containerPor
 break_base "missing required field" seeder-service.yaml '/- name: api/,/protocol: TCP/{/      port: 8080/d}'
 break_base "writable root filesystem" agent-daemonset.yaml 's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/'
 break_base "missing resource limits" seeder-deployment.yaml '/^            limits:/,/memory: 2Gi/d'
+break_base "no default-deny policy" network-policies.yaml '0,/  name: default-deny/s//  name: not-default-deny\n  labels: {}/; /name: not-default-deny/,/policyTypes/{s/podSelector: {}/podSelector: {matchLabels: {a: b}}/}'
+break_base "privileged seeder namespace" namespace.yaml '0,/enforce: restricted/s//enforce: privileged/'
 if [ -x "$bin" ]; then
     sed 's/- --pin$/- --pin\n            - --no-such-flag/' deploy/base/agent-daemonset.yaml >"$tmp/flag.yaml"
     grep -q -- '--no-such-flag' "$tmp/flag.yaml" || { echo "validate: flag self-test did not apply" >&2; exit 1; }

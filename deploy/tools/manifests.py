@@ -149,9 +149,51 @@ def policy(path):
                 errors.append(f"{name}: does not tolerate every taint")
             if not spec.get("priorityClassName"):
                 errors.append(f"{name}: no priorityClassName")
+    errors += isolation(docs)
     if errors:
         fail("policy violations:\n  " + "\n  ".join(errors))
     print(f"manifests: policy ok ({sum(1 for _ in pod_specs(docs))} workloads)")
+
+
+# Namespaces whose workloads need more than `restricted` (the agent: hostPath, root).
+PRIVILEGED_NAMESPACES = {"blobswarm-node"}
+
+
+def isolation(docs):
+    """Issue #18 finding 11: every namespace enforces a Pod Security level (`restricted`
+    unless listed in PRIVILEGED_NAMESPACES), a namespace running workloads denies all
+    traffic by default (NetworkPolicy with an empty pod selector, Ingress and Egress),
+    no pod gets a service account token and no RBAC is granted (nothing calls the
+    Kubernetes API)."""
+    errors = []
+    namespaces = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Namespace"}
+    for name, ns in namespaces.items():
+        level = ns["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce")
+        want = "privileged" if name in PRIVILEGED_NAMESPACES else "restricted"
+        if level != want:
+            errors.append(f"Namespace/{name}: pod-security enforce is {level}, not {want}")
+    denied = {
+        d["metadata"].get("namespace")
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+        and d["spec"].get("podSelector") == {}
+        and set(d["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
+        and not d["spec"].get("ingress")
+        and not d["spec"].get("egress")
+    }
+    for d, spec in pod_specs(docs):
+        ns = d["metadata"].get("namespace")
+        name = f"{d['kind']}/{d['metadata']['name']}"
+        if ns not in namespaces:
+            errors.append(f"{name}: namespace {ns} is not defined here")
+        if ns not in denied:
+            errors.append(f"{name}: namespace {ns} has no default-deny NetworkPolicy")
+        if spec.get("automountServiceAccountToken") is not False:
+            errors.append(f"{name}: automountServiceAccountToken is not false")
+    for d in docs:
+        if d["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
+            errors.append(f"{d['kind']}/{d['metadata']['name']}: RBAC that nothing uses")
+    return errors
 
 
 def not_yet(readme):
