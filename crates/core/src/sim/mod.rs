@@ -281,47 +281,7 @@ impl World {
                 from,
                 id,
                 request,
-            } => {
-                if self.dead[to as usize] {
-                    return;
-                }
-                let inbound =
-                    self.nodes[to as usize].handle_request(&self.peers[from as usize], request, t);
-                match inbound {
-                    Inbound::Respond(r) => self.respond(from, id, r, now),
-                    Inbound::Peers => self.respond(from, id, Response::Peers(vec![]), now),
-                    Inbound::ServeChunk { blob, index, range } => {
-                        let size = range.end - range.start;
-                        let start = now.max(self.up_free[to as usize]);
-                        let sent = start
-                            + Duration::from_secs_f64(size as f64 / self.cfg.up_bytes_per_sec);
-                        self.up_free[to as usize] = sent;
-                        let recv_time =
-                            Duration::from_secs_f64(size as f64 / self.cfg.down_bytes_per_sec);
-                        let arrive = (sent + self.cfg.latency)
-                            .max(self.down_free[from as usize] + recv_time);
-                        self.down_free[from as usize] = arrive;
-                        if to == 0 {
-                            self.seeder_upload += size;
-                            if self.injected.insert((blob, index))
-                                && self.injected.len() == self.total_chunks
-                            {
-                                self.injected_all_at = Some(sent);
-                            }
-                        }
-                        self.push(sent, Msg::UploadDone { node: to, to: from });
-                        self.push(
-                            arrive,
-                            Msg::Response {
-                                to: from,
-                                id,
-                                response: Response::Chunk { blob, index },
-                            },
-                        );
-                    }
-                }
-                self.drain(to, now);
-            }
+            } => self.deliver_request(now, to, from, id, request),
             Msg::Response { to, id, response } => {
                 if self.dead[to as usize] {
                     return;
@@ -398,6 +358,66 @@ impl World {
         }
     }
 
+    /// A request reaches `to`: its answer, or for a chunk the upload over `to`'s uplink
+    /// and `from`'s downlink.
+    fn deliver_request(
+        &mut self,
+        now: Duration,
+        to: u32,
+        from: u32,
+        id: node::RequestId,
+        request: crate::wire::Request,
+    ) {
+        if self.dead[to as usize] {
+            return;
+        }
+        let t = self.instant(now);
+        let inbound =
+            self.nodes[to as usize].handle_request(&self.peers[from as usize], request, t);
+        match inbound {
+            Inbound::Respond(r) => self.respond(from, id, r, now),
+            Inbound::Peers => self.respond(from, id, Response::Peers(vec![]), now),
+            Inbound::ServeChunk { blob, index, range } => {
+                self.upload(now, to, from, id, (blob, index), range.end - range.start);
+            }
+        }
+        self.drain(to, now);
+    }
+
+    /// Chunk `chunk` of `size` bytes from `to` to `from`: FIFO on `to`'s uplink, then on
+    /// `from`'s downlink, one latency in between.
+    fn upload(
+        &mut self,
+        now: Duration,
+        to: u32,
+        from: u32,
+        id: node::RequestId,
+        (blob, index): (Digest, u32),
+        size: u64,
+    ) {
+        let start = now.max(self.up_free[to as usize]);
+        let sent = start + Duration::from_secs_f64(size as f64 / self.cfg.up_bytes_per_sec);
+        self.up_free[to as usize] = sent;
+        let recv_time = Duration::from_secs_f64(size as f64 / self.cfg.down_bytes_per_sec);
+        let arrive = (sent + self.cfg.latency).max(self.down_free[from as usize] + recv_time);
+        self.down_free[from as usize] = arrive;
+        if to == 0 {
+            self.seeder_upload += size;
+            if self.injected.insert((blob, index)) && self.injected.len() == self.total_chunks {
+                self.injected_all_at = Some(sent);
+            }
+        }
+        self.push(sent, Msg::UploadDone { node: to, to: from });
+        self.push(
+            arrive,
+            Msg::Response {
+                to: from,
+                id,
+                response: Response::Chunk { blob, index },
+            },
+        );
+    }
+
     fn respond(&mut self, to: u32, id: node::RequestId, r: Response, now: Duration) {
         self.control(&r);
         if matches!(r, Response::Ack) {
@@ -455,22 +475,7 @@ pub fn run(cfg: SimConfig) -> Result<SimReport, SimError> {
             },
         })
         .collect();
-    let mut nodes = Vec::with_capacity(n);
-    for (i, peer) in peers.iter().enumerate() {
-        let mut c = cfg
-            .node
-            .clone()
-            .with_rng_seed(cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        if i == 0 {
-            c = c.with_super_seed(true);
-        } else {
-            c.herd = Some(node::HerdConfig::new(peer.key_bytes()));
-        }
-        nodes.push(
-            Node::new(c, TrustedSeeders::new([seeder_id]))
-                .map_err(|e| SimError::Config(e.to_string()))?,
-        );
-    }
+    let mut nodes = make_nodes(&cfg, &peers, seeder_id)?;
     let base = Instant::now();
     for m in &maps {
         nodes[0].add_local_blob(m.clone(), "application/vnd.oci.image.layer.v1.tar", base);
@@ -538,36 +543,75 @@ pub fn run(cfg: SimConfig) -> Result<SimReport, SimError> {
             break;
         }
     }
-    let mut times: Vec<f64> = (1..n)
-        .filter(|&i| !w.dead[i])
-        .filter_map(|i| w.done_at[i].map(|t| (t - publish_at).as_secs_f64()))
-        .collect();
-    times.sort_by(f64::total_cmp);
-    let survivors = (1..n).filter(|&i| !w.dead[i]).count();
-    let p99 = percentile(&times, 0.99);
-    Ok(SimReport {
-        nodes: cfg.nodes,
-        image_bytes: maps.iter().map(ChunkMap::size).sum(),
-        killed,
-        incomplete: survivors - times.len(),
-        lower_bound_secs: lower_bound,
-        p50_secs: percentile(&times, 0.5),
-        p99_secs: p99,
-        max_secs: times.last().copied().unwrap_or(f64::NAN),
-        p99_over_lower_bound: p99 / lower_bound,
-        seeder_upload_over_image: w.seeder_upload as f64 / cfg.image_size as f64,
-        seeder_injected_all_secs: w
-            .injected_all_at
-            .map_or(f64::NAN, |t| (t - publish_at).as_secs_f64()),
-        registry_fetches_per_blob: 1.0,
-        chunks_missing_when_seeder_left: if seeder_leaves.is_some() {
-            w.total_chunks - w.injected_at_kill.unwrap_or(w.injected.len())
+    let missing_at_kill =
+        seeder_leaves.map(|_| w.total_chunks - w.injected_at_kill.unwrap_or(w.injected.len()));
+    Ok(w.report(&maps, killed, publish_at, lower_bound, missing_at_kill))
+}
+
+/// The seeder (index 0, super-seeding) and the peers (herd guard on), each with its own
+/// RNG seed derived from the run's.
+fn make_nodes(
+    cfg: &SimConfig,
+    peers: &[SimPeer],
+    seeder_id: libp2p_identity::PeerId,
+) -> Result<Vec<Node<SimPeer>>, SimError> {
+    let mut nodes = Vec::with_capacity(peers.len());
+    for (i, peer) in peers.iter().enumerate() {
+        let mut c = cfg
+            .node
+            .clone()
+            .with_rng_seed(cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        if i == 0 {
+            c = c.with_super_seed(true);
         } else {
-            0
-        },
-        registry_chunk_fetches: w.registry_fetches.values().map(|n| u64::from(*n)).sum(),
-        registry_fetches_max_per_chunk: w.registry_fetches.values().copied().max().unwrap_or(0),
-        control_bytes_per_node: w.control_bytes as f64 / n as f64,
-        events: w.events,
-    })
+            c.herd = Some(node::HerdConfig::new(peer.key_bytes()));
+        }
+        nodes.push(
+            Node::new(c, TrustedSeeders::new([seeder_id]))
+                .map_err(|e| SimError::Config(e.to_string()))?,
+        );
+    }
+    Ok(nodes)
+}
+
+impl World {
+    /// The figures of a finished run; `missing_at_kill` is set when the seeder left.
+    fn report(
+        &self,
+        maps: &[ChunkMap],
+        killed: usize,
+        publish_at: Duration,
+        lower_bound: f64,
+        missing_at_kill: Option<usize>,
+    ) -> SimReport {
+        let (w, cfg, n) = (self, &self.cfg, self.nodes.len());
+        let mut times: Vec<f64> = (1..n)
+            .filter(|&i| !w.dead[i])
+            .filter_map(|i| w.done_at[i].map(|t| (t - publish_at).as_secs_f64()))
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let survivors = (1..n).filter(|&i| !w.dead[i]).count();
+        let p99 = percentile(&times, 0.99);
+        SimReport {
+            nodes: cfg.nodes,
+            image_bytes: maps.iter().map(ChunkMap::size).sum(),
+            killed,
+            incomplete: survivors - times.len(),
+            lower_bound_secs: lower_bound,
+            p50_secs: percentile(&times, 0.5),
+            p99_secs: p99,
+            max_secs: times.last().copied().unwrap_or(f64::NAN),
+            p99_over_lower_bound: p99 / lower_bound,
+            seeder_upload_over_image: w.seeder_upload as f64 / cfg.image_size as f64,
+            seeder_injected_all_secs: w
+                .injected_all_at
+                .map_or(f64::NAN, |t| (t - publish_at).as_secs_f64()),
+            registry_fetches_per_blob: 1.0,
+            chunks_missing_when_seeder_left: missing_at_kill.unwrap_or(0),
+            registry_chunk_fetches: w.registry_fetches.values().map(|n| u64::from(*n)).sum(),
+            registry_fetches_max_per_chunk: w.registry_fetches.values().copied().max().unwrap_or(0),
+            control_bytes_per_node: w.control_bytes as f64 / n as f64,
+            events: w.events,
+        }
+    }
 }
