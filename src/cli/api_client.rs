@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::rollout::{ReleaseView, SwarmView};
+use blobswarm_seeder::rollout::{ReleaseView, SwarmView};
 
 /// `--api` / `--api-token-file` as both commands take them.
 #[derive(Debug, Clone, clap::Args)]

@@ -111,7 +111,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     ));
     let source_read: u64 = blobs.iter().map(|b| b.bytes_read).sum();
     let signed = blobswarm_seeder::sign_release(&image, &blobs, &seeder_key, 1, None)?;
-    let local = super::local_blobs(blobs);
+    let local = blobswarm_seeder::service::local_blobs(blobs);
 
     // 3. Peers.
     let mut peers: Vec<(AgentHandle, ProgressBar, PathBuf)> = Vec::new();

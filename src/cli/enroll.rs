@@ -42,7 +42,7 @@ pub(crate) struct Args {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// How long the certificate is valid, e.g. 90d, 12h.
-    #[arg(long, default_value = "365d", value_parser = super::rollout::parse_duration)]
+    #[arg(long, default_value = "365d", value_parser = super::units::parse_duration)]
     valid_for: Duration,
     /// Write the certificate here (for `agent --enrollment-cert`) instead of stdout.
     #[arg(long)]

@@ -16,6 +16,16 @@ pub(crate) struct IngestProgress {
     bar: Option<ProgressBar>,
 }
 
+impl blobswarm_seeder::service::IngestProgress for IngestProgress {
+    fn add(&self, bytes: u64) {
+        Self::add(self, bytes);
+    }
+
+    fn finish(&self) {
+        Self::finish(self);
+    }
+}
+
 impl IngestProgress {
     /// `bar`: draw a bar (the caller checked that stderr is a terminal).
     pub(crate) fn new(reference: &str, total: u64, bar: bool) -> Self {

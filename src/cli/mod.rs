@@ -1,7 +1,6 @@
 //! Subcommands, one module each, plus the small helpers they share.
 
 mod agent;
-mod api;
 mod api_client;
 mod containerd_args;
 mod demo;
@@ -13,9 +12,7 @@ mod ingest_progress;
 mod keygen;
 mod keys;
 mod ops_args;
-mod rollout;
 mod seed;
-mod seeder_service;
 mod sim;
 mod status;
 mod swarm_key;
@@ -87,19 +84,6 @@ pub(crate) fn init_tracing(default_level: &str) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
-}
-
-/// What the seeder ingested, in the form its agent serves from.
-pub(crate) fn local_blobs(
-    blobs: Vec<blobswarm_seeder::IngestedBlob>,
-) -> Vec<blobswarm_peer::LocalBlob> {
-    blobs
-        .into_iter()
-        .map(|b| blobswarm_peer::LocalBlob {
-            map: b.map,
-            media_type: b.media_type,
-        })
-        .collect()
 }
 
 /// Waits for Ctrl-C or SIGTERM (what Kubernetes sends on pod shutdown).

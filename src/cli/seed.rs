@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use blobswarm_peer::AgentConfig;
+use blobswarm_seeder::api::{self, AutoSeed, Token};
+use blobswarm_seeder::rollout::{self, Expect, ReleaseView, Verdict};
+use blobswarm_seeder::service::{self, Service, SwarmBackend};
 use blobswarm_seeder::source::SourceOptions;
 use libp2p::Multiaddr;
 
 use super::api_client::{ApiArgs, Client};
-use super::rollout::{self, Expect, ReleaseView, Verdict};
-use super::seeder_service::SeederService;
+use super::ingest_progress::IngestProgress;
 use super::{keys, units};
 
 /// Arguments of `blobswarm seed`.
@@ -48,11 +50,11 @@ pub(crate) struct Args {
     #[arg(long, requires = "wait")]
     all_nodes: bool,
     /// With --wait: give up after this long (e.g. 90s, 10m, 1h).
-    #[arg(long, default_value = "10m", value_parser = rollout::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = units::parse_duration)]
     timeout: Duration,
     /// A node not heard from for 10 s shows as lost (and holds the wait gate); after
     /// this much longer it is dropped from status, the API and the gate (e.g. 10m, 1h).
-    #[arg(long, default_value = "10m", value_parser = rollout::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = units::parse_duration)]
     drop_lost_after: Duration,
     /// Enrolment public key (the id `blobswarm keygen` printed for the enrolment key):
     /// only progress reports carrying a certificate it issued count for `--wait`, status
@@ -88,7 +90,7 @@ pub(crate) struct Args {
     registry_auth_file: Option<PathBuf>,
     /// Longest silence from the registry while waiting for or reading an answer before
     /// the request is retried (4 attempts, with back-off), e.g. 30s, 2m.
-    #[arg(long, default_value = "60s", value_parser = rollout::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = units::parse_duration)]
     registry_timeout: Duration,
     /// Chunk size (e.g. 4MiB); the unit of verification and of parallel download.
     #[arg(long, default_value = "4MiB", value_parser = units::parse_size)]
@@ -173,22 +175,23 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         auth_file: args.registry_auth_file.clone(),
         read_timeout: Some(args.registry_timeout),
     };
-    let service = Arc::new(
-        SeederService::new(agent.clone(), metrics, key, options, chunk_size, ttl)
-            // One-shot `seed IMAGE` watched on a terminal: a bar; a service or a log: log lines.
-            .with_progress_bar(
-                !args.serve
-                    && args.image.is_some()
-                    && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            ),
-    );
+    // One-shot `seed IMAGE` watched on a terminal: a bar; a service or a log: log lines.
+    let bar =
+        !args.serve && args.image.is_some() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let backend = SwarmBackend::new(agent.clone(), metrics, key, options, chunk_size, ttl)
+        .with_progress(Box::new(
+            move |reference: &str, total: u64| -> Box<dyn service::IngestProgress> {
+                Box::new(IngestProgress::new(reference, total, bar))
+            },
+        ));
+    let service = Arc::new(Service::new(backend, Arc::clone(agent.reports())));
     if let Some(addr) = args.api_listen {
-        let token = super::api_client::token(args.api.api_token_file.as_ref())?;
-        let auto = super::api::AutoSeed {
+        let token = Token::new(super::api_client::token(args.api.api_token_file.as_ref())?)?;
+        let auto = AutoSeed {
             registry: args.notify_registry.clone(),
             repos: args.auto_seed_repo.clone(),
         };
-        let bound = super::api::serve(addr, service.clone(), token, auto).await?;
+        let bound = api::serve(addr, api::router(Arc::clone(&service), token, auto)).await?;
         tracing::info!(%bound, "serving the API");
         println!("api http://{bound}");
     }

@@ -1,8 +1,8 @@
 //! `blobswarm status`: per-node state of the seeder's releases, read from its API.
 
 use super::api_client::{ApiArgs, Client};
-use super::rollout::ReleaseView;
 use super::units;
+use blobswarm_seeder::rollout::ReleaseView;
 
 /// Arguments of `blobswarm status`.
 #[derive(Debug, clap::Args)]
@@ -61,7 +61,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             }
             if !swarm.ignored.is_empty() {
                 println!();
-                print!("{}", super::rollout::ignored_report(&swarm.ignored));
+                print!(
+                    "{}",
+                    blobswarm_seeder::rollout::ignored_report(&swarm.ignored)
+                );
                 println!(
                     "({} reports ignored since the seeder started)",
                     swarm.ignored_total

@@ -1,4 +1,4 @@
-//! Human-friendly sizes and rates for flags and summaries.
+//! Human-friendly sizes, durations and rates for flags and summaries.
 
 /// Parses sizes like `256MiB`, `4M`, `1GiB`, `4096` (bytes).
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
@@ -21,6 +21,28 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses `90`, `90s`, `10m`, `1h`, `365d` for `--timeout` and `enroll --valid-for`.
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 90s, 10m, 1h)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?} (use s, m, h or d)"
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(mult)))
 }
 
 /// Formats bytes with a binary unit.

@@ -4,10 +4,20 @@
 //! The seeder is a peer with a different starting point, not a second network stack:
 //! it ingests the image into its chunk store ([`ingest`]), signs a release
 //! ([`sign_release`]) and hands both to an agent, which serves chunks like any peer.
+//!
+//! As a long-running service ([`service::Service`]) it seeds on request, tracks each
+//! release's rollout across the nodes ([`rollout`]) and answers over an HTTP API
+//! ([`api`]) that CI, `blobswarm status` and the dashboard use.
 
+pub mod api;
 mod ingest;
 mod publish;
+pub mod rollout;
+pub mod service;
 pub mod source;
+
+#[cfg(test)]
+mod fake;
 
 pub use ingest::{IngestError, IngestedBlob, ingest};
 pub use publish::sign_release;

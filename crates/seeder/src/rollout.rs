@@ -1,90 +1,89 @@
 //! What the seeder API returns about a release (JSON shared by the server, `blobswarm
 //! status` and the wait gate) and the wait gate's verdict, a pure function of it so the
-//! local and the over-the-API wait decide alike.
-
-use std::time::Duration;
+//! local and the over-the-API wait decide alike. One definition for both ends: the
+//! server serialises these types, the CLI client deserialises the same ones.
 
 use serde::{Deserialize, Serialize};
 
 /// One release (or a seeding job that has not produced one yet) across the swarm.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ReleaseView {
+pub struct ReleaseView {
     /// Release id (`sha256:…`); empty while the seeder is still ingesting.
-    pub(crate) id: String,
+    pub id: String,
     /// What was asked to be seeded.
-    pub(crate) image: String,
+    pub image: String,
     /// The resolved reference agents import under.
-    pub(crate) reference: String,
+    pub reference: String,
     /// seeding, published or failed (on the seeder).
-    pub(crate) state: String,
+    pub state: String,
     /// Why seeding failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) error: Option<String>,
+    pub error: Option<String>,
     /// Bytes in the release.
-    pub(crate) total_bytes: u64,
+    pub total_bytes: u64,
     /// Milliseconds since the seeder published it (0 while seeding).
     #[serde(default)]
-    pub(crate) published_age_ms: u64,
+    pub published_age_ms: u64,
     /// Every node that reports, with its state for this release ("missing" when it has
     /// not accepted the release).
-    pub(crate) nodes: Vec<NodeState>,
+    pub nodes: Vec<NodeState>,
     /// Reports that did not count (no or a bad enrolment certificate, a node name held
     /// by another key), newest first, bounded: what the gate tells CI it ignored.
     #[serde(default)]
-    pub(crate) ignored: Vec<blobswarm_peer::IgnoredReport>,
+    pub ignored: Vec<blobswarm_peer::IgnoredReport>,
 }
 
 /// One node's state for one release.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct NodeState {
+pub struct NodeState {
     /// Node name.
-    pub(crate) node: String,
+    pub node: String,
     /// Peer id.
-    pub(crate) peer: String,
+    pub peer: String,
     /// waiting, downloading, verifying, importing, done, failed, missing or lost (no
     /// report for a while).
-    pub(crate) state: String,
+    pub state: String,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) reason: Option<String>,
+    pub reason: Option<String>,
     /// Bytes verified.
-    pub(crate) have_bytes: u64,
+    pub have_bytes: u64,
     /// Bytes per second.
-    pub(crate) rate: u64,
+    pub rate: u64,
     /// Connected neighbours.
-    pub(crate) peers: u32,
+    pub peers: u32,
     /// Milliseconds since the node's newest report.
-    pub(crate) age_ms: u64,
+    pub age_ms: u64,
 }
 
 /// The swarm as `GET /v1/releases` returns it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct SwarmView {
+pub struct SwarmView {
     /// Nodes reporting.
-    pub(crate) nodes: usize,
+    pub nodes: usize,
     /// Nodes not heard from for a while (not yet dropped).
     #[serde(default)]
-    pub(crate) lost: usize,
+    pub lost: usize,
     /// Swarm-wide throughput samples: (unix ms, bytes per second).
-    pub(crate) throughput: Vec<(u64, u64)>,
+    pub throughput: Vec<(u64, u64)>,
     /// Releases, newest first.
-    pub(crate) releases: Vec<ReleaseView>,
+    pub releases: Vec<ReleaseView>,
     /// Reports that did not count, newest first (bounded).
     #[serde(default)]
-    pub(crate) ignored: Vec<blobswarm_peer::IgnoredReport>,
+    pub ignored: Vec<blobswarm_peer::IgnoredReport>,
     /// Reports ignored since the seeder started.
     #[serde(default)]
-    pub(crate) ignored_total: u64,
+    pub ignored_total: u64,
 }
 
 impl ReleaseView {
     /// Percent of bytes a node holds.
-    pub(crate) fn percent(&self, n: &NodeState) -> f64 {
+    pub fn percent(&self, n: &NodeState) -> f64 {
         100.0 * n.have_bytes as f64 / self.total_bytes.max(1) as f64
     }
 
     /// `node: state (detail)` for a node that is not done, as the wait gate prints it.
-    pub(crate) fn why(&self, n: &NodeState) -> String {
+    pub fn why(&self, n: &NodeState) -> String {
         let detail = match n.state.as_str() {
             "failed" | "lost" => n.reason.clone().unwrap_or_default(),
             "missing" => "has not received the release".into(),
@@ -102,13 +101,13 @@ impl ReleaseView {
 }
 
 /// The detail shown for a lost node.
-pub(crate) fn lost_reason(age_ms: u64) -> String {
+pub fn lost_reason(age_ms: u64) -> String {
     format!("no report for {}s", age_ms / 1000)
 }
 
 /// Which nodes the wait gate waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expect {
+pub enum Expect {
     /// At least this many nodes.
     Count(usize),
     /// Every node that reports (at least one).
@@ -117,7 +116,7 @@ pub(crate) enum Expect {
 
 /// The wait gate's answer for one look at a release.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     /// Every expected node imported the image.
     Done,
     /// Not yet; keep polling.
@@ -128,10 +127,10 @@ pub(crate) enum Verdict {
 
 /// `--all-nodes` only counts nodes that have reported; agents report every 3 s, so the
 /// gate waits this long after publishing before it trusts the set of nodes it sees.
-pub(crate) const ALL_NODES_SETTLE_MS: u64 = 10_000;
+pub const ALL_NODES_SETTLE_MS: u64 = 10_000;
 
 /// Decides the wait gate from one view of the release.
-pub(crate) fn verdict(view: &ReleaseView, expect: Expect) -> Verdict {
+pub fn verdict(view: &ReleaseView, expect: Expect) -> Verdict {
     if view.state == "failed" {
         return Verdict::Failed;
     }
@@ -157,7 +156,7 @@ pub(crate) fn verdict(view: &ReleaseView, expect: Expect) -> Verdict {
 }
 
 /// The per-node list of what is missing and why, for a failed or timed-out wait.
-pub(crate) fn missing_report(view: &ReleaseView, expect: Expect) -> String {
+pub fn missing_report(view: &ReleaseView, expect: Expect) -> String {
     let mut out = String::new();
     if let Some(e) = &view.error {
         out.push_str(&format!("seeding {} failed: {e}\n", view.image));
@@ -191,7 +190,7 @@ pub(crate) fn missing_report(view: &ReleaseView, expect: Expect) -> String {
 }
 
 /// Ignored reports listed for the gate and `status` (the first [`SHOW_IGNORED`]).
-pub(crate) fn ignored_report(ignored: &[blobswarm_peer::IgnoredReport]) -> String {
+pub fn ignored_report(ignored: &[blobswarm_peer::IgnoredReport]) -> String {
     if ignored.is_empty() {
         return String::new();
     }
@@ -215,28 +214,6 @@ pub(crate) fn ignored_report(ignored: &[blobswarm_peer::IgnoredReport]) -> Strin
 
 /// Ignored reports printed at most, so a flood of minted keys cannot bury the verdict.
 const SHOW_IGNORED: usize = 20;
-
-/// Parses `90`, `90s`, `10m`, `1h`, `365d` for `--timeout` and `enroll --valid-for`.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (examples: 90s, 10m, 1h)"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} in {s:?} (use s, m, h or d)"
-            ));
-        }
-    };
-    Ok(Duration::from_secs(n.saturating_mul(mult)))
-}
 
 #[cfg(test)]
 mod tests {

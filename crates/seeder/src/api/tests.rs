@@ -1,0 +1,373 @@
+//! The API called in-process through `tower::ServiceExt::oneshot`: no port is bound.
+//! Seeding goes to the in-memory backend, node reports to a bare aggregator.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use blobswarm_core::wire::ProgressState;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
+use tower::ServiceExt;
+
+use super::{AutoSeed, MIN_TOKEN_LEN, Token, router};
+use crate::fake::{FakeBackend, aggregator, image, report, report_unenrolled};
+use crate::service::Service;
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+struct App {
+    router: Router,
+    service: Arc<Service<FakeBackend>>,
+    resolved: mpsc::Receiver<String>,
+    agg: blobswarm_peer::SharedAggregator,
+    /// Publishing waits on it (open unless a test closes it).
+    gate: Arc<Semaphore>,
+}
+
+/// The API over a fake registry holding `app` (→ `reg/app:v1`) and the images of
+/// `reg:5000/team/app:v1` and `reg:5000/ops/tool:v2`, auto-seeding per `auto`.
+fn app(auto: AutoSeed) -> App {
+    let (backend, resolved) = FakeBackend::new(&[
+        ("app", image("reg/app:v1", "one")),
+        ("reg:5000/team/app:v1", image("reg:5000/team/app:v1", "two")),
+        (
+            "reg:5000/ops/tool:v2",
+            image("reg:5000/ops/tool:v2", "three"),
+        ),
+        ("reg:5000/other/x:v1", image("reg:5000/other/x:v1", "four")),
+    ]);
+    let gate = Arc::clone(&backend.gate);
+    let agg = aggregator();
+    let service = Arc::new(Service::new(backend, Arc::clone(&agg)));
+    let token = Token::new(TOKEN.into()).expect("long enough");
+    App {
+        router: router(Arc::clone(&service), token, auto),
+        service,
+        resolved,
+        agg,
+        gate,
+    }
+}
+
+fn auto_seed() -> AutoSeed {
+    AutoSeed {
+        registry: Some("reg:5000".into()),
+        repos: vec!["team/app".into(), "ops/*".into()],
+    }
+}
+
+fn request(method: &str, uri: &str, auth: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut r = Request::builder().method(method).uri(uri);
+    if let Some(a) = auth {
+        r = r.header(header::AUTHORIZATION, a);
+    }
+    r.header(header::CONTENT_TYPE, "application/json")
+        .body(body.into())
+        .expect("valid request")
+}
+
+fn authed(method: &str, uri: &str, body: impl Into<Body>) -> Request<Body> {
+    request(method, uri, Some(&format!("Bearer {TOKEN}")), body)
+}
+
+/// Status, content type and body (JSON, or a string for other bodies).
+async fn call(router: &Router, req: Request<Body>) -> (StatusCode, String, Value) {
+    let res = router.clone().oneshot(req).await.expect("infallible");
+    let status = res.status();
+    let content_type = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, content_type, body)
+}
+
+fn push(repository: &str, tag: &str, media_type: &str) -> Value {
+    json!({
+        "action": "push",
+        "target": { "mediaType": media_type, "repository": repository, "tag": tag }
+    })
+}
+
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+#[test]
+fn tokens_shorter_than_the_minimum_are_refused() {
+    let err = Token::new("changeme".into()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "API token is 8 characters; at least 32 are required (e.g. openssl rand -hex 32)"
+    );
+    assert!(Token::new("x".repeat(MIN_TOKEN_LEN - 1)).is_err());
+    assert!(Token::new("x".repeat(MIN_TOKEN_LEN)).is_ok());
+}
+
+#[tokio::test]
+async fn dashboard_is_html_and_needs_no_token() {
+    let a = app(AutoSeed::default());
+    for uri in ["/", "/dashboard"] {
+        let (status, content_type, body) = call(&a.router, request("GET", uri, None, "")).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert_eq!(content_type, "text/html; charset=utf-8", "{uri}");
+        let page = body.as_str().expect("not JSON");
+        assert!(page.contains("id=\"swarm-size\""), "{uri}: {page:.200}");
+    }
+}
+
+#[tokio::test]
+async fn every_v1_route_refuses_a_missing_or_wrong_token() {
+    let mut a = app(auto_seed());
+    let wrong_same_length = format!("Bearer {}", "f".repeat(TOKEN.len()));
+    let prefix = format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]);
+    let longer = format!("Bearer {TOKEN}0");
+    let basic = format!("Basic {TOKEN}");
+    let notification = json!({ "events": [push("team/app", "v1", MANIFEST)] }).to_string();
+    let routes = [
+        (
+            "POST",
+            "/v1/releases",
+            json!({ "image": "app" }).to_string(),
+        ),
+        ("GET", "/v1/releases", String::new()),
+        ("GET", "/v1/releases/app", String::new()),
+        ("POST", "/v1/notifications", notification),
+    ];
+    for (method, uri, body) in routes {
+        for auth in [
+            None,
+            Some(wrong_same_length.as_str()),
+            Some(prefix.as_str()),
+            Some(longer.as_str()),
+            Some(basic.as_str()),
+            Some(TOKEN),
+        ] {
+            let (status, _, body) = call(&a.router, request(method, uri, auth, body.clone())).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} {auth:?}");
+            assert_eq!(body, json!({ "error": "missing or wrong bearer token" }));
+        }
+    }
+    assert!(a.resolved.try_recv().is_err(), "nothing was seeded");
+    assert!(a.service.swarm().releases.is_empty());
+}
+
+#[tokio::test]
+async fn trigger_seeds_and_answers_created_with_the_release() {
+    let a = app(AutoSeed::default());
+    let (status, _, v) = call(
+        &a.router,
+        authed(
+            "POST",
+            "/v1/releases",
+            json!({ "image": "app" }).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("sha256:"), "{v}");
+    assert_eq!(v["state"], "published");
+    assert_eq!(v["reference"], "reg/app:v1");
+    assert_eq!(v["image"], "app");
+    assert_eq!(v["total_bytes"], 100);
+
+    report(
+        &a.agg,
+        "node-1",
+        id.parse().unwrap(),
+        ProgressState::Done,
+        100,
+        0,
+    );
+    report_unenrolled(&a.agg, "minted", id.parse().unwrap());
+    for key in [id.as_str(), "app"] {
+        let (status, _, one) =
+            call(&a.router, authed("GET", &format!("/v1/releases/{key}"), "")).await;
+        assert_eq!(status, StatusCode::OK, "{key}");
+        assert_eq!(one["id"], id.as_str());
+        assert_eq!(one["nodes"][0]["node"], "node-1");
+        assert_eq!(one["nodes"][0]["state"], "done");
+        assert_eq!(one["nodes"].as_array().unwrap().len(), 1);
+        assert_eq!(one["ignored"][0]["node"], "minted");
+    }
+    let (status, _, swarm) = call(&a.router, authed("GET", "/v1/releases", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(swarm["nodes"], 1);
+    assert_eq!(swarm["lost"], 0);
+    assert_eq!(swarm["ignored_total"], 1);
+    assert_eq!(swarm["releases"].as_array().unwrap().len(), 1);
+    assert_eq!(swarm["releases"][0]["id"], id.as_str());
+}
+
+#[tokio::test]
+async fn trigger_with_a_bad_body_is_400() {
+    let mut a = app(AutoSeed::default());
+    for body in ["not json", "{}", r#"{"image": 5}"#, r#"{"img": "app"}"#] {
+        let (status, _, v) = call(&a.router, authed("POST", "/v1/releases", body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(
+            msg.starts_with(r#"body must be {"image": "REF"}: "#),
+            "{msg}"
+        );
+    }
+    assert!(a.resolved.try_recv().is_err(), "nothing was seeded");
+}
+
+#[tokio::test]
+async fn failed_seeding_is_502_and_listed_as_failed() {
+    let a = app(AutoSeed::default());
+    let (status, _, v) = call(
+        &a.router,
+        authed(
+            "POST",
+            "/v1/releases",
+            json!({ "image": "nope" }).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let want = "resolving nope: registry fake is unreachable: connection refused";
+    assert_eq!(v, json!({ "error": want }));
+    let (status, _, job) = call(&a.router, authed("GET", "/v1/releases/nope", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["error"], want);
+}
+
+#[tokio::test]
+async fn unknown_release_or_image_is_404() {
+    let a = app(AutoSeed::default());
+    let unknown = format!("sha256:{}", "0".repeat(64));
+    let (status, _, v) = call(
+        &a.router,
+        authed("GET", &format!("/v1/releases/{unknown}"), ""),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        v,
+        json!({ "error": format!("no release or image {unknown}") })
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_one_mib_is_refused_before_parsing() {
+    let mut a = app(auto_seed());
+    let huge = format!(r#"{{"image": "{}"}}"#, "a".repeat(1 << 20));
+    for uri in ["/v1/releases", "/v1/notifications"] {
+        let (status, _, _) = call(&a.router, authed("POST", uri, huge.clone())).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{uri}");
+    }
+    assert!(a.resolved.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn notification_seeds_allow_listed_manifest_pushes_only() {
+    let mut a = app(auto_seed());
+    let envelope = json!({ "events": [
+        push("team/app", "v1", MANIFEST),
+        push("ops/tool", "v2", "application/vnd.oci.image.index.v1+json"),
+        push("other/x", "v1", MANIFEST),
+        push("team/app", "", MANIFEST),
+        push("team/app", "v1", "application/octet-stream"),
+        { "action": "pull", "target": { "mediaType": MANIFEST, "repository": "team/app", "tag": "v1" } },
+        { "action": "push", "target": { "mediaType": MANIFEST, "repository": "team/app" } },
+    ]});
+    let (status, _, v) = call(
+        &a.router,
+        authed("POST", "/v1/notifications", envelope.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let want = ["reg:5000/team/app:v1", "reg:5000/ops/tool:v2"];
+    assert_eq!(v, json!({ "seeding": want }));
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let image = tokio::time::timeout(Duration::from_secs(10), a.resolved.recv())
+            .await
+            .expect("background seeding started")
+            .unwrap();
+        seen.push(image);
+    }
+    seen.sort();
+    assert_eq!(seen, ["reg:5000/ops/tool:v2", "reg:5000/team/app:v1"]);
+    // Both published in the background; the other repository never asked for.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a
+        .service
+        .swarm()
+        .releases
+        .iter()
+        .any(|r| r.state != "published")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not published");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(a.service.swarm().releases.len(), 2);
+    assert!(a.resolved.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn notification_of_a_repository_not_allow_listed_seeds_nothing() {
+    let mut a = app(auto_seed());
+    let envelope =
+        json!({ "events": [push("other/x", "v1", MANIFEST), push("team/app2", "v1", MANIFEST)] });
+    let (status, _, v) = call(
+        &a.router,
+        authed("POST", "/v1/notifications", envelope.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v, json!({ "seeding": [] }));
+    tokio::task::yield_now().await;
+    assert!(a.resolved.try_recv().is_err());
+    assert!(a.service.swarm().releases.is_empty());
+}
+
+#[tokio::test]
+async fn notification_retry_while_seeding_is_a_no_op() {
+    let mut a = app(auto_seed());
+    a.gate.forget_permits(usize::MAX);
+    let envelope = json!({ "events": [push("team/app", "v1", MANIFEST)] }).to_string();
+    let (_, _, first) = call(
+        &a.router,
+        authed("POST", "/v1/notifications", envelope.clone()),
+    )
+    .await;
+    assert_eq!(first, json!({ "seeding": ["reg:5000/team/app:v1"] }));
+    assert_eq!(
+        a.resolved.recv().await.as_deref(),
+        Some("reg:5000/team/app:v1")
+    );
+    assert!(a.service.in_flight("reg:5000/team/app:v1"));
+    let (_, _, retry) = call(&a.router, authed("POST", "/v1/notifications", envelope)).await;
+    assert_eq!(retry, json!({ "seeding": [] }));
+    a.gate.add_permits(1);
+}
+
+#[tokio::test]
+async fn notification_needs_a_registry_and_an_envelope() {
+    let off = app(AutoSeed::default());
+    let envelope = json!({ "events": [push("team/app", "v1", MANIFEST)] }).to_string();
+    let (status, _, v) = call(&off.router, authed("POST", "/v1/notifications", envelope)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        v,
+        json!({ "error": "auto-seeding is off (no --notify-registry)" })
+    );
+    let on = app(auto_seed());
+    for body in ["nope", "{}", r#"{"events": [{"action": "push"}]}"#] {
+        let (status, _, v) = call(&on.router, authed("POST", "/v1/notifications", body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(msg.starts_with("not a notification: "), "{msg}");
+    }
+}
