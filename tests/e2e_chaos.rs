@@ -166,6 +166,8 @@ fn honest_agents_converge_on_the_newest_verified_image_through_hostile_peers_and
             token.to_str().unwrap(),
             "--insecure-registry",
             &registry.addr(),
+            "--allow-registry",
+            &registry.addr(),
             "--key-file",
             key.to_str().unwrap(),
             "--data-dir",

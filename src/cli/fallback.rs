@@ -47,6 +47,8 @@ impl FallbackArgs {
             insecure_registries: self.insecure_registry.clone(),
             username: self.registry_username.clone(),
             password: self.registry_password.clone(),
+            // The agent reads only allow-listed registries (`--registry-fallback`).
+            credentials_for: None,
             auth_file: self.registry_auth_file.clone(),
             read_timeout: None,
         };

@@ -80,6 +80,16 @@ pub(crate) struct Args {
     /// Registry user name (else docker config.json, else anonymous).
     #[arg(long, env = "BLOBSWARM_REGISTRY_USERNAME")]
     username: Option<String>,
+    /// The registry (`host:port` as in references) `--username`/`--password` belong to;
+    /// they are never sent to another. Default: the registry of IMAGE for a one-shot
+    /// seed; with `--serve`, the `--notify-registry` (required when neither is given).
+    #[arg(long, env = "BLOBSWARM_REGISTRY_CREDENTIALS_FOR")]
+    registry_credentials_for: Option<String>,
+    /// With `--serve`: a registry (`host:port` as in references) `POST /v1/releases` may
+    /// seed from, besides `--notify-registry`; repeat for several. Other registries and
+    /// `oci-layout:` paths are refused over the API.
+    #[arg(long, env = "BLOBSWARM_ALLOW_REGISTRY", value_delimiter = ',')]
+    allow_registry: Vec<String>,
     /// Registry password; read from the environment so it never shows in `ps`.
     #[arg(long, env = "BLOBSWARM_REGISTRY_PASSWORD", hide_env_values = true)]
     password: Option<String>,
@@ -172,6 +182,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         insecure_registries: args.insecure_registry.clone(),
         username: args.username.clone(),
         password: args.password.clone(),
+        credentials_for: credentials_for(&args)?,
         auth_file: args.registry_auth_file.clone(),
         read_timeout: Some(args.registry_timeout),
     };
@@ -190,6 +201,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let auto = AutoSeed {
             registry: args.notify_registry.clone(),
             repos: args.auto_seed_repo.clone(),
+            allowed_registries: args.allow_registry.clone(),
         };
         let bound = api::serve(addr, api::router(Arc::clone(&service), token, auto)).await?;
         tracing::info!(%bound, "serving the API");
@@ -268,4 +280,29 @@ where
             Verdict::Pending => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
+}
+
+/// The one registry `--username`/`--password` may be sent to: explicit, else the
+/// registry of the image of a one-shot seed, else the notification registry. A seeder
+/// serving the API with credentials and none of these refuses to start, since an API
+/// client could otherwise make it send them anywhere.
+fn credentials_for(args: &Args) -> anyhow::Result<Option<String>> {
+    if args.username.is_none() && args.password.is_none() {
+        return Ok(None);
+    }
+    let scope = args
+        .registry_credentials_for
+        .clone()
+        .or_else(|| {
+            args.image
+                .as_deref()
+                .and_then(blobswarm_seeder::source::registry_of)
+        })
+        .or_else(|| args.notify_registry.clone());
+    anyhow::ensure!(
+        scope.is_some() || !args.serve,
+        "--username/--password with --serve need --registry-credentials-for HOST: \
+         otherwise a seed asked over the API could send them to any registry"
+    );
+    Ok(scope)
 }

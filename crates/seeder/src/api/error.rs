@@ -25,6 +25,14 @@ pub enum ApiError {
     /// No job has this release id or image.
     #[error("no release or image {0}")]
     NotFound(String),
+    /// `POST /v1/releases` named a registry not on the allow-list, or a local path.
+    #[error("not seeding {image} over the API: {reason}")]
+    NotAllowed {
+        /// The image as asked.
+        image: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A notification arrived but no registry to seed from was configured.
     #[error("auto-seeding is off (no --notify-registry)")]
     AutoSeedOff,
@@ -48,6 +56,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::BadTrigger(_) | Self::BadNotification(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) | Self::AutoSeedOff => StatusCode::NOT_FOUND,
             Self::Seed(_) => StatusCode::BAD_GATEWAY,

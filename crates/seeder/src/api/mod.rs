@@ -143,6 +143,7 @@ async fn trigger<B: Backend>(
 ) -> Result<Response, ApiError> {
     s.token.check(&headers)?;
     let req: TriggerBody = serde_json::from_slice(&body).map_err(ApiError::BadTrigger)?;
+    s.auto.check_trigger(&req.image)?;
     let id = s.service.seed(&req.image).await?;
     let view: ReleaseView = s.service.release(&id).ok_or(ApiError::Vanished(id))?;
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())

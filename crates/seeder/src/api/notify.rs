@@ -12,17 +12,48 @@ use serde::Deserialize;
 use super::{ApiError, ApiState};
 use crate::service::Backend;
 
-/// Which pushes the notification endpoint seeds.
+/// What the API may seed: the pushes the notification endpoint seeds, and the registries
+/// `POST /v1/releases` may name.
 #[derive(Debug, Clone, Default)]
 pub struct AutoSeed {
     /// Registry `host:port` the pushes went to, as agents and the seeder reach it
-    /// (`None`: notifications are refused).
+    /// (`None`: notifications are refused). Always allowed for `POST /v1/releases`.
     pub registry: Option<String>,
     /// Repositories to seed (`team/app`, or a prefix ending in `*`).
     pub repos: Vec<String>,
+    /// Further registries (`host:port` as written in references) `POST /v1/releases`
+    /// may seed from (`seed --allow-registry`). Anything else, and every `oci-layout:`
+    /// path, is refused: a client of the API must not make the seeder reach arbitrary
+    /// hosts from inside the cluster, nor read its local files.
+    pub allowed_registries: Vec<String>,
 }
 
 impl AutoSeed {
+    /// Whether `POST /v1/releases` may seed `image`.
+    ///
+    /// # Errors
+    /// [`ApiError::NotAllowed`] naming the image and why.
+    pub(super) fn check_trigger(&self, image: &str) -> Result<(), ApiError> {
+        let refuse = |reason: String| ApiError::NotAllowed {
+            image: image.to_owned(),
+            reason,
+        };
+        let Some(registry) = crate::source::registry_of(image) else {
+            return Err(refuse(
+                "only registry references are seeded over the API (no oci-layout: paths)".into(),
+            ));
+        };
+        let allowed = self.registry.as_deref() == Some(registry.as_str())
+            || self.allowed_registries.contains(&registry);
+        if allowed {
+            Ok(())
+        } else {
+            Err(refuse(format!(
+                "registry {registry} is not allowed (seed --allow-registry)"
+            )))
+        }
+    }
+
     fn allows(&self, repo: &str) -> bool {
         self.repos.iter().any(|r| match r.strip_suffix('*') {
             Some(prefix) => repo.starts_with(prefix),

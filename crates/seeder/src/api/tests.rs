@@ -43,6 +43,11 @@ fn app(auto: AutoSeed) -> App {
     let agg = aggregator();
     let service = Arc::new(Service::new(backend, Arc::clone(&agg)));
     let token = Token::new(TOKEN.into()).expect("long enough");
+    // The fake's unqualified `app` is a Docker Hub name.
+    let auto = AutoSeed {
+        allowed_registries: vec!["docker.io".into()],
+        ..auto
+    };
     App {
         router: router(Arc::clone(&service), token, auto),
         service,
@@ -56,6 +61,7 @@ fn auto_seed() -> AutoSeed {
     AutoSeed {
         registry: Some("reg:5000".into()),
         repos: vec!["team/app".into(), "ops/*".into()],
+        allowed_registries: vec![],
     }
 }
 
@@ -369,5 +375,36 @@ async fn notification_needs_a_registry_and_an_envelope() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         let msg = v["error"].as_str().unwrap();
         assert!(msg.starts_with("not a notification: "), "{msg}");
+    }
+}
+
+#[tokio::test]
+async fn trigger_refuses_local_paths_and_registries_not_allowed() {
+    // Issue #18 finding 7: the API must not make the seeder read local files or reach
+    // hosts the operator did not allow (with the seeder's credentials).
+    let mut a = app(auto_seed());
+    for (image, why) in [
+        ("oci-layout:/etc:passwd", "no oci-layout: paths"),
+        (
+            "evil.example:443/x/y:1",
+            "registry evil.example:443 is not allowed",
+        ),
+        (
+            "169.254.169.254/latest:meta",
+            "registry 169.254.169.254 is not allowed",
+        ),
+    ] {
+        let body = json!({ "image": image }).to_string();
+        let (status, _, v) = call(&a.router, authed("POST", "/v1/releases", body)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{image}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(msg.contains(image) && msg.contains(why), "{image}: {msg}");
+    }
+    assert!(a.resolved.try_recv().is_err(), "nothing was seeded");
+    // The notification registry and an allow-listed one are seeded.
+    for image in ["reg:5000/team/app:v1", "app"] {
+        let body = json!({ "image": image }).to_string();
+        let (status, _, _) = call(&a.router, authed("POST", "/v1/releases", body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{image}");
     }
 }

@@ -140,6 +140,12 @@ pub struct SourceOptions {
     pub username: Option<String>,
     /// Registry password; never printed.
     pub password: Option<String>,
+    /// The registry (`host:port` as written in references) that `username` and
+    /// `password` belong to: they are never sent to another registry, which then gets
+    /// the docker config's or auth file's credentials for it, or none. None sends them
+    /// to whichever registry a reference names (one-shot use, where the operator names
+    /// the image); a seeder triggered over its API must set it.
+    pub credentials_for: Option<String>,
     /// Credentials file used instead of the docker config when no username and
     /// password are given: a docker `config.json` or a Kubernetes image pull secret
     /// (see `credentials::from_auth_file`).
@@ -156,6 +162,7 @@ impl fmt::Debug for SourceOptions {
             .field("insecure_registries", &self.insecure_registries)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("credentials_for", &self.credentials_for)
             .field("auth_file", &self.auth_file)
             .field("read_timeout", &self.read_timeout)
             .finish()
@@ -368,6 +375,17 @@ pub enum Source {
     Registry(RegistrySource),
     /// An OCI image layout directory.
     Layout(LayoutSource),
+}
+
+/// The registry a reference names (`host:port` as written, `docker.io` when none is),
+/// or None for an `oci-layout:` path or a reference that does not parse: what an
+/// allow-list of registries and scoped credentials are checked against.
+pub fn registry_of(spec: &str) -> Option<String> {
+    if spec.starts_with("oci-layout:") || spec.is_empty() {
+        return None;
+    }
+    let reference: oci_client::Reference = spec.parse().ok()?;
+    Some(reference.registry().to_owned())
 }
 
 impl Source {

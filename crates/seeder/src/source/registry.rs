@@ -124,7 +124,18 @@ impl RegistrySource {
         let base_url = format!("{scheme}://{host}/v2/{}", reference.repository());
 
         let read_timeout = opts.read_timeout.unwrap_or(READ_TIMEOUT);
-        let auth = match (opts.username, opts.password) {
+        // Credentials given for one registry are never sent to another.
+        let scoped = opts
+            .credentials_for
+            .as_deref()
+            .is_none_or(|r| r == registry || r == host);
+        let (username, password) = if scoped {
+            (opts.username, opts.password)
+        } else {
+            tracing::debug!(%registry, "the configured credentials belong to another registry");
+            (None, None)
+        };
+        let auth = match (username, password) {
             (Some(user), Some(password)) => RegistryAuth::Basic(user, password),
             (Some(_), None) | (None, Some(_)) => {
                 return Err(SourceError::Credentials {
@@ -693,6 +704,30 @@ mod tests {
             RegistrySource::new("example.com/a:b", None, half),
             Err(SourceError::Credentials { .. })
         ));
+    }
+
+    #[test]
+    fn credentials_are_sent_only_to_the_registry_they_belong_to() {
+        // Issue #18 finding 7: a seed triggered over the API must not hand the seeder's
+        // registry password to whatever registry the request names.
+        let dir = tempfile::tempdir().unwrap();
+        let no_auths = dir.path().join("config.json");
+        std::fs::write(&no_auths, r#"{"auths":{}}"#).unwrap();
+        let scoped = SourceOptions {
+            credentials_for: Some("127.0.0.1:5000".into()),
+            auth_file: Some(no_auths),
+            ..opts()
+        };
+        let own = RegistrySource::new("127.0.0.1:5000/test/img:v1", None, scoped.clone()).unwrap();
+        assert!(matches!(own.inner.auth, RegistryAuth::Basic(ref u, _) if u == "u"));
+        // Another registry gets what the auth file holds for it (nothing), never the password.
+        let other = RegistrySource::new("evil.example/x:1", None, scoped).unwrap();
+        assert!(matches!(other.inner.auth, RegistryAuth::Anonymous));
+        let open = RegistrySource::new("evil.example/x:1", None, opts()).unwrap();
+        assert!(
+            matches!(open.inner.auth, RegistryAuth::Basic(..)),
+            "unscoped credentials go everywhere (one-shot use)"
+        );
     }
 
     #[test]
