@@ -13,6 +13,7 @@ pub mod codec;
 mod digest;
 pub mod enroll;
 pub mod node;
+pub mod oci;
 pub mod rate;
 mod release;
 pub mod replay;
@@ -26,7 +27,8 @@ pub use chunk_map::{
     MIN_CHUNK_SIZE, check_blob, chunk_count, chunk_map_of,
 };
 pub use digest::{Digest, DigestParseError};
+pub use oci::Document;
 pub use release::{
-    Document, MAX_BLOBS, MAX_MANIFESTS, MAX_REFERENCE_LEN, MAX_RELEASE_BYTES, Release, ReleaseBlob,
+    MAX_BLOBS, MAX_MANIFESTS, MAX_REFERENCE_LEN, MAX_RELEASE_BYTES, Release, ReleaseBlob,
     ReleaseError, ReleaseId, SignedRelease, TrustedSeeders, release_blob,
 };

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk_map::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, chunk_count};
 use crate::codec::{self, CodecError};
+use crate::oci::Document;
 use crate::{ChunkMap, Digest};
 
 /// Largest encoded release body; manifests are embedded, so this bounds them too.
@@ -21,17 +22,6 @@ pub const MAX_BLOBS: usize = 10_000;
 pub const MAX_REFERENCE_LEN: usize = 1024;
 /// Domain separation: a signature over a release can never be replayed as anything else.
 const SIGNING_CONTEXT: &[u8] = b"blobswarm release v1\0";
-
-/// A manifest or image index, embedded in the release so peers need not fetch it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Document {
-    /// Digest of `bytes`.
-    pub digest: Digest,
-    /// OCI or Docker media type.
-    pub media_type: String,
-    /// The exact bytes the registry served (digests are over these bytes).
-    pub bytes: Vec<u8>,
-}
 
 /// A config or layer blob of the image, with the digest of its chunk map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +43,8 @@ pub struct ReleaseBlob {
 pub struct Release {
     /// The image reference as the operator gave it, resolved once at the seeder.
     pub reference: String,
-    /// What the reference resolved to: an image index or an image manifest.
+    /// What the reference resolved to: an image index or an image manifest, embedded so
+    /// peers need not fetch it.
     pub root: Document,
     /// Child manifests when `root` is an index.
     pub manifests: Vec<Document>,
