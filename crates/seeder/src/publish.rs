@@ -2,19 +2,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use blobswarm_core::{Document, Release, ReleaseError, SignedRelease, release_blob};
+use blobswarm_core::{Release, ReleaseError, SignedRelease, release_blob};
 use libp2p_identity::Keypair;
 
 use crate::ingest::IngestedBlob;
-use crate::source::{self, ResolvedImage};
-
-fn document(d: &source::Document) -> Document {
-    Document {
-        digest: d.digest,
-        media_type: d.media_type.clone(),
-        bytes: d.bytes.clone(),
-    }
-}
+use crate::source::ResolvedImage;
 
 /// Builds and signs the release for an ingested image.
 ///
@@ -36,8 +28,8 @@ pub fn sign_release(
         .map_or(0, |d| d.as_millis() as u64);
     let release = Release {
         reference: image.reference.clone(),
-        root: document(&image.root),
-        manifests: image.manifests.iter().map(document).collect(),
+        root: image.root.clone(),
+        manifests: image.manifests.clone(),
         blobs: blobs
             .iter()
             .map(|b| release_blob(&b.map, &b.media_type))

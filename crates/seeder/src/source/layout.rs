@@ -7,13 +7,16 @@ use blobswarm_core::Digest;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt as _;
 
-use super::{
-    BlobDescriptor, BlobStream, DocumentStore, Entry, MAX_DOCUMENT_BYTES, Platform, RawDescriptor,
-    ResolvedImage, SourceError, complete, descriptor, exact_size, media_type, verify_document,
+use blobswarm_core::oci::{
+    self, Body, CONTAINERD_NAME_ANNOTATION as CONTAINERD_NAME, Descriptor as Entry, Index,
+    REF_NAME_ANNOTATION as REF_NAME,
 };
 
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const CONTAINERD_NAME: &str = "io.containerd.image.name";
+use super::{
+    BlobDescriptor, BlobStream, DocumentStore, MAX_DOCUMENT_BYTES, Platform, ResolvedImage,
+    SourceError, complete, exact_size, media_type, verify_document,
+};
+
 /// Buffer size of blob streams read from disk.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -23,15 +26,6 @@ pub struct LayoutSource {
     dir: PathBuf,
     tag: Option<String>,
     platform: Option<Platform>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LayoutIndex {
-    #[serde(default)]
-    schema_version: Option<u64>,
-    #[serde(default)]
-    manifests: Vec<RawDescriptor>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,27 +153,28 @@ impl LayoutSource {
                 path: path.clone(),
                 reason: format!("larger than {MAX_DOCUMENT_BYTES} bytes"),
             })?;
-        let index: LayoutIndex =
-            serde_json::from_slice(&bytes).map_err(|e| SourceError::Layout {
-                path: path.clone(),
-                reason: format!("not a valid image index: {e}"),
-            })?;
-        if index.schema_version != Some(2) {
+        // index.json is an image index itself: the shared parser checks its
+        // schemaVersion and every descriptor.
+        let limits = oci::Limits {
+            max_bytes: MAX_DOCUMENT_BYTES,
+            ..oci::Limits::default()
+        };
+        let parsed = oci::parse(
+            &Digest::of(&bytes),
+            &bytes,
+            Some(media_type::OCI_INDEX),
+            limits,
+        )
+        .map_err(|e| SourceError::Layout {
+            path: path.clone(),
+            reason: format!("not a valid image index: {e}"),
+        })?;
+        let Body::Index(Index { manifests: entries }) = parsed.body else {
             return Err(SourceError::Layout {
                 path,
-                reason: format!("unsupported schemaVersion {:?}", index.schema_version),
+                reason: format!("not an image index but a {}", parsed.media_type),
             });
-        }
-        let index_digest = Digest::of(&bytes);
-        let entries = index
-            .manifests
-            .into_iter()
-            .map(|d| descriptor(&index_digest, d))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SourceError::Layout {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+        };
         let name_of = |e: &Entry| {
             e.annotations
                 .get(REF_NAME)

@@ -26,76 +26,25 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use blobswarm_core::Digest;
+use blobswarm_core::oci::{self, Body, Descriptor, Index, ParseError, Parsed};
 use futures::{Stream, StreamExt as _};
-use serde::Deserialize;
 
+pub(crate) use blobswarm_core::oci::Platform;
 pub use layout::LayoutSource;
 pub use ranges::RegistryRanges;
 pub use registry::{ATTEMPTS as REGISTRY_ATTEMPTS, RegistrySource};
 
-/// Largest manifest or index accepted, in bytes (the limit distribution enforces).
-pub const MAX_DOCUMENT_BYTES: u64 = 4 * 1024 * 1024;
+pub use blobswarm_core::oci::MAX_DOCUMENT_BYTES;
 /// Most image manifests one resolved image may consist of.
 pub const MAX_MANIFESTS: usize = 64;
 /// Most distinct blobs (configs and layers) one resolved image may consist of.
 pub const MAX_BLOBS: usize = 10_000;
 
-/// Media types of the documents a source understands.
-pub mod media_type {
-    /// OCI image manifest.
-    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-    /// OCI image index.
-    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-    /// Docker image manifest, schema 2.
-    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    /// Docker manifest list (schema 2).
-    pub const DOCKER_MANIFEST_LIST: &str =
-        "application/vnd.docker.distribution.manifest.list.v2+json";
-    /// Docker schema 1 manifest: refused (unsigned content, no content-addressed config).
-    pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-
-    /// Whether `media_type` is an image manifest (OCI or Docker).
-    pub fn is_manifest(media_type: &str) -> bool {
-        media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
-    }
-
-    /// Whether `media_type` is an image index or manifest list (OCI or Docker).
-    pub fn is_index(media_type: &str) -> bool {
-        media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
-    }
-
-    /// The `Accept` header value a registry is asked with.
-    pub(crate) fn accept_header() -> String {
-        [
-            OCI_INDEX,
-            OCI_MANIFEST,
-            DOCKER_MANIFEST_LIST,
-            DOCKER_MANIFEST,
-        ]
-        .join(", ")
-    }
-}
-
-/// A manifest or index whose bytes have been checked against its digest.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Document {
-    /// sha256 of `bytes`.
-    pub digest: Digest,
-    /// One of the media types in [`media_type`].
-    pub media_type: String,
-    /// The exact bytes, as the registry or layout holds them.
-    pub bytes: Vec<u8>,
-}
-
-impl fmt::Debug for Document {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Document")
-            .field("digest", &self.digest)
-            .field("media_type", &self.media_type)
-            .field("len", &self.bytes.len())
-            .finish()
-    }
-}
+/// A manifest or index whose bytes have been checked against its digest (the type
+/// releases embed, so publishing needs no conversion).
+pub use blobswarm_core::Document;
+/// Media types of the documents a source understands (the shared table).
+pub use blobswarm_core::oci::media_type;
 
 /// A config or layer blob an image needs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -395,7 +344,14 @@ impl Source {
     /// `repo@sha256:…`. Does no I/O apart from reading the docker config for
     /// registry credentials.
     pub fn parse(spec: &str, opts: SourceOptions) -> Result<Self, SourceError> {
-        let platform = opts.platform.as_deref().map(Platform::parse).transpose()?;
+        let platform = opts
+            .platform
+            .as_deref()
+            .map(Platform::parse)
+            .transpose()
+            .map_err(|e| SourceError::BadPlatform {
+                platform: e.platform,
+            })?;
         if let Some(rest) = spec.strip_prefix("oci-layout:") {
             Ok(Self::Layout(LayoutSource::new(spec, rest, platform)?))
         } else {
@@ -421,237 +377,44 @@ impl Source {
     }
 }
 
-/// A platform to select from an index: `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Platform {
-    os: String,
-    arch: String,
-    variant: Option<String>,
-}
-
-impl Platform {
-    pub(crate) fn parse(s: &str) -> Result<Self, SourceError> {
-        let bad = || SourceError::BadPlatform {
-            platform: s.to_owned(),
-        };
-        let parts: Vec<&str> = s.split('/').collect();
-        if !(2..=3).contains(&parts.len())
-            || parts
-                .iter()
-                .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
-        {
-            return Err(bad());
-        }
-        Ok(Self {
-            os: parts[0].to_ascii_lowercase(),
-            arch: normalize_arch(parts[1]),
-            variant: parts.get(2).map(|v| v.to_ascii_lowercase()),
-        })
-    }
-
-    /// Whether an index entry's platform satisfies this one. Architecture aliases
-    /// (`x86_64`, `aarch64`) are normalised; without a wanted variant any variant
-    /// matches; an arm64 entry without a variant counts as `v8`.
-    fn matches(&self, p: &RawPlatform) -> bool {
-        if !p.os.eq_ignore_ascii_case(&self.os) || normalize_arch(&p.architecture) != self.arch {
-            return false;
-        }
-        let Some(want) = &self.variant else {
-            return true;
-        };
-        let have = p
-            .variant
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .or_else(|| (self.arch == "arm64").then(|| "v8".to_owned()));
-        have.as_deref() == Some(want.as_str())
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-fn normalize_arch(arch: &str) -> String {
-    match arch.to_ascii_lowercase().as_str() {
-        "x86_64" | "x86-64" => "amd64".to_owned(),
-        "aarch64" => "arm64".to_owned(),
-        other => other.to_owned(),
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawPlatform {
-    architecture: String,
-    os: String,
-    #[serde(default)]
-    variant: Option<String>,
-}
-
-impl fmt::Display for RawPlatform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawDescriptor {
-    media_type: String,
-    digest: String,
-    size: u64,
-    #[serde(default)]
-    platform: Option<RawPlatform>,
-    #[serde(default)]
-    annotations: Option<HashMap<String, String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawDocument {
-    #[serde(default)]
-    schema_version: Option<u64>,
-    #[serde(default)]
-    media_type: Option<String>,
-    #[serde(default)]
-    config: Option<RawDescriptor>,
-    #[serde(default)]
-    layers: Option<Vec<RawDescriptor>>,
-    #[serde(default)]
-    manifests: Option<Vec<RawDescriptor>>,
-}
-
-/// A checked descriptor of an index entry.
-#[derive(Debug, Clone)]
-struct Entry {
-    digest: Digest,
-    size: u64,
-    media_type: String,
-    platform: Option<RawPlatform>,
-    annotations: HashMap<String, String>,
-}
-
-/// What a verified document contains.
-#[derive(Debug)]
-enum Parsed {
-    Manifest {
-        config: BlobDescriptor,
-        layers: Vec<BlobDescriptor>,
-    },
-    Index {
-        manifests: Vec<Entry>,
-    },
-}
-
-fn descriptor(parent: &Digest, raw: RawDescriptor) -> Result<Entry, SourceError> {
-    let digest = raw
-        .digest
-        .parse::<Digest>()
-        .map_err(|e| SourceError::InvalidDocument {
-            digest: *parent,
-            reason: format!("descriptor digest: {e}"),
-        })?;
-    Ok(Entry {
-        digest,
-        size: raw.size,
-        media_type: raw.media_type,
-        platform: raw.platform,
-        annotations: raw.annotations.unwrap_or_default(),
-    })
-}
-
-fn blob(parent: &Digest, raw: RawDescriptor) -> Result<BlobDescriptor, SourceError> {
-    let e = descriptor(parent, raw)?;
-    Ok(BlobDescriptor {
-        digest: e.digest,
-        size: e.size,
-        media_type: e.media_type,
-    })
-}
-
-/// Works out the media type of verified bytes and parses them. `hint` is the
-/// media type the transport announced (Content-Type or descriptor); the document's
-/// own `mediaType` field wins because it is covered by the digest.
+/// Parses a manifest or index with the shared bounded parser, phrasing its refusals
+/// as the source errors callers (and tests) match on.
 fn parse_document(
     digest: &Digest,
     bytes: &[u8],
     hint: Option<&str>,
-) -> Result<(String, Parsed), SourceError> {
-    let invalid = |reason: String| SourceError::InvalidDocument {
-        digest: *digest,
-        reason,
+) -> Result<Parsed, SourceError> {
+    let limits = oci::Limits {
+        max_bytes: MAX_DOCUMENT_BYTES,
+        max_layers: MAX_BLOBS,
     };
-    let raw: RawDocument =
-        serde_json::from_slice(bytes).map_err(|e| invalid(format!("not a JSON manifest: {e}")))?;
-    match raw.schema_version {
-        Some(2) => {}
-        Some(1) => {
-            return Err(SourceError::UnsupportedMediaType {
-                digest: *digest,
-                media_type: media_type::DOCKER_SCHEMA1.to_owned(),
-            });
-        }
-        Some(v) => return Err(invalid(format!("unsupported schemaVersion {v}"))),
-        None => return Err(invalid("missing schemaVersion".to_owned())),
-    }
-    let hint = hint
-        .map(|h| h.split(';').next().unwrap_or("").trim())
-        .filter(|h| media_type::is_manifest(h) || media_type::is_index(h));
-    let media_type = match (raw.media_type.as_deref(), hint) {
-        (Some(m), _) => m.to_owned(),
-        (None, Some(h)) => h.to_owned(),
-        (None, None) if raw.manifests.is_some() => media_type::OCI_INDEX.to_owned(),
-        (None, None) if raw.config.is_some() => media_type::OCI_MANIFEST.to_owned(),
-        (None, None) => return Err(invalid("neither a manifest nor an index".to_owned())),
-    };
-    if media_type::is_index(&media_type) {
-        if raw.config.is_some() || raw.layers.is_some() {
-            return Err(invalid(
-                "an index must not have config or layers".to_owned(),
-            ));
-        }
-        let manifests = raw
-            .manifests
-            .ok_or_else(|| invalid("index without manifests".to_owned()))?
-            .into_iter()
-            .map(|d| descriptor(digest, d))
-            .collect::<Result<_, _>>()?;
-        Ok((media_type, Parsed::Index { manifests }))
-    } else if media_type::is_manifest(&media_type) {
-        if raw.manifests.is_some() {
-            return Err(invalid("a manifest must not list manifests".to_owned()));
-        }
-        let config = blob(
-            digest,
-            raw.config
-                .ok_or_else(|| invalid("manifest without config".to_owned()))?,
-        )?;
-        let raw_layers = raw
-            .layers
-            .ok_or_else(|| invalid("manifest without layers".to_owned()))?;
-        if raw_layers.len() > MAX_BLOBS {
-            return Err(SourceError::TooManyBlobs { limit: MAX_BLOBS });
-        }
-        let layers = raw_layers
-            .into_iter()
-            .map(|d| blob(digest, d))
-            .collect::<Result<_, _>>()?;
-        Ok((media_type, Parsed::Manifest { config, layers }))
-    } else {
-        Err(SourceError::UnsupportedMediaType {
+    oci::parse(digest, bytes, hint, limits).map_err(|e| match e {
+        ParseError::TooLarge { limit, read, .. } => SourceError::ManifestTooLarge {
+            reference: digest.to_string(),
+            limit,
+            size: Some(read),
+        },
+        ParseError::Schema1 { .. } => SourceError::UnsupportedMediaType {
+            digest: *digest,
+            media_type: media_type::DOCKER_SCHEMA1.to_owned(),
+        },
+        ParseError::UnsupportedMediaType { media_type, .. } => SourceError::UnsupportedMediaType {
             digest: *digest,
             media_type,
-        })
+        },
+        ParseError::TooManyLayers { .. } => SourceError::TooManyBlobs { limit: MAX_BLOBS },
+        other => SourceError::InvalidDocument {
+            digest: *digest,
+            reason: other.to_string(),
+        },
+    })
+}
+
+fn blob(d: &Descriptor) -> BlobDescriptor {
+    BlobDescriptor {
+        digest: d.digest,
+        size: d.size,
+        media_type: d.media_type.clone(),
     }
 }
 
@@ -663,7 +426,7 @@ fn verify_document(
     declared_size: Option<u64>,
     bytes: Vec<u8>,
     hint: Option<&str>,
-) -> Result<(Document, Parsed), SourceError> {
+) -> Result<(Document, Body), SourceError> {
     let actual = Digest::of(&bytes);
     if let Some(expected) = expected
         && *expected != actual
@@ -682,14 +445,14 @@ fn verify_document(
             actual: bytes.len() as u64,
         });
     }
-    let (media_type, parsed) = parse_document(&actual, &bytes, hint)?;
+    let Parsed { media_type, body } = parse_document(&actual, &bytes, hint)?;
     Ok((
         Document {
             digest: actual,
             media_type,
             bytes,
         },
-        parsed,
+        body,
     ))
 }
 
@@ -706,7 +469,7 @@ pub(crate) trait DocumentStore {
 /// Fetches and verifies the child manifest an index entry names.
 async fn fetch_child(
     store: &impl DocumentStore,
-    entry: &Entry,
+    entry: &Descriptor,
 ) -> Result<(Document, BlobDescriptor, Vec<BlobDescriptor>), SourceError> {
     if !media_type::is_manifest(&entry.media_type) {
         // Nested indexes and non-image artifacts are not distributed.
@@ -730,8 +493,8 @@ async fn fetch_child(
         Some(&entry.media_type),
     )?;
     match parsed {
-        Parsed::Manifest { config, layers } => Ok((doc, config, layers)),
-        Parsed::Index { .. } => Err(SourceError::InvalidDocument {
+        Body::Manifest(m) => Ok((doc, blob(&m.config), m.layers.iter().map(blob).collect())),
+        Body::Index(_) => Err(SourceError::InvalidDocument {
             digest: doc.digest,
             reason: format!(
                 "its descriptor says {} but the document is an index",
@@ -784,15 +547,15 @@ async fn complete(
     store: &impl DocumentStore,
     reference: String,
     root: Document,
-    parsed: Parsed,
+    parsed: Body,
     platform: Option<&Platform>,
 ) -> Result<ResolvedImage, SourceError> {
     let mut blobs = BlobSet::default();
     match parsed {
-        Parsed::Manifest { config, layers } => {
+        Body::Manifest(m) => {
             // A single-platform image: nothing to select (its config names the
             // platform, which is for the runtime to check).
-            blobs.add_manifest(config, layers)?;
+            blobs.add_manifest(blob(&m.config), m.layers.iter().map(blob).collect())?;
             Ok(ResolvedImage {
                 reference,
                 root,
@@ -800,7 +563,7 @@ async fn complete(
                 blobs: blobs.list,
             })
         }
-        Parsed::Index { manifests } => {
+        Body::Index(Index { manifests }) => {
             if let Some(wanted) = platform {
                 let entry = manifests
                     .iter()
@@ -828,7 +591,8 @@ async fn complete(
                 });
             }
             let mut seen = HashSet::new();
-            let unique: Vec<&Entry> = manifests.iter().filter(|e| seen.insert(e.digest)).collect();
+            let unique: Vec<&Descriptor> =
+                manifests.iter().filter(|e| seen.insert(e.digest)).collect();
             if unique.len() > MAX_MANIFESTS {
                 return Err(SourceError::TooManyManifests {
                     count: unique.len(),
@@ -938,34 +702,6 @@ mod tests {
     }
 
     #[test]
-    fn platform_parsing_and_matching() {
-        let p = Platform::parse("linux/arm64").unwrap();
-        let entry = |os: &str, arch: &str, variant: Option<&str>| RawPlatform {
-            os: os.into(),
-            architecture: arch.into(),
-            variant: variant.map(Into::into),
-        };
-        assert!(p.matches(&entry("linux", "arm64", Some("v8"))));
-        assert!(p.matches(&entry("linux", "aarch64", None)));
-        assert!(!p.matches(&entry("linux", "amd64", None)));
-        let v8 = Platform::parse("linux/arm64/v8").unwrap();
-        assert!(v8.matches(&entry("linux", "arm64", None)));
-        let v7 = Platform::parse("linux/arm/v7").unwrap();
-        assert!(!v7.matches(&entry("linux", "arm", Some("v6"))));
-        assert!(v7.matches(&entry("linux", "arm", Some("v7"))));
-        assert_eq!(
-            Platform::parse("linux/x86_64").unwrap().to_string(),
-            "linux/amd64"
-        );
-        for bad in ["linux", "linux/", "/amd64", "a/b/c/d", "linux/amd 64"] {
-            assert!(
-                matches!(Platform::parse(bad), Err(SourceError::BadPlatform { .. })),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
     fn parses_manifests_of_both_families() {
         let oci = format!(
             r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"c","digest":"{}","size":3}},"layers":[{{"mediaType":"l","digest":"{}","size":5}}]}}"#,
@@ -975,7 +711,7 @@ mod tests {
         );
         let (doc, parsed) = verify_document(None, None, oci.into_bytes(), None).unwrap();
         assert_eq!(doc.media_type, media_type::OCI_MANIFEST);
-        assert!(matches!(parsed, Parsed::Manifest { ref layers, .. } if layers.len() == 1));
+        assert!(matches!(parsed, Body::Manifest(ref m) if m.layers.len() == 1));
 
         // No mediaType field: the announced type is used.
         let docker = format!(
@@ -999,7 +735,7 @@ mod tests {
         );
         let (doc, parsed) = verify_document(None, None, list.into_bytes(), None).unwrap();
         assert_eq!(doc.media_type, media_type::DOCKER_MANIFEST_LIST);
-        assert!(matches!(parsed, Parsed::Index { ref manifests } if manifests.len() == 1));
+        assert!(matches!(parsed, Body::Index(ref i) if i.manifests.len() == 1));
     }
 
     #[test]
