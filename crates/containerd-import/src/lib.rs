@@ -9,5 +9,7 @@
 
 pub mod containerd;
 mod oci_layout;
+mod progress;
 
 pub use oci_layout::{ImportError, OciLayoutTarget, REF_NAME_ANNOTATION};
+pub use progress::Progress;

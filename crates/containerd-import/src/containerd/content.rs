@@ -23,7 +23,7 @@ use super::ContainerdError;
 use super::client::{Conn, Lease};
 use super::error::io_err;
 use super::plan::{ContentItem, Source};
-use super::target::Progress;
+use crate::Progress;
 
 /// Bytes per WRITE message: large enough to keep the per-message overhead negligible,
 /// small enough to stay well under gRPC's default 4 MiB message limit.

@@ -3,18 +3,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use blobswarm_core::oci::{
+    self, Body, CONTAINERD_NAME_ANNOTATION, MAX_DOCUMENT_BYTES, ParseError, Platform,
+    REF_NAME_ANNOTATION, media_type,
+};
 use blobswarm_core::{Digest, Document, Release};
-use serde_json::Value;
 
 use super::error::io_err;
-use super::media::{DocKind, Platform, doc_kind};
-use super::plan::Plan;
-use super::{ContainerdError, REF_NAME_ANNOTATION, ReleaseLine};
-
-/// The annotation containerd's importer (and our OCI layout target) names images by.
-const CONTAINERD_NAME_ANNOTATION: &str = "io.containerd.image.name";
-/// Largest index.json, index or manifest read from a layout.
-pub(crate) const MAX_DOCUMENT_BYTES: u64 = 4 << 20;
+use super::{ContainerdError, ReleaseLine};
 
 /// A config or layer blob and the file its bytes are streamed from.
 ///
@@ -91,94 +87,78 @@ impl ImageToImport {
     /// [`ContainerdError::BadDocument`] when a document does not parse or match its digest.
     pub fn from_oci_layout(dir: &Path, ref_name: &str) -> Result<Self, ContainerdError> {
         let index_path = dir.join("index.json");
-        let index = read_json_file(&index_path)?;
+        let bytes = read_limited(&index_path, MAX_DOCUMENT_BYTES)?;
+        let index = oci::parse(
+            &Digest::of(&bytes),
+            &bytes,
+            Some(media_type::OCI_INDEX),
+            oci::Limits::default(),
+        )
+        .map_err(|e| layout_err(&index_path, format!("not a usable image index: {e}")))?;
+        let Body::Index(index) = index.body else {
+            return Err(layout_err(&index_path, "not an image index".into()));
+        };
         let entry = index
-            .get("manifests")
-            .and_then(Value::as_array)
-            .ok_or_else(|| layout_err(&index_path, "no manifests array".into()))?
+            .manifests
             .iter()
             .rev()
             .find(|m| {
                 [REF_NAME_ANNOTATION, CONTAINERD_NAME_ANNOTATION]
                     .iter()
-                    .any(|a| {
-                        m.pointer(&annotation_pointer(a)).and_then(Value::as_str) == Some(ref_name)
-                    })
+                    .any(|a| m.annotations.get(*a).map(String::as_str) == Some(ref_name))
             })
             .ok_or_else(|| layout_err(&index_path, format!("no image tagged {ref_name:?}")))?;
         let reference = entry
-            .pointer(&annotation_pointer(CONTAINERD_NAME_ANNOTATION))
-            .and_then(Value::as_str)
-            .unwrap_or(ref_name)
+            .annotations
+            .get(CONTAINERD_NAME_ANNOTATION)
+            .map_or(ref_name, String::as_str)
             .to_owned();
-        let (digest, media_type, _) = descriptor(entry).ok_or_else(|| {
-            layout_err(
-                &index_path,
-                format!("entry {ref_name:?} is not a descriptor"),
-            )
-        })?;
-        let root = read_document(dir, digest, media_type, "root document")?;
+        let root = read_document(dir, entry.digest, entry.media_type.clone(), "root document")?;
 
         let mut manifests = Vec::new();
-        let mut blobs: Vec<BlobFile> = Vec::new();
         let host = Platform::host();
-        let (kind, root_json) = parse_doc(&root, "root document")?;
-        let children: Vec<(Value, bool)> = match kind {
-            DocKind::Manifest => vec![(root_json, true)],
-            DocKind::Index => {
+        let children: Vec<(oci::Manifest, bool)> = match parse_doc(&root, "root document")?.body {
+            Body::Manifest(m) => vec![(m, true)],
+            Body::Index(index) => {
                 let mut out = Vec::new();
                 let mut host_taken = false;
-                for child in root_json
-                    .get("manifests")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let Some((d, mt, _)) = descriptor(child) else {
-                        continue;
-                    };
-                    if doc_kind(&mt) != Some(DocKind::Manifest) {
+                for child in &index.manifests {
+                    if !media_type::is_manifest(&child.media_type) {
                         continue;
                     }
-                    let is_host = !host_taken
-                        && super::plan::descriptor_platform(child).is_none_or(|p| host.runs(&p));
-                    let path = blob_file(dir, &d);
+                    let is_host =
+                        !host_taken && child.platform.as_ref().is_none_or(|p| host.matches(p));
+                    let path = blob_file(dir, &child.digest);
                     if !path.is_file() {
                         if is_host {
-                            return Err(ContainerdError::MissingBlob { digest: d, path });
+                            return Err(ContainerdError::MissingBlob {
+                                digest: child.digest,
+                                path,
+                            });
                         }
                         continue;
                     }
                     host_taken |= is_host;
-                    let doc = read_document(dir, d, mt, "manifest")?;
-                    let (_, json) = parse_doc(&doc, "manifest")?;
+                    let doc =
+                        read_document(dir, child.digest, child.media_type.clone(), "manifest")?;
+                    let Body::Manifest(m) = parse_doc(&doc, "manifest")?.body else {
+                        continue;
+                    };
                     manifests.push(doc);
-                    out.push((json, is_host));
+                    out.push((m, is_host));
                 }
                 out
             }
         };
+        let mut blobs: Vec<BlobFile> = Vec::new();
         for (manifest, required) in children {
-            let descs = std::iter::once(manifest.get("config"))
-                .chain(
-                    manifest
-                        .get("layers")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .map(Some),
-                )
-                .flatten();
-            for desc in descs {
-                let Some((d, mt, size)) = descriptor(desc) else {
-                    continue;
-                };
-                let path = blob_file(dir, &d);
-                if (required || path.is_file()) && !blobs.iter().any(|b| b.digest == d) {
+            for desc in std::iter::once(manifest.config).chain(manifest.layers) {
+                let path = blob_file(dir, &desc.digest);
+                if (required || path.is_file()) && !blobs.iter().any(|b| b.digest == desc.digest) {
                     blobs.push(BlobFile {
-                        digest: d,
-                        size,
-                        media_type: mt,
+                        digest: desc.digest,
+                        size: desc.size,
+                        media_type: desc.media_type,
                         path,
                     });
                 }
@@ -199,34 +179,6 @@ impl ImageToImport {
         self.reference = reference.into();
         self
     }
-
-    /// The image record names the import creates, in order: the normalised reference,
-    /// `repo@<root digest>` and (when a manifest for this platform exists) the image ID
-    /// `sha256:<config digest>`.
-    ///
-    /// # Errors
-    /// As [`Self::validate`], except that blob files are not checked.
-    pub fn names(&self) -> Result<Vec<String>, ContainerdError> {
-        Ok(Plan::build(self, &Platform::host())?.names)
-    }
-
-    /// Everything the importer checks before it writes anything: documents parse and
-    /// match their digests, the layers of this platform's manifest have media types
-    /// containerd can unpack, the config's diff_ids fit the layers, and every blob file
-    /// exists with its descriptor's size.
-    ///
-    /// # Errors
-    /// The first problem found, naming the digest, media type or file.
-    pub fn validate(&self) -> Result<(), ContainerdError> {
-        Plan::build(self, &Platform::host())?.check_files()
-    }
-}
-
-fn annotation_pointer(name: &str) -> String {
-    format!(
-        "/annotations/{}",
-        name.replace('~', "~0").replace('/', "~1")
-    )
 }
 
 fn layout_err(path: &Path, reason: String) -> ContainerdError {
@@ -234,15 +186,6 @@ fn layout_err(path: &Path, reason: String) -> ContainerdError {
         path: path.to_owned(),
         reason,
     }
-}
-
-/// `(digest, media type, size)` of an OCI descriptor; `None` if it lacks one of them.
-pub(crate) fn descriptor(v: &Value) -> Option<(Digest, String, u64)> {
-    Some((
-        v.get("digest")?.as_str()?.parse().ok()?,
-        v.get("mediaType")?.as_str()?.to_owned(),
-        v.get("size")?.as_u64()?,
-    ))
 }
 
 fn blob_file(dir: &Path, d: &Digest) -> PathBuf {
@@ -260,11 +203,6 @@ pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, Container
         return Err(layout_err(path, format!("larger than {limit} bytes")));
     }
     Ok(bytes)
-}
-
-fn read_json_file(path: &Path) -> Result<Value, ContainerdError> {
-    let bytes = read_limited(path, MAX_DOCUMENT_BYTES)?;
-    serde_json::from_slice(&bytes).map_err(|e| layout_err(path, format!("not JSON: {e}")))
 }
 
 fn read_document(
@@ -292,26 +230,44 @@ fn read_document(
     })
 }
 
-/// The document's kind (by its media type) and its JSON.
+/// Parses one of the image's documents with the shared parser.
+///
+/// The media type the document was recorded with (in the release, or the layout's
+/// descriptor) must be a manifest or index type, and name the same kind the document is.
 pub(crate) fn parse_doc(
     doc: &Document,
     what: &'static str,
-) -> Result<(DocKind, Value), ContainerdError> {
-    let json: Value =
-        serde_json::from_slice(&doc.bytes).map_err(|e| ContainerdError::BadDocument {
-            what,
-            digest: doc.digest,
-            reason: format!("not JSON: {e}"),
-        })?;
-    let media_type = if doc.media_type.is_empty() {
-        json.get("mediaType").and_then(Value::as_str).unwrap_or("")
-    } else {
-        doc.media_type.as_str()
-    };
-    let kind = doc_kind(media_type).ok_or_else(|| ContainerdError::UnsupportedMediaType {
+) -> Result<oci::Parsed, ContainerdError> {
+    let recorded = (!doc.media_type.is_empty()).then_some(doc.media_type.as_str());
+    let unsupported = |media_type: String| ContainerdError::UnsupportedMediaType {
         what,
         digest: doc.digest,
-        media_type: media_type.to_owned(),
-    })?;
-    Ok((kind, json))
+        media_type,
+    };
+    let recorded_kind = match recorded {
+        Some(m) => Some(media_type::document_kind(m).ok_or_else(|| unsupported(m.to_owned()))?),
+        None => None,
+    };
+    let parsed = oci::parse(&doc.digest, &doc.bytes, recorded, oci::Limits::default()).map_err(
+        |e| match e {
+            ParseError::UnsupportedMediaType { media_type, .. } => unsupported(media_type),
+            ParseError::Schema1 { .. } => unsupported(media_type::DOCKER_SCHEMA1.to_owned()),
+            other => ContainerdError::BadDocument {
+                what,
+                digest: doc.digest,
+                reason: other.to_string(),
+            },
+        },
+    )?;
+    if recorded_kind.is_some_and(|k| Some(k) != media_type::document_kind(&parsed.media_type)) {
+        return Err(ContainerdError::BadDocument {
+            what,
+            digest: doc.digest,
+            reason: format!(
+                "recorded as {} but the document says {}",
+                doc.media_type, parsed.media_type
+            ),
+        });
+    }
+    Ok(parsed)
 }

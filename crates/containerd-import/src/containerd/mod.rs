@@ -45,7 +45,8 @@ mod target;
 #[cfg(feature = "containerd")]
 mod unpack;
 
-pub use crate::oci_layout::REF_NAME_ANNOTATION;
+pub use crate::Progress;
+pub use blobswarm_core::oci::REF_NAME_ANNOTATION;
 pub use config::{
     ContainerdConfig, DEFAULT_NAMESPACE, DEFAULT_SNAPSHOTTER, DEFAULT_SOCKET, LABEL_CRI_MANAGED,
     LABEL_CRI_PINNED, UNPACK_TIMEOUT_FACTOR,
@@ -58,4 +59,4 @@ pub use supersede::{LABEL_LINEAGE, LABEL_SEQUENCE, ReleaseLine};
 #[cfg(feature = "containerd")]
 pub use lease::LEASE_LABEL;
 #[cfg(feature = "containerd")]
-pub use target::{ContainerdTarget, Progress};
+pub use target::ContainerdTarget;

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
+use blobswarm_core::oci::{self, Body, Descriptor, Platform, media_type};
 use blobswarm_core::{Digest, Document};
 use serde_json::Value;
 
 use super::ContainerdError;
-use super::image::{ImageToImport, descriptor, parse_doc, read_limited};
-use super::media::{DocKind, Platform, is_config, layer_refusal};
+use super::image::{ImageToImport, parse_doc, read_limited};
+use super::media::layer_refusal;
 use super::reference::normalize;
 
 /// Largest image config read into memory.
@@ -101,20 +102,6 @@ pub(crate) fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     out
 }
 
-/// The `platform` of an index entry, if it has one.
-pub(crate) fn descriptor_platform(v: &Value) -> Option<Platform> {
-    let p = v.get("platform")?;
-    Some(Platform {
-        os: p.get("os")?.as_str()?.to_owned(),
-        architecture: p.get("architecture")?.as_str()?.to_owned(),
-        variant: p
-            .get("variant")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
-    })
-}
-
 fn check_digest(doc: &Document, what: &'static str) -> Result<(), ContainerdError> {
     if Digest::of(&doc.bytes) == doc.digest {
         Ok(())
@@ -127,14 +114,35 @@ fn check_digest(doc: &Document, what: &'static str) -> Result<(), ContainerdErro
     }
 }
 
-fn effective_media_type(doc: &Document, json: &Value) -> String {
+/// The media type image records point at: as recorded, else as the document says.
+fn effective_media_type(doc: &Document, parsed: &oci::Parsed) -> String {
     if doc.media_type.is_empty() {
-        json.get("mediaType")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
+        parsed.media_type.clone()
     } else {
         doc.media_type.clone()
+    }
+}
+
+impl ImageToImport {
+    /// The image record names the import creates, in order: the normalised reference,
+    /// `repo@<root digest>` and (when a manifest for this platform exists) the image ID
+    /// `sha256:<config digest>`.
+    ///
+    /// # Errors
+    /// As [`Self::validate`], except that blob files are not checked.
+    pub fn names(&self) -> Result<Vec<String>, ContainerdError> {
+        Ok(Plan::build(self, &Platform::host())?.names)
+    }
+
+    /// Everything the importer checks before it writes anything: documents parse and
+    /// match their digests, the layers of this platform's manifest have media types
+    /// containerd can unpack, the config's diff_ids fit the layers, and every blob file
+    /// exists with its descriptor's size.
+    ///
+    /// # Errors
+    /// The first problem found, naming the digest, media type or file.
+    pub fn validate(&self) -> Result<(), ContainerdError> {
+        Plan::build(self, &Platform::host())?.check_files()
     }
 }
 
@@ -155,35 +163,30 @@ impl Plan {
                 reason: "its digest is not the digest of the image's root document",
             });
         }
-        let (kind, root_json) = parse_doc(&image.root, "root document")?;
+        let root = parse_doc(&image.root, "root document")?;
         let mut root_labels = BTreeMap::new();
-        // (manifest document, its JSON, whether it is the one unpacked here)
-        let mut walked: Vec<(&Document, Value, bool)> = Vec::new();
-        match kind {
-            DocKind::Manifest => walked.push((&image.root, root_json.clone(), true)),
-            DocKind::Index => {
+        // (manifest document, its content, whether it is the one unpacked here)
+        let mut walked: Vec<(&Document, oci::Manifest, bool)> = Vec::new();
+        match &root.body {
+            Body::Manifest(m) => walked.push((&image.root, m.clone(), true)),
+            Body::Index(index) => {
                 let mut host_taken = false;
-                let entries = root_json.get("manifests").and_then(Value::as_array);
-                for (i, entry) in entries.into_iter().flatten().enumerate() {
-                    let Some((d, mt, _)) = descriptor(entry) else {
-                        return Err(ContainerdError::BadDocument {
-                            what: "index",
-                            digest: image.root.digest,
-                            reason: format!("entry {i} is not a descriptor"),
-                        });
-                    };
-                    root_labels.insert(format!("{LABEL_GC_MANIFEST}{i}"), d.to_string());
-                    let Some(doc) = image.manifests.iter().find(|m| m.digest == d) else {
+                for (i, entry) in index.manifests.iter().enumerate() {
+                    root_labels.insert(format!("{LABEL_GC_MANIFEST}{i}"), entry.digest.to_string());
+                    let Some(doc) = image.manifests.iter().find(|m| m.digest == entry.digest)
+                    else {
                         continue;
                     };
-                    let (child_kind, json) = parse_doc(doc, "manifest")?;
-                    if child_kind != DocKind::Manifest || super::media::doc_kind(&mt).is_none() {
+                    let Body::Manifest(m) = parse_doc(doc, "manifest")?.body else {
+                        continue;
+                    };
+                    if media_type::document_kind(&entry.media_type).is_none() {
                         continue;
                     }
                     let selected =
-                        !host_taken && descriptor_platform(entry).is_none_or(|p| host.runs(&p));
+                        !host_taken && entry.platform.as_ref().is_none_or(|p| host.matches(p));
                     host_taken |= selected;
-                    walked.push((doc, json, selected));
+                    walked.push((doc, m, selected));
                 }
             }
         }
@@ -191,21 +194,21 @@ impl Plan {
         let mut labels: BTreeMap<Digest, BTreeMap<String, String>> = BTreeMap::new();
         let mut config_bytes: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
         let mut unpack = None;
-        for (doc, json, selected) in &walked {
-            let (config, layers) = manifest_parts(doc, json)?;
+        for (doc, manifest, selected) in walked {
+            let (config, layers) = (&manifest.config, manifest.layers);
             let doc_labels = labels.entry(doc.digest).or_default();
-            doc_labels.insert(LABEL_GC_CONFIG.into(), config.0.to_string());
+            doc_labels.insert(LABEL_GC_CONFIG.into(), config.digest.to_string());
             for (i, l) in layers.iter().enumerate() {
-                doc_labels.insert(format!("{LABEL_GC_LAYER}{i}"), l.0.to_string());
+                doc_labels.insert(format!("{LABEL_GC_LAYER}{i}"), l.digest.to_string());
             }
             if !selected {
                 continue;
             }
-            let (bytes, diff_ids) = read_config(image, doc.digest, &config)?;
+            let (bytes, diff_ids) = read_config(image, doc.digest, config)?;
             if diff_ids.len() != layers.len() {
                 return Err(ContainerdError::BadDocument {
                     what: "config",
-                    digest: config.0,
+                    digest: config.digest,
                     reason: format!(
                         "{} diff_ids for the {} layers of manifest {}",
                         diff_ids.len(),
@@ -216,9 +219,13 @@ impl Plan {
             }
             let chains = chain_ids(&diff_ids);
             let mut unpack_layers = Vec::new();
-            for (((digest, media_type, size), diff_id), chain_id) in
-                layers.into_iter().zip(diff_ids).zip(chains)
-            {
+            for ((layer, diff_id), chain_id) in layers.into_iter().zip(diff_ids).zip(chains) {
+                let Descriptor {
+                    digest,
+                    size,
+                    media_type,
+                    ..
+                } = layer;
                 if let Some(reason) = layer_refusal(&media_type) {
                     return Err(ContainerdError::UnsupportedLayer {
                         layer: digest,
@@ -240,9 +247,9 @@ impl Plan {
                     chain_id,
                 });
             }
-            config_bytes.insert(config.0, bytes);
+            config_bytes.insert(config.digest, bytes);
             unpack = Some(Unpack {
-                config: config.0,
+                config: config.digest,
                 layers: unpack_layers,
             });
         }
@@ -274,7 +281,7 @@ impl Plan {
         }
         let target = Target {
             digest: image.root.digest,
-            media_type: effective_media_type(&image.root, &root_json),
+            media_type: effective_media_type(&image.root, &root),
             size: image.root.bytes.len() as u64,
         };
         let root_item_labels = labels.remove(&image.root.digest).unwrap_or_default();
@@ -342,35 +349,6 @@ impl Plan {
     }
 }
 
-type Desc = (Digest, String, u64);
-
-/// The config and layer descriptors of a manifest.
-fn manifest_parts(doc: &Document, json: &Value) -> Result<(Desc, Vec<Desc>), ContainerdError> {
-    let bad = |reason: String| ContainerdError::BadDocument {
-        what: "manifest",
-        digest: doc.digest,
-        reason,
-    };
-    let config = json.get("config").and_then(descriptor).ok_or_else(|| {
-        bad("no usable config descriptor (sha256 digest, mediaType, size)".into())
-    })?;
-    let layers = json
-        .get("layers")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("no layers array".into()))?
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            descriptor(l).ok_or_else(|| {
-                bad(format!(
-                    "layer {i} is not a usable descriptor (sha256 digest, mediaType, size)"
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((config, layers))
-}
-
 /// The blob of `digest` listed in the image, with the descriptor's size.
 fn require_blob(
     image: &ImageToImport,
@@ -404,10 +382,15 @@ fn require_blob(
 fn read_config(
     image: &ImageToImport,
     manifest: Digest,
-    config: &Desc,
+    config: &Descriptor,
 ) -> Result<(Vec<u8>, Vec<String>), ContainerdError> {
-    let (digest, media_type, size) = config;
-    if !is_config(media_type) {
+    let Descriptor {
+        digest,
+        media_type,
+        size,
+        ..
+    } = config;
+    if !media_type::is_config(media_type) {
         return Err(ContainerdError::UnsupportedMediaType {
             what: "config",
             digest: *digest,

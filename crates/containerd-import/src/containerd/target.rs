@@ -2,15 +2,17 @@
 
 use std::time::Instant;
 
+use blobswarm_core::oci::Platform;
+
 use super::client::Conn;
 use super::lease::{self, LeaseGuard};
-use super::media::Platform;
 use super::plan::{LABEL_GC_SNAPSHOT, Plan};
 use super::records::{self, RecordOutcome};
 use super::{
     ContainerdConfig, ContainerdError, ImageToImport, ImportReport, ReleaseLine, content,
     supersede, unpack,
 };
+use crate::Progress;
 
 /// A connected containerd that images are imported into, so the CRI (and the kubelet)
 /// sees them without pulling from a registry.
@@ -20,28 +22,6 @@ use super::{
 pub struct ContainerdTarget {
     conn: Conn,
     progress: Option<Progress>,
-}
-
-/// A callback told how many more content bytes are in place (written, resumed or found
-/// present), so a CLI can draw a byte progress bar over an import.
-#[derive(Clone)]
-pub struct Progress(std::sync::Arc<dyn Fn(u64) + Send + Sync>);
-
-impl Progress {
-    /// Wraps a callback.
-    pub fn new(f: impl Fn(u64) + Send + Sync + 'static) -> Self {
-        Self(std::sync::Arc::new(f))
-    }
-
-    pub(crate) fn add(&self, bytes: u64) {
-        (self.0)(bytes);
-    }
-}
-
-impl std::fmt::Debug for Progress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Progress(..)")
-    }
 }
 
 impl ContainerdTarget {
