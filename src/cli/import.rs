@@ -19,10 +19,13 @@ pub(crate) struct Args {
     containerd: super::containerd_args::ContainerdArgs,
 }
 
-#[cfg(feature = "containerd")]
+/// Reads the image from the layout, checks it, and imports it through the same
+/// [`ImportTarget`](blobswarm_containerd_import::ImportTarget) the agent uses. A build
+/// without the `containerd` feature says so when the target is opened.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     use anyhow::Context;
-    use blobswarm_containerd_import::containerd::{ContainerdTarget, ImageToImport, Progress};
+    use blobswarm_containerd_import::containerd::ImageToImport;
+    use blobswarm_containerd_import::{Progress, TargetConfig};
     use indicatif::{ProgressBar, ProgressStyle};
 
     let mut image = ImageToImport::from_oci_layout(&args.from, &args.ref_name)
@@ -44,9 +47,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     );
     bar.set_message(image.reference.clone());
     let counter = bar.clone();
-    let target = ContainerdTarget::connect(args.containerd.config())
-        .await?
-        .with_progress(Progress::new(move |n| counter.inc(n)));
+    let target = blobswarm_containerd_import::connect(
+        TargetConfig::Containerd(args.containerd.config()),
+        Some(Progress::new(move |n| counter.inc(n))),
+    )
+    .await?;
     let report = target
         .import(&image)
         .await
@@ -54,12 +59,4 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
     println!("{report}");
     Ok(())
-}
-
-#[cfg(not(feature = "containerd"))]
-pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "cannot import {}: this blobswarm was built without containerd support (build with `--features containerd`, which needs protoc)",
-        args.from.display()
-    )
 }

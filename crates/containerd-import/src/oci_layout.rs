@@ -3,17 +3,16 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use blobswarm_core::{Digest, Release};
+pub use blobswarm_core::oci::REF_NAME_ANNOTATION;
+use blobswarm_core::oci::{CONTAINERD_NAME_ANNOTATION, MAX_DOCUMENT_BYTES, media_type};
+use blobswarm_core::{Digest, Document, Release};
 use serde_json::{Value, json};
 
-/// The annotation OCI tools look an image up by (`skopeo oci:DIR:REF`, `umoci --image DIR:REF`).
-pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
-/// The annotation containerd's importer names images by.
-const CONTAINERD_NAME_ANNOTATION: &str = "io.containerd.image.name";
-/// An existing index.json larger than this is refused rather than parsed.
-const MAX_INDEX_BYTES: u64 = 4 << 20;
+use crate::Progress;
+use crate::containerd::{ImageToImport, ImportReport};
 
 /// Why an import into the layout failed; names the step and the file or digest.
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +49,21 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Imp
 }
 
 /// An OCI image layout directory that completed releases are written into.
-#[derive(Debug)]
+///
+/// Cheap to clone: clones share the lock that serialises `index.json` updates.
+#[derive(Debug, Clone)]
 pub struct OciLayoutTarget {
     dir: PathBuf,
-    index_lock: Mutex<()>,
+    index_lock: Arc<Mutex<()>>,
+    progress: Option<Progress>,
+}
+
+/// What tagging an image in `index.json` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TagOutcome {
+    Created,
+    Updated,
+    Unchanged,
 }
 
 impl OciLayoutTarget {
@@ -71,8 +81,16 @@ impl OciLayoutTarget {
         }
         Ok(Self {
             dir,
-            index_lock: Mutex::new(()),
+            index_lock: Arc::new(Mutex::new(())),
+            progress: None,
         })
+    }
+
+    /// Reports content bytes as they are put in place, for progress bars.
+    #[must_use]
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// The layout directory.
@@ -97,52 +115,82 @@ impl OciLayoutTarget {
         release: &Release,
         blob_source: impl Fn(&Digest) -> PathBuf,
     ) -> Result<(), ImportError> {
-        for b in &release.blobs {
-            let dest = self.blob_path(&b.digest);
-            if dest.is_file() {
-                continue;
-            }
-            let src = blob_source(&b.digest);
-            if !src.is_file() {
-                return Err(ImportError::MissingBlob(b.digest));
-            }
-            if fs::hard_link(&src, &dest).is_err() {
-                let tmp = dest.with_extension("tmp");
-                fs::copy(&src, &tmp).map_err(io_err("copying into", &tmp))?;
-                fs::rename(&tmp, &dest).map_err(io_err("renaming", &tmp))?;
-            }
-        }
-        for doc in release
-            .manifests
-            .iter()
-            .chain(std::iter::once(&release.root))
-        {
-            let dest = self.blob_path(&doc.digest);
-            if !dest.is_file() {
-                write_atomic(&dest, &doc.bytes)?;
-            }
-        }
-        self.tag(release)
+        self.import_image(&ImageToImport::from_release(release, blob_source))
+            .map(drop)
     }
 
-    fn tag(&self, release: &Release) -> Result<(), ImportError> {
+    /// Writes every blob and document of `image` and tags it in `index.json` under
+    /// `image.reference`; what the layout already holds is left alone, so a second import
+    /// changes nothing ([`ImportReport::changed_nothing`]). Blobs are hard-linked from
+    /// their files when on the same filesystem, else copied. Blocking file I/O.
+    ///
+    /// # Errors
+    /// [`ImportError`] naming the blob or file that failed.
+    pub fn import_image(&self, image: &ImageToImport) -> Result<ImportReport, ImportError> {
+        let start = Instant::now();
+        let mut report = ImportReport {
+            names: vec![image.reference.clone()],
+            ..ImportReport::default()
+        };
+        for b in &image.blobs {
+            let dest = self.blob_path(&b.digest);
+            if dest.is_file() {
+                self.present(&mut report, b.size);
+                continue;
+            }
+            if !b.path.is_file() {
+                return Err(ImportError::MissingBlob(b.digest));
+            }
+            if fs::hard_link(&b.path, &dest).is_err() {
+                let tmp = dest.with_extension("tmp");
+                fs::copy(&b.path, &tmp).map_err(io_err("copying into", &tmp))?;
+                fs::rename(&tmp, &dest).map_err(io_err("renaming", &tmp))?;
+            }
+            self.written(&mut report, b.size);
+        }
+        for doc in image.manifests.iter().chain(std::iter::once(&image.root)) {
+            let dest = self.blob_path(&doc.digest);
+            let size = doc.bytes.len() as u64;
+            if dest.is_file() {
+                self.present(&mut report, size);
+            } else {
+                write_atomic(&dest, &doc.bytes)?;
+                self.written(&mut report, size);
+            }
+        }
+        match self.tag(&image.reference, &image.root)? {
+            TagOutcome::Created => report.records_created += 1,
+            TagOutcome::Updated => report.records_updated += 1,
+            TagOutcome::Unchanged => report.records_unchanged += 1,
+        }
+        report.elapsed = start.elapsed();
+        Ok(report)
+    }
+
+    fn present(&self, report: &mut ImportReport, size: u64) {
+        report.content_present += 1;
+        if let Some(p) = &self.progress {
+            p.add(size);
+        }
+    }
+
+    fn written(&self, report: &mut ImportReport, size: u64) {
+        report.content_written += 1;
+        report.bytes_written += size;
+        if let Some(p) = &self.progress {
+            p.add(size);
+        }
+    }
+
+    /// Points the `reference` tag at `root`, replacing what it named before; leaves
+    /// `index.json` untouched when it already says exactly that.
+    fn tag(&self, reference: &str, root: &Document) -> Result<TagOutcome, ImportError> {
         let _guard = self.index_lock.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.dir.join("index.json");
         let mut index = if path.exists() {
-            let meta = fs::metadata(&path).map_err(io_err("inspecting", &path))?;
-            if meta.len() > MAX_INDEX_BYTES {
-                return Err(ImportError::BadIndex {
-                    path,
-                    reason: format!("{} bytes exceeds {MAX_INDEX_BYTES}", meta.len()),
-                });
-            }
-            let bytes = fs::read(&path).map_err(io_err("reading", &path))?;
-            serde_json::from_slice::<Value>(&bytes).map_err(|e| ImportError::BadIndex {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?
+            read_index(&path)?
         } else {
-            json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []})
+            json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": []})
         };
         let Some(manifests) = index.get_mut("manifests").and_then(Value::as_array_mut) else {
             return Err(ImportError::BadIndex {
@@ -150,26 +198,67 @@ impl OciLayoutTarget {
                 reason: "no manifests array".into(),
             });
         };
-        manifests.retain(|m| {
+        let entry = json!({
+            "mediaType": root.media_type,
+            "digest": root.digest.to_string(),
+            "size": root.bytes.len(),
+            "annotations": {
+                REF_NAME_ANNOTATION: reference,
+                CONTAINERD_NAME_ANNOTATION: reference,
+            }
+        });
+        let tagged = |m: &Value| {
             m.pointer(&format!(
                 "/annotations/{}",
                 REF_NAME_ANNOTATION.replace('/', "~1")
             ))
             .and_then(Value::as_str)
-                != Some(release.reference.as_str())
-        });
-        manifests.push(json!({
-            "mediaType": release.root.media_type,
-            "digest": release.root.digest.to_string(),
-            "size": release.root.bytes.len(),
-            "annotations": {
-                REF_NAME_ANNOTATION: release.reference,
-                CONTAINERD_NAME_ANNOTATION: release.reference,
-            }
-        }));
+                == Some(reference)
+        };
+        let old: Vec<&Value> = manifests.iter().filter(|m| tagged(m)).collect();
+        let outcome = match old.as_slice() {
+            [] => TagOutcome::Created,
+            [only] if **only == entry => return Ok(TagOutcome::Unchanged),
+            _ => TagOutcome::Updated,
+        };
+        manifests.retain(|m| !tagged(m));
+        manifests.push(entry);
         let bytes = serde_json::to_vec_pretty(&index).expect("serializing a JSON value");
-        write_atomic(&path, &bytes)
+        write_atomic(&path, &bytes)?;
+        Ok(outcome)
     }
+}
+
+/// Reads an existing `index.json`, refusing it before reading when it exceeds
+/// [`MAX_DOCUMENT_BYTES`].
+fn read_index(path: &Path) -> Result<Value, ImportError> {
+    let meta = fs::metadata(path).map_err(io_err("inspecting", path))?;
+    if meta.len() > MAX_DOCUMENT_BYTES {
+        return Err(ImportError::BadIndex {
+            path: path.to_owned(),
+            reason: format!("{} bytes exceeds {MAX_DOCUMENT_BYTES}", meta.len()),
+        });
+    }
+    // `take`: the file may have grown since it was measured.
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(
+        &mut io::Read::take(
+            fs::File::open(path).map_err(io_err("opening", path))?,
+            MAX_DOCUMENT_BYTES + 1,
+        ),
+        &mut bytes,
+    )
+    .map_err(io_err("reading", path))?;
+    if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
+        return Err(ImportError::BadIndex {
+            path: path.to_owned(),
+            reason: format!("grew past {MAX_DOCUMENT_BYTES} bytes while being read"),
+        });
+    }
+    serde_json::from_slice::<Value>(&bytes).map_err(|e| ImportError::BadIndex {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames it into place.
@@ -237,6 +326,37 @@ mod tests {
                 *layer
             );
         }
+    }
+
+    #[test]
+    fn second_import_changes_nothing_and_a_new_root_updates_the_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        let target = OciLayoutTarget::open(dir.path().join("oci")).unwrap();
+        let index = dir.path().join("oci/index.json");
+        for layer in [b"one".as_slice(), b"two"] {
+            fs::write(src.join(Digest::of(layer).hex()), layer).unwrap();
+        }
+        let image = |layer: &[u8]| {
+            ImageToImport::from_release(&release("reg.local/app:v1", layer), |d| src.join(d.hex()))
+        };
+        let first = target.import_image(&image(b"one")).unwrap();
+        assert_eq!((first.content_written, first.records_created), (2, 1));
+        assert_eq!(
+            first.bytes_written,
+            3 + image(b"one").root.bytes.len() as u64
+        );
+        let before = fs::read(&index).unwrap();
+
+        let second = target.import_image(&image(b"one")).unwrap();
+        assert!(second.changed_nothing(), "{second:?}");
+        assert_eq!((second.content_present, second.records_unchanged), (2, 1));
+        assert_eq!(fs::read(&index).unwrap(), before, "index.json rewritten");
+
+        let third = target.import_image(&image(b"two")).unwrap();
+        assert_eq!((third.content_written, third.records_updated), (2, 1));
+        assert!(!third.changed_nothing());
     }
 
     #[test]
