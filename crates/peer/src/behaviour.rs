@@ -27,6 +27,17 @@ const MAX_CONCURRENT_STREAMS: usize = 32;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The swarm could not be built; names the layer that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    /// The transport (TCP, pnet, Noise, Yamux) could not be set up.
+    #[error("swarm transport: {0}")]
+    Transport(#[source] BoxError),
+    /// A behaviour (request-response, gossipsub, identify) could not be configured.
+    #[error("swarm behaviour: {0}")]
+    Behaviour(#[source] BoxError),
+}
+
 /// Time allowed for a connection's upgrades (pnet, Noise, Yamux).
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -37,7 +48,7 @@ pub(crate) fn build_swarm(
     keypair: Keypair,
     request_timeout: Duration,
     swarm_key: Option<PreSharedKey>,
-) -> anyhow::Result<Swarm<Behaviour>> {
+) -> Result<Swarm<Behaviour>, SwarmError> {
     let builder = SwarmBuilder::with_existing_identity(keypair).with_tokio();
     let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(120));
     let swarm = match swarm_key {
@@ -46,8 +57,10 @@ pub(crate) fn build_swarm(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
                 yamux::Config::default,
-            )?
-            .with_behaviour(|key| behaviour(key, request_timeout))?
+            )
+            .map_err(|e| SwarmError::Transport(e.into()))?
+            .with_behaviour(|key| behaviour(key, request_timeout))
+            .map_err(|e| SwarmError::Behaviour(e.into()))?
             .with_swarm_config(idle)
             .build(),
         Some(psk) => builder
@@ -61,8 +74,10 @@ pub(crate) fn build_swarm(
                         .multiplex(yamux::Config::default())
                         .timeout(UPGRADE_TIMEOUT),
                 )
-            })?
-            .with_behaviour(|key| behaviour(key, request_timeout))?
+            })
+            .map_err(|e| SwarmError::Transport(e.into()))?
+            .with_behaviour(|key| behaviour(key, request_timeout))
+            .map_err(|e| SwarmError::Behaviour(e.into()))?
             .with_swarm_config(idle)
             .build(),
     };
@@ -84,12 +99,12 @@ fn behaviour(key: &Keypair, request_timeout: Duration) -> Result<Behaviour, BoxE
         .validation_mode(gossipsub::ValidationMode::Strict)
         .heartbeat_interval(Duration::from_millis(500))
         .build()
-        .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
+        .map_err(|e| format!("gossipsub config: {e}"))?;
     let mut gossipsub = gossipsub::Behaviour::new(
         gossipsub::MessageAuthenticity::Signed(key.clone()),
         gs_config,
     )
-    .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+    .map_err(|e| format!("gossipsub: {e}"))?;
     gossipsub.subscribe(&gossipsub::IdentTopic::new(RELEASE_TOPIC))?;
     gossipsub.subscribe(&gossipsub::IdentTopic::new(SWARM_TOPIC))?;
     // Every node relays progress reports, so they reach the seeder across the mesh.

@@ -59,24 +59,87 @@ impl fmt::Display for DnsBootstrap {
     }
 }
 
+/// A bootstrap argument that does not parse; names the argument and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BootstrapError {
+    /// Not of the form `dns:NAME:PORT`.
+    #[error("{input:?}: expected dns:NAME:PORT")]
+    NotDns {
+        /// The argument.
+        input: String,
+    },
+    /// `dns:NAME` without a port.
+    #[error("{input:?}: expected dns:NAME:PORT (no port)")]
+    NoPort {
+        /// The argument.
+        input: String,
+    },
+    /// The port is not a number from 1 to 65535.
+    #[error("{input:?}: port {port:?} is not a number from 1 to 65535")]
+    BadPort {
+        /// The argument.
+        input: String,
+        /// The port as given.
+        port: String,
+    },
+    /// Port 0.
+    #[error("{input:?}: port 0 cannot be dialled")]
+    PortZero {
+        /// The argument.
+        input: String,
+    },
+    /// The name is not a DNS name.
+    #[error("{input:?}: {reason}")]
+    BadName {
+        /// The argument.
+        input: String,
+        /// What is wrong with the name.
+        reason: NameError,
+    },
+    /// Neither `dns:NAME:PORT` nor a multiaddr.
+    #[error("{input:?}: neither dns:NAME:PORT nor a multiaddr ({reason})")]
+    NotAddress {
+        /// The argument.
+        input: String,
+        /// The multiaddr parser's error.
+        reason: String,
+    },
+}
+
+/// Why a name is not a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Empty or longer than 253 characters.
+    #[error("the name must have 1 to 253 characters")]
+    Length,
+    /// A character outside letters, digits, `-`, `.` and `_`.
+    #[error("{0:?} is not a DNS name")]
+    Characters(String),
+}
+
 impl FromStr for DnsBootstrap {
-    type Err = String;
+    type Err = BootstrapError;
 
     /// Parses `dns:NAME:PORT`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, BootstrapError> {
+        let input = || s.to_owned();
         let rest = s
             .strip_prefix("dns:")
-            .ok_or_else(|| format!("{s:?}: expected dns:NAME:PORT"))?;
+            .ok_or_else(|| BootstrapError::NotDns { input: input() })?;
         let (name, port) = rest
             .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?}: expected dns:NAME:PORT (no port)"))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("{s:?}: port {port:?} is not a number from 1 to 65535"))?;
+            .ok_or_else(|| BootstrapError::NoPort { input: input() })?;
+        let port: u16 = port.parse().map_err(|_| BootstrapError::BadPort {
+            input: input(),
+            port: port.to_owned(),
+        })?;
         if port == 0 {
-            return Err(format!("{s:?}: port 0 cannot be dialled"));
+            return Err(BootstrapError::PortZero { input: input() });
         }
-        check_name(name).map_err(|e| format!("{s:?}: {e}"))?;
+        check_name(name).map_err(|reason| BootstrapError::BadName {
+            input: input(),
+            reason,
+        })?;
         Ok(Self {
             name: name.to_owned(),
             port,
@@ -110,15 +173,15 @@ impl DnsBootstrap {
     }
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+fn check_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() || name.len() > 253 {
-        return Err("the name must have 1 to 253 characters".into());
+        return Err(NameError::Length);
     }
     if !name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
     {
-        return Err(format!("{name:?} is not a DNS name"));
+        return Err(NameError::Characters(name.to_owned()));
     }
     Ok(())
 }
@@ -133,15 +196,16 @@ pub enum Bootstrap {
 }
 
 impl FromStr for Bootstrap {
-    type Err = String;
+    type Err = BootstrapError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, BootstrapError> {
         if s.starts_with("dns:") {
             return s.parse().map(Self::Dns);
         }
-        let addr: Multiaddr = s
-            .parse()
-            .map_err(|e| format!("{s:?}: neither dns:NAME:PORT nor a multiaddr ({e})"))?;
+        let addr: Multiaddr = s.parse().map_err(|e| BootstrapError::NotAddress {
+            input: s.to_owned(),
+            reason: format!("{e}"),
+        })?;
         Ok(DnsBootstrap::from_multiaddr(&addr).map_or(Self::Addr(addr), Self::Dns))
     }
 }

@@ -1,18 +1,21 @@
 //! The blobswarm agent: a libp2p swarm (TCP + Noise + Yamux, gossipsub, request-response,
 //! identify) driven around the sans-IO core node.
 //!
-//! Network events become node inputs; node actions become network calls. Hashing and
-//! disk I/O run on blocking threads so the event loop never stalls on them.
+//! Two layers: `driver` holds the agent's behaviour, transport-neutral and tested on a
+//! virtual clock; `agent` is the libp2p adapter that turns swarm events into driver
+//! events and driver outputs into swarm calls. Hashing and disk I/O run on blocking
+//! threads so the event loop never stalls on them.
 
 mod admission;
 mod agent;
 mod behaviour;
 mod checkpoint;
 mod dns_bootstrap;
+mod driver;
+mod error;
 mod fallback;
 mod metrics;
 mod ops_http;
-mod overlay;
 mod protocol;
 mod reports;
 mod runtime;
@@ -21,11 +24,14 @@ mod status;
 mod store_cap;
 
 pub use admission::{IgnoredReport, MAX_IGNORED, printable};
-pub use agent::{AgentConfig, AgentHandle, LocalBlob, ServeFault, spawn};
-pub use dns_bootstrap::{Bootstrap, DnsBootstrap, Family as DnsFamily};
+pub use agent::{AgentConfig, AgentHandle, ServeFault, spawn};
+pub use behaviour::SwarmError;
+pub use dns_bootstrap::{Bootstrap, BootstrapError, DnsBootstrap, Family as DnsFamily, NameError};
+pub use driver::{DriverError, LocalBlob};
+pub use error::{AgentError, NotReady};
 pub use fallback::RegistryFallback;
 pub use metrics::Metrics;
-pub use ops_http::serve_ops;
+pub use ops_http::{OpsError, serve_ops};
 pub use reports::{
     Aggregator, DROP_AFTER_MS, LOST_AFTER_MS, MAX_TRACKED_NODES, NodeRelease, NodeView,
     SharedAggregator,

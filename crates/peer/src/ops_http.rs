@@ -25,6 +25,17 @@ struct OpsState {
     need_peer: bool,
 }
 
+/// The ops endpoint could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for metrics on {addr}: {source}")]
+pub struct OpsError {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// The socket error.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Binds `addr` and serves the endpoints until the process exits. `need_peer`: readiness
 /// waits for a neighbour (agents) or only for listening (seeders, which others dial).
 ///
@@ -35,11 +46,10 @@ pub async fn serve_ops(
     agent: AgentHandle,
     metrics: Arc<Metrics>,
     need_peer: bool,
-) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
-    let bound = listener.local_addr()?;
+) -> Result<SocketAddr, OpsError> {
+    let bind = |source| OpsError { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+    let bound = listener.local_addr().map_err(bind)?;
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))

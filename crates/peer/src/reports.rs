@@ -16,7 +16,7 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
 use crate::admission::{Admission, Admit, IgnoredReport};
-use crate::status::AgentStatus;
+use crate::driver::Snapshot;
 
 /// Nodes a seeder tracks at most; the least recently heard one is dropped beyond it.
 pub const MAX_TRACKED_NODES: usize = 10_000;
@@ -55,7 +55,7 @@ impl Reporter {
 
     /// The report for `s`: the newest [`MAX_REPORT_RELEASES`] releases not yet done come
     /// first, then done ones, so a node with many old releases still reports the current.
-    pub(crate) fn report(&mut self, s: &AgentStatus, now: Instant, unix_ms: u64) -> ProgressReport {
+    pub(crate) fn report(&mut self, s: &Snapshot, now: Instant, unix_ms: u64) -> ProgressReport {
         let mut releases: Vec<ReleaseProgress> = s
             .releases
             .iter()
@@ -361,8 +361,8 @@ mod tests {
         report
     }
 
-    fn status(have: u64, error: Option<&str>) -> AgentStatus {
-        AgentStatus {
+    fn status(have: u64, error: Option<&str>) -> Snapshot {
+        Snapshot {
             peers: 2,
             import_target: true,
             releases: vec![ReleaseStatus {
@@ -376,7 +376,7 @@ mod tests {
                 download_time: None,
                 import_time: None,
             }],
-            ..AgentStatus::default()
+            ..Snapshot::default()
         }
     }
 

@@ -6,7 +6,8 @@
 //! hostile neighbour before it hears the newest one again, and would download and import
 //! the old image. With it, the saved releases are fed back through the node at start
 //! (oldest first), which re-checks signature, trust and expiry and rebuilds the guard;
-//! the restarted agent also resumes its downloads without waiting for a seeder.
+//! the restarted agent also resumes its downloads without waiting for a seeder. This
+//! module is the file side; the driver (`driver::restore`) feeds the releases back.
 //!
 //! Each release is one file `releases/<id>` under the store root, written atomically
 //! (temp + fsync + rename). Files are untrusted on reading: bounded in size before
@@ -16,11 +17,9 @@
 
 use std::path::{Path, PathBuf};
 
-use blobswarm_core::node::Node;
 use blobswarm_core::store::write_atomic;
 use blobswarm_core::{MAX_RELEASE_BYTES, ReleaseId, SignedRelease, TrustedSeeders, codec};
-use libp2p::PeerId;
-use tracing::{info, warn};
+use tracing::warn;
 
 /// Releases kept at most; the oldest files go first. Far above what a node carries at
 /// once (`wire::MAX_RELEASES` = 64 are exchanged per sync).
@@ -72,7 +71,7 @@ fn trim(dir: &Path, keep: usize) -> std::io::Result<()> {
 }
 
 /// Reads every saved release that decodes; deletes files that do not, with a log line.
-fn load(store_root: &Path) -> Vec<SignedRelease> {
+pub(crate) fn load(store_root: &Path) -> Vec<SignedRelease> {
     let Ok(entries) = std::fs::read_dir(dir(store_root)) else {
         return Vec::new();
     };
@@ -103,7 +102,7 @@ fn load(store_root: &Path) -> Vec<SignedRelease> {
 }
 
 /// What to do with one saved release at start.
-enum Keep {
+pub(crate) enum Keep {
     /// The newest saved release of its image (or one the node will judge itself).
     Newest(SignedRelease),
     /// An older release of an image with a newer one saved: a restart must not
@@ -115,7 +114,7 @@ enum Keep {
 /// signature is checked here only to read the body; expiry and trust at `now` are the
 /// node's call, so a release that does not verify is passed on for the node to refuse.
 /// With one release per image left, the order they are fed back in does not matter.
-fn newest_per_image(saved: Vec<SignedRelease>, trusted: &TrustedSeeders) -> Vec<Keep> {
+pub(crate) fn newest_per_image(saved: Vec<SignedRelease>, trusted: &TrustedSeeders) -> Vec<Keep> {
     use std::collections::HashMap;
     let mut newest: HashMap<(Vec<u8>, String), (u64, SignedRelease)> = HashMap::new();
     let mut out = Vec::new();
@@ -136,39 +135,6 @@ fn newest_per_image(saved: Vec<SignedRelease>, trusted: &TrustedSeeders) -> Vec<
     }
     out.extend(newest.into_values().map(|(_, s)| Keep::Newest(s)));
     out
-}
-
-/// Feeds the newest saved release of each image back through `node`, so every check a
-/// gossiped release gets applies again and the replay guard is rebuilt. Older releases
-/// of the same image are deleted unread by the node (a restart does not fetch a
-/// superseded image); refused ones (expired, no longer trusted) are deleted too.
-pub(crate) fn restore(
-    store_root: &Path,
-    node: &mut Node<PeerId>,
-    trusted: &TrustedSeeders,
-    now: std::time::Instant,
-    now_unix_ms: u64,
-) -> usize {
-    let mut restored = 0;
-    for keep in newest_per_image(load(store_root), trusted) {
-        let signed = match keep {
-            Keep::Newest(signed) => signed,
-            Keep::Superseded(id) => {
-                info!(release = %id.short(), "saved release superseded by a newer one; not restored");
-                forget(store_root, &id);
-                continue;
-            }
-        };
-        let id = signed.id();
-        match node.handle_release(signed, now, now_unix_ms) {
-            Ok(_) => restored += 1,
-            Err(e) => {
-                info!(release = %id.short(), reason = %e, "saved release not restored");
-                forget(store_root, &id);
-            }
-        }
-    }
-    restored
 }
 
 #[cfg(test)]

@@ -9,40 +9,48 @@
 //! bootstrap-only peer takes its place.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use blobswarm_core::wire::Request;
-use libp2p::PeerId;
 
 /// How long a bootstrap-only peer may stay connected: enough for identify, peer
 /// exchange and release sync to finish on a busy node.
 pub(crate) const SHED_GRACE: Duration = Duration::from_secs(5);
 
 /// Peers connected beyond the neighbour bound, each with the time it is disconnected.
-#[derive(Debug, Default)]
-pub(crate) struct BootstrapOnly {
-    deadlines: HashMap<PeerId, Instant>,
+#[derive(Debug)]
+pub(crate) struct BootstrapOnly<P> {
+    deadlines: HashMap<P, Instant>,
 }
 
-impl BootstrapOnly {
+impl<P> Default for BootstrapOnly<P> {
+    fn default() -> Self {
+        Self {
+            deadlines: HashMap::new(),
+        }
+    }
+}
+
+impl<P: Copy + Hash + Eq> BootstrapOnly<P> {
     /// Takes `peer` in as bootstrap-only until `now + SHED_GRACE`.
-    pub(crate) fn admit(&mut self, peer: PeerId, now: Instant) {
+    pub(crate) fn admit(&mut self, peer: P, now: Instant) {
         self.deadlines.insert(peer, now + SHED_GRACE);
     }
 
     /// Whether `peer` is bootstrap-only (not a neighbour).
-    pub(crate) fn contains(&self, peer: &PeerId) -> bool {
+    pub(crate) fn contains(&self, peer: &P) -> bool {
         self.deadlines.contains_key(peer)
     }
 
     /// Forgets `peer` (it disconnected); true if it was bootstrap-only.
-    pub(crate) fn remove(&mut self, peer: &PeerId) -> bool {
+    pub(crate) fn remove(&mut self, peer: &P) -> bool {
         self.deadlines.remove(peer).is_some()
     }
 
     /// Removes and returns the peers whose grace has run out.
-    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<PeerId> {
-        let due: Vec<PeerId> = self
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<P> {
+        let due: Vec<P> = self
             .deadlines
             .iter()
             .filter(|(_, d)| **d <= now)
@@ -55,7 +63,7 @@ impl BootstrapOnly {
     }
 
     /// Removes and returns the peer admitted longest ago, to become a neighbour.
-    pub(crate) fn promote(&mut self) -> Option<PeerId> {
+    pub(crate) fn promote(&mut self) -> Option<P> {
         let peer = self
             .deadlines
             .iter()
@@ -83,7 +91,7 @@ mod tests {
     fn due_peers_leave_and_the_oldest_is_promoted_first() {
         let mut b = BootstrapOnly::default();
         let t = Instant::now();
-        let (p1, p2) = (PeerId::random(), PeerId::random());
+        let (p1, p2) = (1u32, 2u32);
         b.admit(p1, t);
         b.admit(p2, t + Duration::from_secs(1));
         assert!(b.contains(&p1) && b.contains(&p2));

@@ -1,5 +1,6 @@
 //! Keeps the chunk store under `AgentConfig::store_max_bytes` by evicting complete,
 //! imported, superseded releases, least recently used first (policy in `store_cap`).
+//! The driver decides; the adapter deletes the saved release and the blobs.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -7,7 +8,7 @@ use std::time::Instant;
 use blobswarm_core::Digest;
 use tracing::{info, warn};
 
-use super::EventLoop;
+use super::{Driver, Output, PeerIdentity};
 use crate::store_cap::{Candidate, plan};
 
 /// When each blob was last served, and what eviction did so far.
@@ -27,13 +28,13 @@ impl StoreCap {
     }
 }
 
-impl EventLoop {
+impl<P: PeerIdentity> Driver<P> {
     /// Evicts what the policy says, if a cap is set and the store is over it.
-    pub(super) fn enforce_store_cap(&mut self) {
+    pub(super) fn enforce_store_cap(&mut self, now: Instant) {
         let Some(cap) = self.config.store_max_bytes else {
             return;
         };
-        let import_target = self.layout.is_some() || !self.runtime.is_none();
+        let import_target = self.config.import_target;
         let cands: Vec<Candidate> = self
             .node
             .release_ids()
@@ -49,7 +50,7 @@ impl EventLoop {
                     .filter_map(|b| self.store_cap.last_served.get(&b.digest).copied())
                     .chain(done)
                     .max()
-                    .unwrap_or_else(Instant::now);
+                    .unwrap_or(now);
                 Some(Candidate {
                     id: *id,
                     lineage: (r.seeder.clone(), r.reference.clone()),
@@ -65,7 +66,7 @@ impl EventLoop {
             let reference = self.node.release(id).map(|r| r.reference.clone());
             let freed = self.node.remove_release(id);
             self.releases.remove(id);
-            crate::saved_releases::forget(self.store.root(), id);
+            self.outputs.push_back(Output::ForgetRelease(*id));
             self.store_cap.evicted += 1;
             for blob in &freed {
                 self.store_cap.last_served.remove(blob);
@@ -85,12 +86,7 @@ impl EventLoop {
                 cap,
                 "evicted a superseded release to keep the store under its cap"
             );
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || {
-                for blob in freed {
-                    store.remove_blob(&blob);
-                }
-            });
+            self.outputs.push_back(Output::RemoveBlobs(freed));
         }
         let over = p.used_after.checked_sub(cap).filter(|o| *o > 0);
         if over.is_some() && over != self.store_cap.warned_over {

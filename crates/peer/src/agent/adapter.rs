@@ -1,0 +1,370 @@
+//! The select loop: swarm events, commands from `AgentHandle`, results of blocking work
+//! and the driver's deadline become driver events; driver outputs become swarm calls and
+//! blocking tasks. The topic allow-list and gossip size limits are enforced here, at the
+//! edge; request and response frames are bounded by the codec (`protocol`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use blobswarm_containerd_import::OciLayoutTarget;
+use blobswarm_core::store::FsStore;
+use blobswarm_core::wire::{MAX_ADDRS_PER_PEER, MAX_REPORT_BYTES, Request, Response};
+use blobswarm_core::{MAX_RELEASE_BYTES, Release};
+use bytes::Bytes;
+use futures::StreamExt;
+use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, multiaddr::Protocol};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::{Command, hostile, now};
+use crate::behaviour::{Behaviour, BehaviourEvent};
+use crate::driver::{Driver, Event, OutId, ReplyId, Snapshot, Topic};
+use crate::status::AgentStatus;
+
+mod exec;
+
+/// Largest gossip message accepted per topic (gossipsub's own cap is the release one).
+fn max_gossip_bytes(topic: Topic) -> usize {
+    match topic {
+        Topic::Release | Topic::Notice => MAX_RELEASE_BYTES + (64 << 10),
+        Topic::Report => MAX_REPORT_BYTES,
+    }
+}
+
+/// What `spawn` hands the loop.
+pub(super) struct Parts {
+    pub(super) swarm: Swarm<Behaviour>,
+    pub(super) driver: Driver<PeerId>,
+    pub(super) store: Arc<FsStore>,
+    pub(super) layout: Option<Arc<OciLayoutTarget>>,
+    pub(super) runtime: crate::runtime::Runtime,
+    pub(super) bootstrap: Vec<Multiaddr>,
+    pub(super) registry_fallback: Option<Arc<dyn crate::RegistryFallback>>,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) status: watch::Sender<AgentStatus>,
+    pub(super) aggregator: Option<crate::reports::SharedAggregator>,
+}
+
+/// The adapter's state: the swarm, the id maps, and the channels to blocking work.
+pub(super) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    driver: Driver<PeerId>,
+    store: Arc<FsStore>,
+    layout: Option<Arc<OciLayoutTarget>>,
+    runtime: crate::runtime::Runtime,
+    bootstrap: Vec<Multiaddr>,
+    registry_fallback: Option<Arc<dyn crate::RegistryFallback>>,
+    commands: mpsc::Receiver<Command>,
+    status: watch::Sender<AgentStatus>,
+    aggregator: Option<crate::reports::SharedAggregator>,
+    /// Results of blocking work, fed back to the driver.
+    internal_tx: mpsc::Sender<Event<PeerId>>,
+    internal_rx: mpsc::Receiver<Event<PeerId>>,
+    /// Outbound requests in flight: the swarm's id to the driver's.
+    out_ids: HashMap<OutboundRequestId, OutId>,
+    /// Inbound requests not yet answered, with the swarm's id and reply channel.
+    channels: HashMap<ReplyId, (InboundRequestId, ResponseChannel<(Response, Bytes)>)>,
+    /// Inbound requests whose answer may still end (sent or failed): swarm id to driver id.
+    reply_of: HashMap<InboundRequestId, ReplyId>,
+    next_reply: u64,
+    listen_addrs: Vec<Multiaddr>,
+    /// The checkpoint pass running, if any: passes run one at a time.
+    checkpoint: Option<JoinHandle<()>>,
+}
+
+impl EventLoop {
+    pub(super) fn new(p: Parts) -> Self {
+        let (internal_tx, internal_rx) = mpsc::channel(256);
+        Self {
+            swarm: p.swarm,
+            driver: p.driver,
+            store: p.store,
+            layout: p.layout,
+            runtime: p.runtime,
+            bootstrap: p.bootstrap,
+            registry_fallback: p.registry_fallback,
+            commands: p.commands,
+            status: p.status,
+            aggregator: p.aggregator,
+            internal_tx,
+            internal_rx,
+            out_ids: HashMap::new(),
+            channels: HashMap::new(),
+            reply_of: HashMap::new(),
+            next_reply: 0,
+            listen_addrs: Vec::new(),
+            checkpoint: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        self.run_outputs();
+        loop {
+            let deadline = self.driver.poll_timeout();
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+                Some(ev) = self.internal_rx.recv() => self.driver.handle(ev, now()),
+                cmd = self.commands.recv() => match cmd {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    self.driver.handle(Event::Timer, now());
+                }
+                () = join_pass(&mut self.checkpoint) => {
+                    self.checkpoint = None;
+                    self.driver.handle(Event::CheckpointDone, now());
+                }
+            }
+            self.run_outputs();
+        }
+        self.shutdown().await;
+        debug!("agent event loop stopped");
+    }
+
+    /// Every handle is gone: let a running checkpoint pass finish, then run the last.
+    async fn shutdown(&mut self) {
+        if let Some(pass) = self.checkpoint.take() {
+            let _ = pass.await;
+            self.driver.handle(Event::CheckpointDone, now());
+        }
+        self.driver.handle(Event::Shutdown, now());
+        while let Some(output) = self.driver.poll_output() {
+            if let crate::driver::Output::Checkpoint(work) = output {
+                let store = self.store.clone();
+                let pass = tokio::task::spawn_blocking(move || {
+                    crate::checkpoint::run_pass(&store, work);
+                });
+                let _ = pass.await;
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Publish {
+                blobs,
+                release,
+                reply,
+            } => {
+                let id = release.id();
+                let result = self
+                    .driver
+                    .publish(blobs, release, now())
+                    .map_err(|source| crate::error::AgentError::Refused {
+                        release: id.to_string(),
+                        source,
+                    });
+                let _ = reply.send(result);
+            }
+            Command::Dial(addr) => {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    warn!(%addr, error = %e, "cannot dial peer");
+                }
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        let ev = match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.with(Protocol::P2p(*self.swarm.local_peer_id()));
+                info!(address = %full, "listening");
+                self.listen_addrs.push(full);
+                self.publish_status(self.driver.snapshot(Instant::now()));
+                return;
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } if num_established.get() == 1 => Event::Connected(peer_id),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => Event::Disconnected(peer_id),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => self.on_identify(peer_id, info.listen_addrs),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                message,
+                ..
+            })) => {
+                let Some(ev) = gossip_event(message) else {
+                    return;
+                };
+                ev
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(event)) => {
+                let Some(ev) = self.rr_event(event) else {
+                    return;
+                };
+                ev
+            }
+            _ => return,
+        };
+        self.driver.handle(ev, now());
+    }
+
+    /// Keeps a peer's listen addresses (no relays, bounded) in the swarm and the driver.
+    fn on_identify(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> Event<PeerId> {
+        let addrs: Vec<Multiaddr> = addrs
+            .into_iter()
+            .filter(|a| !a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
+            .take(MAX_ADDRS_PER_PEER)
+            .collect();
+        for a in &addrs {
+            self.swarm.add_peer_address(peer, a.clone());
+        }
+        Event::PeerAddrs {
+            peer,
+            addrs: addrs.iter().map(Multiaddr::to_vec).collect(),
+        }
+    }
+
+    fn rr_event(
+        &mut self,
+        event: request_response::Event<Request, (Response, Bytes)>,
+    ) -> Option<Event<PeerId>> {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request_id,
+                    request,
+                    channel,
+                } => {
+                    self.next_reply += 1;
+                    let reply = ReplyId(self.next_reply);
+                    self.channels.insert(reply, (request_id, channel));
+                    self.reply_of.insert(request_id, reply);
+                    Some(Event::Request {
+                        peer,
+                        reply,
+                        request,
+                    })
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response: (response, payload),
+                } => Some(Event::Response {
+                    out: self.out_ids.remove(&request_id)?,
+                    response,
+                    payload,
+                }),
+            },
+            request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => Some(Event::RequestFailed {
+                out: self.out_ids.remove(&request_id),
+                peer,
+                violation: matches!(&error, request_response::OutboundFailure::Io(e) if hostile::is_protocol_violation(e)),
+                error: error.to_string(),
+            }),
+            request_response::Event::InboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => Some(Event::InboundFailed {
+                peer,
+                reply: self.reply_of.remove(&request_id),
+                violation: matches!(&error, request_response::InboundFailure::Io(e) if hostile::is_protocol_violation(e)),
+                error: error.to_string(),
+            }),
+            request_response::Event::ResponseSent { request_id, .. } => {
+                Some(Event::ReplyEnded(self.reply_of.remove(&request_id)?))
+            }
+        }
+    }
+
+    fn publish_status(&self, s: Snapshot) {
+        self.status.send_replace(AgentStatus {
+            peer_id: Some(*self.swarm.local_peer_id()),
+            listen_addrs: self.listen_addrs.clone(),
+            peers: s.peers,
+            releases: s.releases,
+            stats: s.stats,
+            uploaded_bytes: s.uploaded_bytes,
+            chunks_served: s.chunks_served,
+            chunks_verified: s.chunks_verified,
+            import_target: s.import_target,
+            updated: Some(Instant::now()),
+            bans: s.bans,
+            releases_evicted: s.releases_evicted,
+        });
+    }
+}
+
+/// A gossip message on one of the agent's topics and within its size limit; None (with
+/// a log line for an oversized one) otherwise.
+fn gossip_event(message: gossipsub::Message) -> Option<Event<PeerId>> {
+    let topic = [Topic::Release, Topic::Notice, Topic::Report]
+        .into_iter()
+        .find(|t| message.topic == gossipsub::IdentTopic::new(topic_name(*t)).hash())?;
+    if message.data.len() > max_gossip_bytes(topic) {
+        warn!(source = ?message.source, bytes = message.data.len(), ?topic, "oversized gossip message dropped");
+        return None;
+    }
+    Some(Event::Gossip {
+        topic,
+        source: message.source,
+        data: message.data,
+    })
+}
+
+/// The gossipsub topic name of a driver topic.
+fn topic_name(topic: Topic) -> &'static str {
+    use blobswarm_core::wire::{RELEASE_TOPIC, REPORT_TOPIC, SWARM_TOPIC};
+    match topic {
+        Topic::Release => RELEASE_TOPIC,
+        Topic::Notice => SWARM_TOPIC,
+        Topic::Report => REPORT_TOPIC,
+    }
+}
+
+/// Waits for the running checkpoint pass; never resolves when none runs.
+async fn join_pass(pass: &mut Option<JoinHandle<()>>) {
+    match pass {
+        Some(handle) => {
+            let _ = handle.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Makes every blob of `release` durable, then writes it to the OCI layout and/or
+/// containerd. Runs off the event loop; each blob is read from the store once per target.
+async fn import_release(
+    store: Arc<FsStore>,
+    layout: Option<Arc<OciLayoutTarget>>,
+    runtime: crate::runtime::Runtime,
+    release: Arc<Release>,
+) -> Result<(), String> {
+    let (store2, release2) = (store.clone(), release.clone());
+    tokio::task::spawn_blocking(move || {
+        for b in &release2.blobs {
+            store2
+                .finalize(&b.digest, b.size)
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(layout) = layout {
+            layout
+                .import(&release2, |d| store2.blob_path(d))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(())
+    })
+    .await
+    .map_err(|e| format!("import task failed: {e}"))??;
+    runtime.import(&release, &store).await
+}
