@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use blobswarm_core::Digest;
-use blobswarm_peer::RegistryFallback;
+use blobswarm_peer::{FallbackError, RegistryFallback};
 use blobswarm_seeder::source::{RegistryRanges, SourceOptions};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -87,13 +87,17 @@ impl RegistryFallback for Fallback {
         reference: String,
         blob: Digest,
         range: Range<u64>,
-    ) -> BoxFuture<'static, Result<Bytes, String>> {
+    ) -> BoxFuture<'static, Result<Bytes, FallbackError>> {
         let ranges = Arc::clone(&self.0);
         Box::pin(async move {
-            ranges
-                .fetch(&reference, &blob, range)
-                .await
-                .map_err(|e| e.to_string())
+            match ranges.fetch(&reference, &blob, range).await {
+                Ok(bytes) => Ok(bytes),
+                Err(e) => Err(FallbackError {
+                    reference,
+                    blob,
+                    source: e.into(),
+                }),
+            }
         })
     }
 }

@@ -29,7 +29,7 @@ pub use behaviour::SwarmError;
 pub use dns_bootstrap::{Bootstrap, BootstrapError, DnsBootstrap, Family as DnsFamily, NameError};
 pub use driver::{DriverError, LocalBlob};
 pub use error::{AgentError, NotReady};
-pub use fallback::RegistryFallback;
+pub use fallback::{FallbackError, RegistryFallback};
 pub use metrics::Metrics;
 pub use ops_http::{OpsError, serve_ops};
 pub use reports::{

@@ -184,7 +184,10 @@ impl EventLoop {
         };
         let tx = self.internal_tx.clone();
         tokio::spawn(async move {
-            let result = fallback.read_range(reference, blob, range).await;
+            let result = fallback
+                .read_range(reference, blob, range)
+                .await
+                .map_err(|e| e.source.to_string());
             let event = Event::RegistryChunk {
                 id,
                 blob,
