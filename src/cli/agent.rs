@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use blobswarm_peer::{AgentConfig, ServeFault};
+use blobswarm_peer::AgentConfig;
+use blobswarm_peer::hostile::ServeFault;
 use libp2p::{Multiaddr, PeerId};
 
 use super::keys;
@@ -135,9 +136,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .herd_config(config.keypair.public().to_peer_id().to_bytes());
     config.registry_fallback = args.fallback.fallback();
     config.node.validate()?;
+    let mut fault = None;
     if args.corrupt_serving {
         tracing::warn!("serving corrupted chunks (test mode)");
-        config.serve_fault = Some(ServeFault::FlipByte);
+        fault = Some(ServeFault::FlipByte);
     }
     let node_name = super::ops_args::node_name(args.node_name);
     config.enrollment_cert = super::enroll::agent_cert(
@@ -149,7 +151,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     config.node_name = Some(node_name);
     if let Some(h) = args.hostile {
         tracing::warn!(mode = ?h, "misbehaving on purpose (test mode)");
-        config.serve_fault = Some(match h {
+        fault = Some(match h {
             Hostile::Corrupt => ServeFault::FlipByte,
             Hostile::Oversized => ServeFault::Oversized,
             Hostile::Malformed => ServeFault::Malformed,
@@ -158,9 +160,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.replay_old_releases {
         tracing::warn!("replaying superseded releases to peers (test mode)");
-        config.replay_old_releases = true;
     }
-    let (agent, mut task) = blobswarm_peer::spawn(config).await?;
+    let hooks = blobswarm_peer::hostile::hooks(fault, args.replay_old_releases);
+    let (agent, mut task) = blobswarm_peer::spawn_with_hooks(config, hooks).await?;
     args.metrics.start(&agent, true).await?;
     for addr in agent.listen_addrs().await? {
         println!("listening {addr}");

@@ -16,25 +16,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
 use crate::behaviour::build_swarm;
-use crate::driver::{Driver, DriverConfig, LocalBlob, Now, PeerIdentity, Startup};
+use crate::driver::{Driver, DriverConfig, Hooks, LocalBlob, NoHooks, Now, PeerIdentity, Startup};
 use crate::error::{AgentError, NotReady};
 use crate::status::AgentStatus;
 
 mod adapter;
-mod hostile;
-
-/// Fault injection for tests of hostile peers: what a misbehaving agent does when serving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServeFault {
-    /// Flip one byte of every chunk served.
-    FlipByte,
-    /// Serve every chunk with a megabyte of extra bytes.
-    Oversized,
-    /// Answer chunk requests with a frame the codec refuses (a payload on a non-chunk answer).
-    Malformed,
-    /// Send every neighbour requests far above the rate limit.
-    Flood,
-}
 
 /// Everything an agent needs to start; built from CLI flags at the edge.
 #[derive(Debug, Clone)]
@@ -59,8 +45,6 @@ pub struct AgentConfig {
     pub node: node::Config,
     /// Neighbours to keep; peer exchange dials more until this many are connected.
     pub max_peers: usize,
-    /// Test-only fault injection.
-    pub serve_fault: Option<ServeFault>,
     /// Registry reads for the herd guard; `Some` turns the guard on (see [`RegistryFallback`]).
     pub registry_fallback: Option<Arc<dyn crate::RegistryFallback>>,
     /// Name in progress reports (hostname or Kubernetes node name); None sends none.
@@ -75,9 +59,6 @@ pub struct AgentConfig {
     /// Cap on the chunk store's blob bytes: superseded, imported releases are evicted
     /// least recently used first (see `store_cap`); None keeps everything.
     pub store_max_bytes: Option<u64>,
-    /// Test-only hostile mode: answer release syncs with every release ever accepted,
-    /// superseded ones included (replay attacks in the chaos test).
-    pub replay_old_releases: bool,
 }
 
 impl AgentConfig {
@@ -94,14 +75,12 @@ impl AgentConfig {
             containerd: None,
             node: node::Config::default(),
             max_peers: 32,
-            serve_fault: None,
             registry_fallback: None,
             node_name: None,
             enrollment_cert: None,
             collect_reports: false,
             swarm_key: None,
             store_max_bytes: None,
-            replay_old_releases: false,
         }
     }
 }
@@ -220,6 +199,19 @@ impl AgentHandle {
 pub async fn spawn(
     config: AgentConfig,
 ) -> Result<(AgentHandle, tokio::task::JoinHandle<()>), AgentError> {
+    spawn_with_hooks(config, Box::new(NoHooks)).await
+}
+
+/// [`spawn`] with `hooks` called by the agent's driver at the points a misbehaving agent
+/// acts differently: the hostile-peer and chaos tests start attackers this way (see
+/// `hostile`), while an operator's config has no way to make an agent misbehave.
+///
+/// # Errors
+/// As [`spawn`].
+pub async fn spawn_with_hooks(
+    config: AgentConfig,
+    hooks: Box<dyn Hooks<PeerId>>,
+) -> Result<(AgentHandle, tokio::task::JoinHandle<()>), AgentError> {
     let (store, layout, runtime) = open_targets(&config).await?;
     let peer_id = config.keypair.public().to_peer_id();
     let swarm = start_swarm(&config)?;
@@ -238,7 +230,6 @@ pub async fn spawn(
         saved: crate::saved_releases::load(store.root()),
     };
     let import_target = layout.is_some() || !runtime.is_none();
-    let hooks = hostile::hooks(config.serve_fault, config.replay_old_releases);
     let driver = Driver::new(
         driver_config(&config, peer_id, import_target),
         hooks,

@@ -7,7 +7,8 @@ use blobswarm_core::store::FsStore;
 use blobswarm_core::{
     Digest, Document, MIN_CHUNK_SIZE, Release, SignedRelease, chunk_map_of, release_blob,
 };
-use blobswarm_peer::{AgentConfig, AgentHandle, AgentStatus, LocalBlob, ServeFault};
+use blobswarm_peer::hostile::ServeFault;
+use blobswarm_peer::{AgentConfig, AgentHandle, AgentStatus, LocalBlob};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 
@@ -85,8 +86,8 @@ async fn start_task(
     cfg.trusted = vec![trusted];
     cfg.bootstrap = bootstrap;
     cfg.layout_dir = Some(dir.join("oci"));
-    cfg.serve_fault = fault;
-    blobswarm_peer::spawn(cfg).await.unwrap()
+    let hooks = blobswarm_peer::hostile::hooks(fault, false);
+    blobswarm_peer::spawn_with_hooks(cfg, hooks).await.unwrap()
 }
 
 /// An agent that answers release syncs with every release it ever accepted (the
@@ -94,8 +95,11 @@ async fn start_task(
 async fn start_replayer(dir: &Path, key: Keypair, trusted: PeerId) -> AgentHandle {
     let mut cfg = AgentConfig::new(key, dir.join("store"));
     cfg.trusted = vec![trusted];
-    cfg.replay_old_releases = true;
-    blobswarm_peer::spawn(cfg).await.unwrap().0
+    let hooks = blobswarm_peer::hostile::hooks(None, true);
+    blobswarm_peer::spawn_with_hooks(cfg, hooks)
+        .await
+        .unwrap()
+        .0
 }
 
 async fn wait_for(

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::{Command, hostile, now};
+use super::{Command, now};
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::driver::{Driver, Event, OutId, ReplyId, Snapshot, Topic};
 use crate::status::AgentStatus;
@@ -267,7 +267,7 @@ impl EventLoop {
             } => Some(Event::RequestFailed {
                 out: self.out_ids.remove(&request_id),
                 peer,
-                violation: matches!(&error, request_response::OutboundFailure::Io(e) if hostile::is_protocol_violation(e)),
+                violation: matches!(&error, request_response::OutboundFailure::Io(e) if is_protocol_violation(e)),
                 error: error.to_string(),
             }),
             request_response::Event::InboundFailure {
@@ -278,7 +278,7 @@ impl EventLoop {
             } => Some(Event::InboundFailed {
                 peer,
                 reply: self.reply_of.remove(&request_id),
-                violation: matches!(&error, request_response::InboundFailure::Io(e) if hostile::is_protocol_violation(e)),
+                violation: matches!(&error, request_response::InboundFailure::Io(e) if is_protocol_violation(e)),
                 error: error.to_string(),
             }),
             request_response::Event::ResponseSent { request_id, .. } => {
@@ -332,6 +332,12 @@ fn topic_name(topic: Topic) -> &'static str {
     }
 }
 
+/// Whether a stream error means the peer sent bytes our codec refuses (malformed or
+/// oversized frame), as opposed to a network or timeout problem.
+fn is_protocol_violation(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::InvalidData
+}
+
 /// Waits for the running checkpoint pass; never resolves when none runs.
 async fn join_pass(pass: &mut Option<JoinHandle<()>>) {
     match pass {
@@ -367,4 +373,18 @@ async fn import_release(
     .await
     .map_err(|e| format!("import task failed: {e}"))??;
     runtime.import(&release, &store).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refused_frames_count_as_violations() {
+        let e = |kind| std::io::Error::new(kind, "x");
+        assert!(is_protocol_violation(&e(std::io::ErrorKind::InvalidData)));
+        assert!(!is_protocol_violation(&e(
+            std::io::ErrorKind::UnexpectedEof
+        )));
+    }
 }

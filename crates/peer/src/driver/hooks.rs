@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 /// Calls the driver makes at the points a hostile agent would act differently. Every
 /// method defaults to doing nothing.
-pub(crate) trait Hooks<P>: Send {
+pub trait Hooks<P>: Send {
     /// A release was accepted.
     fn release_accepted(&mut self, _signed: &SignedRelease) {}
 
@@ -29,6 +29,6 @@ pub(crate) trait Hooks<P>: Send {
 
 /// The production agent: no hooks.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct NoHooks;
+pub struct NoHooks;
 
 impl<P> Hooks<P> for NoHooks {}

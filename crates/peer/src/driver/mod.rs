@@ -41,7 +41,7 @@ use blobswarm_core::{ChunkMap, ReleaseError, ReleaseId, SignedRelease, TrustedSe
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-pub(crate) use hooks::{Hooks, NoHooks};
+pub use hooks::{Hooks, NoHooks};
 pub(crate) use io::{CheckpointBlob, Event, Output, Snapshot};
 
 use crate::status::ReleaseStatus;

@@ -1,17 +1,15 @@
-//! Test-only hostile agents (see `ServeFault` and `AgentConfig::replay_old_releases`):
-//! the driver's [`Hooks`] made to corrupt chunks, send unparseable answers, flood
-//! neighbours with requests, or hand out superseded releases. A production config sets
-//! none of these and gets `NoHooks`.
+//! Test-only hostile agents, for the chaos and hostile-peer tests: [`Hooks`] that make
+//! an agent corrupt chunks, send unparseable answers, flood neighbours with requests, or
+//! hand out superseded releases. Started with `spawn_with_hooks`; `AgentConfig` knows
+//! nothing of them and `spawn` runs an honest agent.
 
 use std::collections::HashMap;
-use std::io;
 
 use blobswarm_core::SignedRelease;
 use blobswarm_core::wire::{Request, Response};
 use bytes::Bytes;
 use libp2p::PeerId;
 
-use super::ServeFault;
 use crate::driver::{Hooks, NoHooks};
 
 /// Requests a flooding test agent keeps in flight per neighbour.
@@ -19,8 +17,23 @@ const FLOOD_CHAINS: usize = 16;
 /// Releases a replaying test agent keeps to hand out again.
 const MAX_REPLAYED: usize = 8;
 
-/// The hooks for a config: none unless a hostile mode is set.
-pub(super) fn hooks(fault: Option<ServeFault>, replay: bool) -> Box<dyn Hooks<PeerId>> {
+/// What a misbehaving agent does when serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeFault {
+    /// Flip one byte of every chunk served.
+    FlipByte,
+    /// Serve every chunk with a megabyte of extra bytes.
+    Oversized,
+    /// Answer chunk requests with a frame the codec refuses (a payload on a non-chunk answer).
+    Malformed,
+    /// Send every neighbour requests far above the rate limit.
+    Flood,
+}
+
+/// The hooks of a hostile agent: `fault` when serving, and with `replay` it answers
+/// release syncs with every release it ever accepted, superseded ones included. Honest
+/// hooks (`NoHooks`) when neither is set.
+pub fn hooks(fault: Option<ServeFault>, replay: bool) -> Box<dyn Hooks<PeerId>> {
     if fault.is_none() && !replay {
         return Box::new(NoHooks);
     }
@@ -30,12 +43,6 @@ pub(super) fn hooks(fault: Option<ServeFault>, replay: bool) -> Box<dyn Hooks<Pe
         stash: Vec::new(),
         in_flight: HashMap::new(),
     })
-}
-
-/// Whether a stream error means the peer sent bytes our codec refuses (malformed or
-/// oversized frame), as opposed to a network or timeout problem.
-pub(super) fn is_protocol_violation(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::InvalidData
 }
 
 struct Hostile {
@@ -116,22 +123,5 @@ fn fault_chunk(fault: Option<ServeFault>, response: &mut Response, payload: &mut
             // A payload on a response that must not carry one: the codec refuses it.
             *response = Response::Ack;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_refused_frames_count_as_violations() {
-        assert!(is_protocol_violation(&io::Error::new(
-            io::ErrorKind::InvalidData,
-            "frame too large"
-        )));
-        assert!(!is_protocol_violation(&io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "closed"
-        )));
     }
 }
