@@ -20,7 +20,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(args.command.run()) {
+    let result = runtime.block_on(args.command.run());
+    // Dropping the runtime would wait for every blocking task (an import, a disk write,
+    // a checkpoint pass) however long it takes; a process told to stop must stop. What
+    // such a task leaves half-done is what a crash leaves, and a restart resumes from it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
