@@ -21,6 +21,7 @@
 //! (`chunk / up + 2 × latency`): no peer can receive the image faster.
 
 mod event;
+mod report;
 mod setup;
 #[cfg(test)]
 mod tests;
@@ -36,8 +37,9 @@ use serde::Serialize;
 
 use crate::node::{self, Action, ChunkOutcome, Inbound, Node, PeerKey};
 use crate::wire::Response;
-use crate::{ChunkMap, Digest, TrustedSeeders, codec};
+use crate::{Digest, codec};
 use event::{EventQueue, Msg};
+use report::make_nodes;
 use setup::{build_image, overlay};
 
 /// A simulated node's identity: index 0 is the seeder and carries its real key bytes.
@@ -546,72 +548,4 @@ pub fn run(cfg: SimConfig) -> Result<SimReport, SimError> {
     let missing_at_kill =
         seeder_leaves.map(|_| w.total_chunks - w.injected_at_kill.unwrap_or(w.injected.len()));
     Ok(w.report(&maps, killed, publish_at, lower_bound, missing_at_kill))
-}
-
-/// The seeder (index 0, super-seeding) and the peers (herd guard on), each with its own
-/// RNG seed derived from the run's.
-fn make_nodes(
-    cfg: &SimConfig,
-    peers: &[SimPeer],
-    seeder_id: libp2p_identity::PeerId,
-) -> Result<Vec<Node<SimPeer>>, SimError> {
-    let mut nodes = Vec::with_capacity(peers.len());
-    for (i, peer) in peers.iter().enumerate() {
-        let mut c = cfg
-            .node
-            .clone()
-            .with_rng_seed(cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        if i == 0 {
-            c = c.with_super_seed(true);
-        } else {
-            c.herd = Some(node::HerdConfig::new(peer.key_bytes()));
-        }
-        nodes.push(
-            Node::new(c, TrustedSeeders::new([seeder_id]))
-                .map_err(|e| SimError::Config(e.to_string()))?,
-        );
-    }
-    Ok(nodes)
-}
-
-impl World {
-    /// The figures of a finished run; `missing_at_kill` is set when the seeder left.
-    fn report(
-        &self,
-        maps: &[ChunkMap],
-        killed: usize,
-        publish_at: Duration,
-        lower_bound: f64,
-        missing_at_kill: Option<usize>,
-    ) -> SimReport {
-        let (w, cfg, n) = (self, &self.cfg, self.nodes.len());
-        let mut times: Vec<f64> = (1..n)
-            .filter(|&i| !w.dead[i])
-            .filter_map(|i| w.done_at[i].map(|t| (t - publish_at).as_secs_f64()))
-            .collect();
-        times.sort_by(f64::total_cmp);
-        let survivors = (1..n).filter(|&i| !w.dead[i]).count();
-        let p99 = percentile(&times, 0.99);
-        SimReport {
-            nodes: cfg.nodes,
-            image_bytes: maps.iter().map(ChunkMap::size).sum(),
-            killed,
-            incomplete: survivors - times.len(),
-            lower_bound_secs: lower_bound,
-            p50_secs: percentile(&times, 0.5),
-            p99_secs: p99,
-            max_secs: times.last().copied().unwrap_or(f64::NAN),
-            p99_over_lower_bound: p99 / lower_bound,
-            seeder_upload_over_image: w.seeder_upload as f64 / cfg.image_size as f64,
-            seeder_injected_all_secs: w
-                .injected_all_at
-                .map_or(f64::NAN, |t| (t - publish_at).as_secs_f64()),
-            registry_fetches_per_blob: 1.0,
-            chunks_missing_when_seeder_left: missing_at_kill.unwrap_or(0),
-            registry_chunk_fetches: w.registry_fetches.values().map(|n| u64::from(*n)).sum(),
-            registry_fetches_max_per_chunk: w.registry_fetches.values().copied().max().unwrap_or(0),
-            control_bytes_per_node: w.control_bytes as f64 / n as f64,
-            events: w.events,
-        }
-    }
 }
