@@ -167,8 +167,39 @@ async fn one<B: Backend>(
     Ok(axum::Json(view).into_response())
 }
 
+/// The dashboard page: one HTML file with its script and style inline.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The dashboard's Content-Security-Policy: only its own inline script runs (pinned by
+/// its SHA-256, so an injected script would not), it may fetch only from this origin,
+/// loads nothing else, and no other site may frame it.
+fn dashboard_csp() -> &'static str {
+    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CSP.get_or_init(|| {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let script = DASHBOARD
+            .split_once("<script>")
+            .and_then(|(_, rest)| rest.split_once("</script>"))
+            .map_or("", |(script, _)| script);
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+        format!(
+            "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'"
+        )
+    })
+}
+
 async fn dashboard() -> impl IntoResponse {
-    Html(include_str!("dashboard.html"))
+    (
+        [
+            (axum::http::header::CONTENT_SECURITY_POLICY, dashboard_csp()),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (axum::http::header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(DASHBOARD),
+    )
 }
 
 #[cfg(test)]

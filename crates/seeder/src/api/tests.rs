@@ -408,3 +408,50 @@ async fn trigger_refuses_local_paths_and_registries_not_allowed() {
         assert_eq!(status, StatusCode::CREATED, "{image}");
     }
 }
+
+#[tokio::test]
+async fn the_dashboard_runs_only_its_own_script() {
+    // Issue #18 finding 11: a Content-Security-Policy pinning the one inline script.
+    let a = app(AutoSeed::default());
+    let res = a
+        .router
+        .clone()
+        .oneshot(request("GET", "/dashboard", None, ""))
+        .await
+        .unwrap();
+    let csp = res.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let page = String::from_utf8(
+        axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    let script = page
+        .split_once("<script>")
+        .and_then(|(_, r)| r.split_once("</script>"))
+        .unwrap()
+        .0;
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+    assert!(
+        csp.contains(&format!("script-src 'sha256-{hash}'")),
+        "{csp}"
+    );
+    for part in [
+        "default-src 'none'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "{part} missing from {csp}");
+    }
+    assert_eq!(
+        page.matches("<script").count(),
+        1,
+        "one script, pinned by its hash"
+    );
+}
