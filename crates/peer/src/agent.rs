@@ -296,7 +296,7 @@ async fn open_targets(
     };
     let runtime = crate::runtime::Runtime::connect(config.containerd.clone())
         .await
-        .map_err(|e| AgentError::Runtime(format!("{e:#}")))?;
+        .map_err(|e| AgentError::Runtime(with_causes(&e)))?;
     Ok((Arc::new(store), layout, runtime))
 }
 
@@ -376,4 +376,17 @@ fn now() -> Now {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
     }
+}
+
+/// `e` and each of its causes, joined by ": " on one line: the whole story in a
+/// start-up error.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }

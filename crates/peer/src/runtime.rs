@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use blobswarm_containerd_import::containerd::{ContainerdConfig, ImageToImport};
-use blobswarm_containerd_import::{ImportTarget, TargetConfig};
+use blobswarm_containerd_import::{ImportTarget, TargetConfig, TargetError};
 use blobswarm_core::Release;
 use blobswarm_core::store::FsStore;
 
@@ -17,7 +17,10 @@ impl Runtime {
     /// Connects to containerd when configured, so a wrong socket or snapshotter stops the
     /// agent at start with a one-line error instead of failing every import later. A
     /// build without the `containerd` feature refuses the configuration here.
-    pub(crate) async fn connect(config: Option<ContainerdConfig>) -> anyhow::Result<Self> {
+    ///
+    /// # Errors
+    /// [`TargetError`] naming the socket and what containerd said.
+    pub(crate) async fn connect(config: Option<ContainerdConfig>) -> Result<Self, TargetError> {
         let Some(config) = config else {
             return Ok(Self::default());
         };
