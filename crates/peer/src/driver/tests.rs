@@ -9,7 +9,7 @@ use blobswarm_core::node::{ChunkOutcome, Config, HerdConfig};
 use blobswarm_core::store::Resumed;
 use blobswarm_core::wire::{ErrorCode, HaveUpdate, PeerRecord, Request, Response};
 use blobswarm_core::{
-    ChunkMap, Digest, Document, MIN_CHUNK_SIZE, Release, ReleaseId, SignedRelease, TrustedSeeders,
+    ChunkMap, Digest, MIN_CHUNK_SIZE, Release, ReleaseId, SignedRelease, TrustedSeeders,
     chunk_map_of, codec, release_blob,
 };
 use bytes::Bytes;
@@ -32,23 +32,13 @@ fn key(seed: u8) -> Keypair {
 
 /// A release of `blobs` signed by `key`.
 fn release(key: &Keypair, reference: &str, sequence: u64, blobs: &[&[u8]]) -> SignedRelease {
-    let manifest = format!("{{\"seq\":{sequence}}}").into_bytes();
+    let blobs = blobs
+        .iter()
+        .map(|b| release_blob(&chunk_map_of(b, MIN_CHUNK_SIZE).unwrap(), "application/x"))
+        .collect();
     let r = Release {
-        reference: reference.into(),
-        root: Document {
-            digest: Digest::of(&manifest),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            bytes: manifest,
-        },
-        manifests: vec![],
-        blobs: blobs
-            .iter()
-            .map(|b| release_blob(&chunk_map_of(b, MIN_CHUNK_SIZE).unwrap(), "application/x"))
-            .collect(),
-        seeder: key.public().to_peer_id().to_bytes(),
         sequence,
-        created_unix_ms: 0,
-        expires_unix_ms: 0,
+        ..Release::minimal(reference, blobs, &key.public().to_peer_id())
     };
     SignedRelease::sign(&r, key).unwrap()
 }
