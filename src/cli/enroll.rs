@@ -58,7 +58,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             .to_peer_id(),
         (None, None) => anyhow::bail!("give --peer or --data-dir"),
     };
-    let text = issue(&issuer, &args.node, &peer, args.valid_for)?;
+    let text = issue(&issuer, &args.node, &peer, args.valid_for)?.to_text()?;
     match &args.out {
         Some(path) => {
             std::fs::write(path, format!("{text}\n"))
@@ -81,13 +81,13 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A certificate for `node` with key `peer`, valid from now for `valid_for`, as text.
+/// A certificate for `node` with key `peer`, valid from now for `valid_for`.
 fn issue(
     issuer: &Keypair,
     node: &str,
     peer: &PeerId,
     valid_for: Duration,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<NodeCert> {
     let now = unix_ms();
     let body = CertBody {
         node_name: node.to_owned(),
@@ -95,7 +95,7 @@ fn issue(
         issued_unix_ms: now,
         expires_unix_ms: now.saturating_add(u64::try_from(valid_for.as_millis())?),
     };
-    Ok(NodeCert::issue(issuer, &body)?.to_text()?)
+    Ok(NodeCert::issue(issuer, &body)?)
 }
 
 /// The agent's certificate from `--enrollment-cert FILE` or, issued now, from
@@ -124,7 +124,7 @@ pub(crate) fn agent_cert(
         }
         (None, Some(path)) => {
             let issuer = super::keys::load(path)?;
-            NodeCert::from_text(&issue(&issuer, node_name, me, SELF_ISSUED_VALIDITY)?)?
+            issue(&issuer, node_name, me, SELF_ISSUED_VALIDITY)?
         }
         (None, None) => return Ok(None),
     };

@@ -178,8 +178,7 @@ impl NodeCert {
         if trusted.is_empty() {
             return Err(EnrollError::NoKeys);
         }
-        let key = PublicKey::try_decode_protobuf(&self.issuer)
-            .map_err(|_| EnrollError::Malformed("undecodable issuer key".into()))?;
+        let key = self.issuer_key()?;
         let issuer = key.to_peer_id();
         if !trusted.contains(&issuer) {
             return Err(EnrollError::UnknownIssuer(issuer));
@@ -220,8 +219,11 @@ impl NodeCert {
     /// # Errors
     /// [`EnrollError::Malformed`] when the issuer key does not decode.
     pub fn issuer(&self) -> Result<PeerId, EnrollError> {
+        self.issuer_key().map(|k| k.to_peer_id())
+    }
+
+    fn issuer_key(&self) -> Result<PublicKey, EnrollError> {
         PublicKey::try_decode_protobuf(&self.issuer)
-            .map(|k| k.to_peer_id())
             .map_err(|_| EnrollError::Malformed("undecodable issuer key".into()))
     }
 
