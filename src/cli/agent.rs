@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use blobswarm_peer::AgentConfig;
 use blobswarm_peer::hostile::ServeFault;
+use blobswarm_peer::{AgentConfig, TargetConfig};
 use libp2p::{Multiaddr, PeerId};
 
 use super::keys;
@@ -121,10 +121,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     };
     if use_containerd {
         tracing::info!(socket = %containerd.socket.display(), namespace = %containerd.namespace, snapshotter = %containerd.snapshotter, "importing into containerd");
-        config.containerd = Some(containerd);
+        config.target = Some(TargetConfig::Containerd(containerd));
     } else {
         tracing::info!(dir = %args.data_dir.join("oci").display(), "writing completed images as an OCI layout");
-        config.layout_dir = Some(args.data_dir.join("oci"));
+        config.target = Some(TargetConfig::OciLayout(args.data_dir.join("oci")));
     }
     config.max_peers = args.max_peers;
     config.store_max_bytes = args.store_max_size;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use blobswarm_peer::{AgentConfig, AgentHandle, AgentStatus};
+use blobswarm_peer::{AgentConfig, AgentHandle, AgentStatus, TargetConfig};
 use blobswarm_seeder::source::{Source, SourceOptions};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use libp2p::identity::Keypair;
@@ -120,7 +120,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let mut cfg = AgentConfig::new(Keypair::generate_ed25519(), dir.join("store"));
         cfg.bootstrap = vec![seeder_addr.clone()];
         cfg.trusted = vec![seeder_id];
-        cfg.layout_dir = Some(dir.join("oci"));
+        cfg.target = Some(TargetConfig::OciLayout(dir.join("oci")));
         cfg.node = cfg.node.with_rng_seed(i as u64 + 1);
         let (handle, _task) = blobswarm_peer::spawn(cfg).await?;
         let bar = multi.add(

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use blobswarm_containerd_import::OciLayoutTarget;
-use blobswarm_containerd_import::containerd::ContainerdConfig;
+use blobswarm_containerd_import::TargetConfig;
 use blobswarm_core::node;
 use blobswarm_core::store::FsStore;
 use blobswarm_core::{ReleaseId, SignedRelease, TrustedSeeders};
@@ -37,10 +36,9 @@ pub struct AgentConfig {
     pub trusted: Vec<PeerId>,
     /// Chunk store directory.
     pub store_dir: PathBuf,
-    /// Where completed releases are written as an OCI layout (None: keep only in the store).
-    pub layout_dir: Option<PathBuf>,
-    /// Import completed releases into this containerd (needs the `containerd` feature).
-    pub containerd: Option<ContainerdConfig>,
+    /// Where completed releases are imported: an OCI layout directory or a containerd
+    /// (the latter needs the `containerd` feature); None keeps them only in the store.
+    pub target: Option<TargetConfig>,
     /// Scheduler tunables.
     pub node: node::Config,
     /// Neighbours to keep; peer exchange dials more until this many are connected.
@@ -71,8 +69,7 @@ impl AgentConfig {
             bootstrap_dns: Vec::new(),
             trusted: Vec::new(),
             store_dir,
-            layout_dir: None,
-            containerd: None,
+            target: None,
             node: node::Config::default(),
             max_peers: 32,
             registry_fallback: None,
@@ -212,7 +209,7 @@ pub async fn spawn_with_hooks(
     config: AgentConfig,
     hooks: Box<dyn Hooks<PeerId>>,
 ) -> Result<(AgentHandle, tokio::task::JoinHandle<()>), AgentError> {
-    let (store, layout, runtime) = open_targets(&config).await?;
+    let (store, runtime) = open_targets(&config).await?;
     let peer_id = config.keypair.public().to_peer_id();
     let swarm = start_swarm(&config)?;
     let reports = crate::reports::SharedAggregator::default();
@@ -229,7 +226,7 @@ pub async fn spawn_with_hooks(
             })?,
         saved: crate::saved_releases::load(store.root()),
     };
-    let import_target = layout.is_some() || !runtime.is_none();
+    let import_target = !runtime.is_none();
     let driver = Driver::new(
         driver_config(&config, peer_id, import_target),
         hooks,
@@ -247,7 +244,6 @@ pub async fn spawn_with_hooks(
         swarm,
         driver,
         store: store.clone(),
-        layout,
         runtime: runtime.clone(),
         bootstrap: config.bootstrap,
         registry_fallback: config.registry_fallback,
@@ -269,35 +265,25 @@ pub async fn spawn_with_hooks(
     ))
 }
 
-/// The chunk store and the import targets, opened (and containerd connected) at start
+/// The chunk store and the import target, opened (and containerd connected) at start
 /// so a wrong path or socket stops the agent with one line naming it.
 async fn open_targets(
     config: &AgentConfig,
-) -> Result<
-    (
-        Arc<FsStore>,
-        Option<Arc<OciLayoutTarget>>,
-        crate::runtime::Runtime,
-    ),
-    AgentError,
-> {
+) -> Result<(Arc<FsStore>, crate::runtime::Runtime), AgentError> {
     let store = FsStore::open(&config.store_dir).map_err(|source| AgentError::Store {
         path: config.store_dir.clone(),
         source,
     })?;
-    let layout = match &config.layout_dir {
-        Some(dir) => Some(Arc::new(OciLayoutTarget::open(dir).map_err(|e| {
-            AgentError::Layout {
+    let runtime = crate::runtime::Runtime::connect(config.target.clone())
+        .await
+        .map_err(|e| match &config.target {
+            Some(TargetConfig::OciLayout(dir)) => AgentError::Layout {
                 path: dir.clone(),
                 source: Box::new(e),
-            }
-        })?)),
-        None => None,
-    };
-    let runtime = crate::runtime::Runtime::connect(config.containerd.clone())
-        .await
-        .map_err(|e| AgentError::Runtime(with_causes(&e)))?;
-    Ok((Arc::new(store), layout, runtime))
+            },
+            _ => AgentError::Runtime(with_causes(&e)),
+        })?;
+    Ok((Arc::new(store), runtime))
 }
 
 /// Builds the swarm, listens and dials the bootstrap addresses.

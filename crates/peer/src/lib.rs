@@ -27,6 +27,9 @@ mod store_cap;
 pub use admission::{IgnoredReport, MAX_IGNORED, printable};
 pub use agent::{AgentConfig, AgentHandle, spawn, spawn_with_hooks};
 pub use behaviour::SwarmError;
+/// Where an agent imports completed releases ([`AgentConfig::target`]); re-exported so
+/// callers configure an agent without naming the import crate.
+pub use blobswarm_containerd_import::TargetConfig;
 pub use dns_bootstrap::{Bootstrap, BootstrapError, DnsBootstrap, Family as DnsFamily, NameError};
 pub use driver::{DriverError, Hooks, LocalBlob, NoHooks};
 pub use error::{AgentError, NotReady};

@@ -1,37 +1,38 @@
-//! The container runtime an agent hands completed releases to.
+//! The import target an agent hands completed releases to: an OCI layout or a
+//! containerd, both behind `ImportTarget`.
 
 use std::sync::Arc;
 
-use blobswarm_containerd_import::containerd::{ContainerdConfig, ImageToImport};
+use blobswarm_containerd_import::containerd::ImageToImport;
 use blobswarm_containerd_import::{ImportTarget, TargetConfig, TargetError};
 use blobswarm_core::Release;
 use blobswarm_core::store::FsStore;
 
-/// A connected runtime target, or none (OCI layout only).
+/// A connected import target, or none (releases stay in the chunk store only).
 #[derive(Clone, Default)]
 pub(crate) struct Runtime {
     target: Option<Arc<dyn ImportTarget>>,
 }
 
 impl Runtime {
-    /// Connects to containerd when configured, so a wrong socket or snapshotter stops the
-    /// agent at start with a one-line error instead of failing every import later. A
-    /// build without the `containerd` feature refuses the configuration here.
+    /// Opens the layout or connects to containerd when configured, so a wrong directory,
+    /// socket or snapshotter stops the agent at start with a one-line error instead of
+    /// failing every import later. A build without the `containerd` feature refuses a
+    /// containerd configuration here.
     ///
     /// # Errors
-    /// [`TargetError`] naming the socket and what containerd said.
-    pub(crate) async fn connect(config: Option<ContainerdConfig>) -> Result<Self, TargetError> {
+    /// [`TargetError`] naming the directory or socket and what went wrong.
+    pub(crate) async fn connect(config: Option<TargetConfig>) -> Result<Self, TargetError> {
         let Some(config) = config else {
             return Ok(Self::default());
         };
-        let target =
-            blobswarm_containerd_import::connect(TargetConfig::Containerd(config), None).await?;
+        let target = blobswarm_containerd_import::connect(config, None).await?;
         Ok(Self {
             target: Some(target),
         })
     }
 
-    /// True when no runtime import is configured.
+    /// True when no import target is configured.
     pub(crate) fn is_none(&self) -> bool {
         self.target.is_none()
     }

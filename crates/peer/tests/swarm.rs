@@ -8,7 +8,7 @@ use blobswarm_core::{
     Digest, Document, MIN_CHUNK_SIZE, Release, SignedRelease, chunk_map_of, release_blob,
 };
 use blobswarm_peer::hostile::ServeFault;
-use blobswarm_peer::{AgentConfig, AgentHandle, AgentStatus, LocalBlob};
+use blobswarm_peer::{AgentConfig, AgentHandle, AgentStatus, LocalBlob, TargetConfig};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 
@@ -85,7 +85,7 @@ async fn start_task(
     let mut cfg = AgentConfig::new(key, dir.join("store"));
     cfg.trusted = vec![trusted];
     cfg.bootstrap = bootstrap;
-    cfg.layout_dir = Some(dir.join("oci"));
+    cfg.target = Some(TargetConfig::OciLayout(dir.join("oci")));
     let hooks = blobswarm_peer::hostile::hooks(fault, false);
     blobswarm_peer::spawn_with_hooks(cfg, hooks).await.unwrap()
 }
@@ -522,7 +522,7 @@ async fn a_store_cap_evicts_the_superseded_release_and_keeps_the_newest() {
     let mut cfg = AgentConfig::new(Keypair::generate_ed25519(), agent_dir.join("store"));
     cfg.trusted = vec![seeder_id];
     cfg.bootstrap = vec![seeder_addr];
-    cfg.layout_dir = Some(agent_dir.join("oci"));
+    cfg.target = Some(TargetConfig::OciLayout(agent_dir.join("oci")));
     // Room for one release (the shared blob plus one small one), not for two.
     cfg.store_max_bytes = Some((shared.len() + only_v1.len() + 100) as u64);
     let (agent, _task) = blobswarm_peer::spawn(cfg).await.unwrap();

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use blobswarm_containerd_import::OciLayoutTarget;
 use blobswarm_core::store::FsStore;
 use blobswarm_core::wire::{MAX_ADDRS_PER_PEER, MAX_REPORT_BYTES, Request, Response};
 use blobswarm_core::{MAX_RELEASE_BYTES, Release};
@@ -40,7 +39,6 @@ pub(super) struct Parts {
     pub(super) swarm: Swarm<Behaviour>,
     pub(super) driver: Driver<PeerId>,
     pub(super) store: Arc<FsStore>,
-    pub(super) layout: Option<Arc<OciLayoutTarget>>,
     pub(super) runtime: crate::runtime::Runtime,
     pub(super) bootstrap: Vec<Multiaddr>,
     pub(super) registry_fallback: Option<Arc<dyn crate::RegistryFallback>>,
@@ -54,7 +52,6 @@ pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
     driver: Driver<PeerId>,
     store: Arc<FsStore>,
-    layout: Option<Arc<OciLayoutTarget>>,
     runtime: crate::runtime::Runtime,
     bootstrap: Vec<Multiaddr>,
     registry_fallback: Option<Arc<dyn crate::RegistryFallback>>,
@@ -83,7 +80,6 @@ impl EventLoop {
             swarm: p.swarm,
             driver: p.driver,
             store: p.store,
-            layout: p.layout,
             runtime: p.runtime,
             bootstrap: p.bootstrap,
             registry_fallback: p.registry_fallback,
@@ -348,11 +344,10 @@ async fn join_pass(pass: &mut Option<JoinHandle<()>>) {
     }
 }
 
-/// Makes every blob of `release` durable, then writes it to the OCI layout and/or
-/// containerd. Runs off the event loop; each blob is read from the store once per target.
+/// Makes every blob of `release` durable, then imports it through the configured
+/// target (OCI layout or containerd). Runs off the event loop.
 async fn import_release(
     store: Arc<FsStore>,
-    layout: Option<Arc<OciLayoutTarget>>,
     runtime: crate::runtime::Runtime,
     release: Arc<Release>,
 ) -> Result<(), String> {
@@ -361,11 +356,6 @@ async fn import_release(
         for b in &release2.blobs {
             store2
                 .finalize(&b.digest, b.size)
-                .map_err(|e| e.to_string())?;
-        }
-        if let Some(layout) = layout {
-            layout
-                .import(&release2, |d| store2.blob_path(d))
                 .map_err(|e| e.to_string())?;
         }
         Ok::<_, String>(())

@@ -227,12 +227,11 @@ impl EventLoop {
     }
 
     fn import(&mut self, id: ReleaseId, release: Arc<blobswarm_core::Release>) {
-        let layout = self.layout.clone();
         let runtime = self.runtime.clone();
         let store = self.store.clone();
         let tx = self.internal_tx.clone();
         tokio::spawn(async move {
-            let result = import_release(store, layout, runtime, release).await;
+            let result = import_release(store, runtime, release).await;
             let _ = tx.send(Event::ImportDone { id, result }).await;
         });
     }
