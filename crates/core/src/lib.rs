@@ -12,6 +12,7 @@ mod chunk_map;
 pub mod codec;
 mod digest;
 pub mod enroll;
+pub mod escape;
 pub mod node;
 pub mod oci;
 pub mod rate;
