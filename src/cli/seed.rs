@@ -13,6 +13,7 @@ use blobswarm_seeder::api::{self, AutoSeed, Token};
 use blobswarm_seeder::rollout::{self, Expect, ReleaseView, Verdict};
 use blobswarm_seeder::service::{self, Service, SwarmBackend};
 use blobswarm_seeder::source::SourceOptions;
+use blobswarm_seeder::{Aggregator, SharedAggregator};
 use libp2p::Multiaddr;
 
 use super::api_client::{ApiArgs, Client};
@@ -153,25 +154,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     config.node.max_upload_rate = args.max_upload_rate;
     config.max_peers = args.max_peers;
     config.node.validate()?;
-    config.collect_reports = true;
+    let reports = aggregator(&args);
+    let sink: blobswarm_peer::SharedReportSink = reports.clone();
+    config.report_sink = Some(sink);
     let (agent, task) = blobswarm_peer::spawn(config).await?;
-    agent
-        .reports()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .set_drop_after(args.drop_lost_after);
-    if args.enroll_pubkey.is_empty() {
-        tracing::warn!(
-            "no --enroll-pubkey: progress reports are ignored, the wait gate cannot pass"
-        );
-    }
-    agent
-        .reports()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .set_enrollment(blobswarm_core::enroll::EnrollmentKeys::new(
-            args.enroll_pubkey.iter().copied(),
-        ));
     for addr in agent.listen_addrs().await? {
         println!("listening {addr}");
     }
@@ -195,7 +181,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 Box::new(IngestProgress::new(reference, total, bar))
             },
         ));
-    let service = Arc::new(Service::new(backend, Arc::clone(agent.reports())));
+    let service = Arc::new(Service::new(backend, reports));
     if let Some(addr) = args.api_listen {
         let token = Token::new(super::api_client::token(args.api.api_token_file.as_ref())?)?;
         let auto = AutoSeed {
@@ -232,6 +218,25 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         s.uploaded_bytes, s.chunks_served
     );
     Ok(())
+}
+
+/// The aggregator the seeder's agent hands the nodes' progress reports to: trusting the
+/// `--enroll-pubkey` keys, dropping nodes lost for `--drop-lost-after`, sampled for the
+/// dashboard's throughput chart.
+fn aggregator(args: &Args) -> SharedAggregator {
+    let mut agg = Aggregator::default();
+    agg.set_drop_after(args.drop_lost_after);
+    if args.enroll_pubkey.is_empty() {
+        tracing::warn!(
+            "no --enroll-pubkey: progress reports are ignored, the wait gate cannot pass"
+        );
+    }
+    agg.set_enrollment(blobswarm_core::enroll::EnrollmentKeys::new(
+        args.enroll_pubkey.iter().copied(),
+    ));
+    let agg = Arc::new(std::sync::Mutex::new(agg));
+    blobswarm_seeder::start_sampling(&agg);
+    agg
 }
 
 /// `seed IMAGE --api URL [--wait …]`: ask a running seeder, then watch its reports.

@@ -50,8 +50,9 @@ pub struct AgentConfig {
     /// Enrolment certificate sent with every progress report: without one the seeder
     /// lists this node's reports as ignored and the CI gate does not count it.
     pub enrollment_cert: Option<blobswarm_core::enroll::NodeCert>,
-    /// Keep other nodes' progress reports (seeders: for status, the wait gate, the dashboard).
-    pub collect_reports: bool,
+    /// Where other nodes' progress reports go (seeders: the seeder crate's aggregator,
+    /// for status, the wait gate and the dashboard); None ignores them.
+    pub report_sink: Option<crate::SharedReportSink>,
     /// Pre-shared swarm key (libp2p pnet): only nodes with the same key connect.
     pub swarm_key: Option<libp2p::pnet::PreSharedKey>,
     /// Cap on the chunk store's blob bytes: superseded, imported releases are evicted
@@ -75,7 +76,7 @@ impl AgentConfig {
             registry_fallback: None,
             node_name: None,
             enrollment_cert: None,
-            collect_reports: false,
+            report_sink: None,
             swarm_key: None,
             store_max_bytes: None,
         }
@@ -99,7 +100,7 @@ pub struct AgentHandle {
     peer_id: PeerId,
     store: Arc<FsStore>,
     runtime: crate::runtime::Runtime,
-    reports: crate::reports::SharedAggregator,
+    reports: Option<crate::SharedReportSink>,
 }
 
 impl AgentHandle {
@@ -113,9 +114,9 @@ impl AgentHandle {
         &self.store
     }
 
-    /// Other nodes' newest progress reports (filled when `collect_reports` is set).
-    pub fn reports(&self) -> &crate::reports::SharedAggregator {
-        &self.reports
+    /// Where other nodes' progress reports go ([`AgentConfig::report_sink`]), if anywhere.
+    pub fn report_sink(&self) -> Option<&crate::SharedReportSink> {
+        self.reports.as_ref()
     }
 
     /// `/readyz`: listening, joined the swarm (a neighbour connected, when `need_peer`),
@@ -212,10 +213,6 @@ pub async fn spawn_with_hooks(
     let (store, runtime) = open_targets(&config).await?;
     let peer_id = config.keypair.public().to_peer_id();
     let swarm = start_swarm(&config)?;
-    let reports = crate::reports::SharedAggregator::default();
-    if config.collect_reports {
-        crate::reports::start_sampling(&reports);
-    }
     let scan_store = store.clone();
     let startup = Startup {
         resumed: tokio::task::spawn_blocking(move || crate::checkpoint::scan(&scan_store))
@@ -239,7 +236,7 @@ pub async fn spawn_with_hooks(
         ..AgentStatus::default()
     });
     resolve_bootstrap_names(&config, &cmd_tx, &status_rx);
-    let aggregator = config.collect_reports.then(|| reports.clone());
+    let reports = config.report_sink.clone();
     let event_loop = adapter::EventLoop::new(adapter::Parts {
         swarm,
         driver,
@@ -249,7 +246,7 @@ pub async fn spawn_with_hooks(
         registry_fallback: config.registry_fallback,
         commands: cmd_rx,
         status: status_tx,
-        aggregator,
+        aggregator: reports.clone(),
     });
     let task = tokio::spawn(event_loop.run());
     Ok((
@@ -343,7 +340,7 @@ fn driver_config(config: &AgentConfig, me: PeerId, import_target: bool) -> Drive
         registry_fallback: config.registry_fallback.is_some(),
         node_name: config.node_name.clone(),
         enrollment_cert: config.enrollment_cert.clone(),
-        collect_reports: config.collect_reports,
+        collect_reports: config.report_sink.is_some(),
         store_max_bytes: config.store_max_bytes,
     }
 }

@@ -6,7 +6,6 @@
 //! events and driver outputs into swarm calls. Hashing and disk I/O run on blocking
 //! threads so the event loop never stalls on them.
 
-mod admission;
 mod agent;
 mod behaviour;
 mod checkpoint;
@@ -24,7 +23,6 @@ mod saved_releases;
 mod status;
 mod store_cap;
 
-pub use admission::{IgnoredReport, MAX_IGNORED, printable};
 pub use agent::{AgentConfig, AgentHandle, spawn, spawn_with_hooks};
 pub use behaviour::SwarmError;
 /// Where an agent imports completed releases ([`AgentConfig::target`]); re-exported so
@@ -36,8 +34,5 @@ pub use error::{AgentError, NotReady};
 pub use fallback::{FallbackError, RegistryFallback};
 pub use metrics::Metrics;
 pub use ops_http::{OpsError, serve_ops};
-pub use reports::{
-    Aggregator, DROP_AFTER_MS, LOST_AFTER_MS, MAX_TRACKED_NODES, NodeRelease, NodeView,
-    SharedAggregator,
-};
+pub use reports::{ReportSink, SharedReportSink};
 pub use status::{AgentStatus, BanCounts, BanKind, ReleaseStatus};

@@ -252,7 +252,7 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// Seeder side: progress reports ignored since start (see `admission`).
+    /// Seeder side: progress reports ignored since start (see the seeder's `admission`).
     pub fn set_reports_ignored(&self, n: u64) {
         self.reports_ignored
             .set(i64::try_from(n).unwrap_or(i64::MAX));

@@ -70,7 +70,7 @@ pub async fn serve_ops(
 async fn metrics_text(State(s): State<OpsState>) -> impl IntoResponse {
     let status = s.agent.status().borrow().clone();
     s.metrics.observe(&status);
-    if let Ok(agg) = s.agent.reports().lock() {
+    if let Some(Ok(agg)) = s.agent.report_sink().map(|sink| sink.lock()) {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);

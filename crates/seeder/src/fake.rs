@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::{Aggregator, SharedAggregator};
 use blobswarm_core::enroll::{CertBody, EnrollmentKeys, NodeCert};
 use blobswarm_core::wire::{ProgressReport, ProgressState, ReleaseProgress};
 use blobswarm_core::{Digest, ReleaseId};
-use blobswarm_peer::{Aggregator, SharedAggregator};
 use libp2p_identity::Keypair;
 use tokio::sync::{Semaphore, mpsc};
 

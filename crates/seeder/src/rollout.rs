@@ -30,7 +30,7 @@ pub struct ReleaseView {
     /// Reports that did not count (no or a bad enrolment certificate, a node name held
     /// by another key), newest first, bounded: what the gate tells CI it ignored.
     #[serde(default)]
-    pub ignored: Vec<blobswarm_peer::IgnoredReport>,
+    pub ignored: Vec<crate::IgnoredReport>,
 }
 
 /// One node's state for one release.
@@ -70,7 +70,7 @@ pub struct SwarmView {
     pub releases: Vec<ReleaseView>,
     /// Reports that did not count, newest first (bounded).
     #[serde(default)]
-    pub ignored: Vec<blobswarm_peer::IgnoredReport>,
+    pub ignored: Vec<crate::IgnoredReport>,
     /// Reports ignored since the seeder started.
     #[serde(default)]
     pub ignored_total: u64,
@@ -90,8 +90,8 @@ impl ReleaseView {
             "downloading" | "verifying" => format!("{:.1} %", self.percent(n)),
             _ => String::new(),
         };
-        let node = blobswarm_peer::printable(&n.node);
-        let detail = blobswarm_peer::printable(&detail);
+        let node = blobswarm_core::escape::printable(&n.node);
+        let detail = blobswarm_core::escape::printable(&detail);
         if detail.is_empty() {
             format!("{node}: {}", n.state)
         } else {
@@ -190,7 +190,7 @@ pub fn missing_report(view: &ReleaseView, expect: Expect) -> String {
 }
 
 /// Ignored reports listed for the gate and `status` (the first [`SHOW_IGNORED`]).
-pub fn ignored_report(ignored: &[blobswarm_peer::IgnoredReport]) -> String {
+pub fn ignored_report(ignored: &[crate::IgnoredReport]) -> String {
     if ignored.is_empty() {
         return String::new();
     }
@@ -203,7 +203,7 @@ pub fn ignored_report(ignored: &[blobswarm_peer::IgnoredReport]) -> String {
             "  {} ({}): {}\n",
             i.node,
             i.peer,
-            blobswarm_peer::printable(&i.reason)
+            blobswarm_core::escape::printable(&i.reason)
         ));
     }
     if ignored.len() > SHOW_IGNORED {
@@ -311,7 +311,7 @@ mod tests {
     fn the_gate_names_the_reports_it_ignored_on_one_line_each() {
         let mut v = view(&["done"]);
         v.ignored = (0..25)
-            .map(|i| blobswarm_peer::IgnoredReport {
+            .map(|i| crate::IgnoredReport {
                 peer: format!("peer-{i}"),
                 node: format!("fake-{i}"),
                 reason: "no enrolment certificate\n\u{1b}[2J".into(),

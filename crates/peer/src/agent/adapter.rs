@@ -44,7 +44,8 @@ pub(super) struct Parts {
     pub(super) registry_fallback: Option<Arc<dyn crate::RegistryFallback>>,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) status: watch::Sender<AgentStatus>,
-    pub(super) aggregator: Option<crate::reports::SharedAggregator>,
+    /// Where received progress reports go (a seeder's aggregator).
+    pub(super) aggregator: Option<crate::SharedReportSink>,
 }
 
 /// The adapter's state: the swarm, the id maps, and the channels to blocking work.
@@ -57,7 +58,8 @@ pub(super) struct EventLoop {
     registry_fallback: Option<Arc<dyn crate::RegistryFallback>>,
     commands: mpsc::Receiver<Command>,
     status: watch::Sender<AgentStatus>,
-    aggregator: Option<crate::reports::SharedAggregator>,
+    /// Where received progress reports go (a seeder's aggregator).
+    aggregator: Option<crate::SharedReportSink>,
     /// Results of blocking work, fed back to the driver.
     internal_tx: mpsc::Sender<Event<PeerId>>,
     internal_rx: mpsc::Receiver<Event<PeerId>>,

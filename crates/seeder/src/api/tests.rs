@@ -22,7 +22,7 @@ struct App {
     router: Router,
     service: Arc<Service<FakeBackend>>,
     resolved: mpsc::Receiver<String>,
-    agg: blobswarm_peer::SharedAggregator,
+    agg: crate::SharedAggregator,
     /// Publishing waits on it (open unless a test closes it).
     gate: Arc<Semaphore>,
 }

@@ -14,8 +14,8 @@ use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::{IgnoredReport, NodeView, SharedAggregator};
 use blobswarm_core::{Digest, ReleaseId};
-use blobswarm_peer::{IgnoredReport, NodeView, SharedAggregator};
 
 use crate::rollout::{self, NodeState, ReleaseView, SwarmView};
 
@@ -261,7 +261,7 @@ impl<B: Backend> Service<B> {
         }
     }
 
-    fn reports_lock(&self) -> MutexGuard<'_, blobswarm_peer::Aggregator> {
+    fn reports_lock(&self) -> MutexGuard<'_, crate::Aggregator> {
         self.reports.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -11,8 +11,9 @@
 use std::collections::{HashMap, VecDeque};
 
 use blobswarm_core::enroll::{EnrollError, EnrollmentKeys, NodeCert};
-use blobswarm_core::wire::{MAX_NODE_NAME, ProgressReport};
-use libp2p::PeerId;
+use blobswarm_core::escape::printable;
+use blobswarm_core::wire::ProgressReport;
+use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
 
 /// Ignored reports remembered (one entry per sending key, the newest reason): enough to
@@ -49,24 +50,6 @@ pub(crate) struct Admission {
     names: HashMap<String, (PeerId, u64)>,
     ignored: VecDeque<IgnoredReport>,
     ignored_total: u64,
-}
-
-/// `s` with control characters (terminal escapes, newlines) escaped and cut to the node
-/// name bound, so a name from the network prints as one harmless line.
-pub fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(MAX_NODE_NAME));
-    for c in s.chars() {
-        if out.len() >= MAX_NODE_NAME {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 impl Admission {
@@ -152,7 +135,7 @@ impl Admission {
 mod tests {
     use super::*;
     use blobswarm_core::enroll::CertBody;
-    use libp2p::identity::Keypair;
+    use libp2p_identity::Keypair;
 
     const NOW: u64 = 1_800_000_000_000;
 
@@ -253,11 +236,5 @@ mod tests {
         let newer = report("node-1", Some(cert(&issuer, "node-1", &new, NOW)));
         assert_eq!(a.admit(new, &newer, NOW), Admit::Count { evict: Some(old) });
         assert_eq!(a.admit(old, &first, NOW), Admit::Ignore);
-    }
-
-    #[test]
-    fn names_from_the_network_print_on_one_harmless_line() {
-        assert_eq!(printable("node\u{1b}[31m-1\n"), "node\\u{1b}[31m-1\\n");
-        assert!(printable(&"x".repeat(1000)).chars().count() <= MAX_NODE_NAME + 1);
     }
 }
