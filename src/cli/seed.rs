@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use blobswarm_core::escape::escape_controls;
 use blobswarm_peer::AgentConfig;
 use blobswarm_seeder::api::{self, AutoSeed, Token};
 use blobswarm_seeder::rollout::{self, Expect, ReleaseView, Verdict};
@@ -197,7 +198,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let started = Instant::now();
         let id = service.seed(image).await?;
         let view = service.release(&id).context("release vanished")?;
-        println!("release {id} {}", view.reference);
+        println!("release {id} {}", escape_controls(&view.reference));
         tracing::info!(release = %id, secs = started.elapsed().as_secs_f64(), "published; serving until stopped (Ctrl-C or SIGTERM)");
         if args.wait {
             let expect = args.expect();
@@ -244,7 +245,11 @@ async fn run_remote(args: Args) -> anyhow::Result<()> {
     let client = Client::new(&args.api)?;
     let image = args.image.clone().context("IMAGE is required")?;
     let view = client.seed(&image).await?;
-    println!("release {} {}", view.id, view.reference);
+    println!(
+        "release {} {}",
+        escape_controls(&view.id),
+        escape_controls(&view.reference)
+    );
     if !args.wait {
         return Ok(());
     }
@@ -263,15 +268,19 @@ where
     let mut last = String::new();
     loop {
         let view = look().await?;
-        let done = view.nodes.iter().filter(|n| n.state == "done").count();
-        let line = format!("{done} of {} nodes done", view.nodes.len());
+        let tally = view.tally();
+        let done = tally.done;
+        let line = format!("{done} of {} nodes done", tally.total);
         if line != last {
             eprintln!("{line}");
             last = line;
         }
         match rollout::verdict(&view, expect) {
             Verdict::Done => {
-                println!("imported on {done} nodes: {}", view.reference);
+                println!(
+                    "imported on {done} nodes: {}",
+                    escape_controls(&view.reference)
+                );
                 return Ok(());
             }
             Verdict::Failed => {

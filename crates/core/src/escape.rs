@@ -9,11 +9,22 @@ use crate::wire::MAX_NODE_NAME;
 
 /// `s` with control characters (terminal escapes, newlines, NUL) escaped as Rust does
 /// (`\u{1b}`, `\n`) and cut after [`MAX_NODE_NAME`] bytes with a `…`, so a string from
-/// the network prints as one harmless, bounded line.
+/// the network prints as one harmless, bounded line (names, reasons).
 pub fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(MAX_NODE_NAME));
+    escape(s, MAX_NODE_NAME)
+}
+
+/// `s` with control characters escaped as [`printable`] does, but not cut: for texts
+/// already bounded where they were made (error chains, references) that a person must
+/// read whole.
+pub fn escape_controls(s: &str) -> String {
+    escape(s, usize::MAX)
+}
+
+fn escape(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
     for c in s.chars() {
-        if out.len() >= MAX_NODE_NAME {
+        if out.len() >= max {
             out.push('…');
             break;
         }
@@ -26,14 +37,14 @@ pub fn printable(s: &str) -> String {
     out
 }
 
-/// A `Display` wrapper printing [`printable`] of the string: for log fields
+/// A `Display` wrapper printing [`escape_controls`] of the string: for log fields
 /// (`tracing::warn!(node = %Printable(&name), …)`), so a log line stays one line.
 #[derive(Debug, Clone, Copy)]
 pub struct Printable<'a>(pub &'a str);
 
 impl std::fmt::Display for Printable<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&printable(self.0))
+        f.write_str(&escape_controls(self.0))
     }
 }
 
@@ -50,5 +61,7 @@ mod tests {
             "a\\r\\nb\\u{0}",
             "the log wrapper escapes alike"
         );
+        let long = format!("{}\n", "y".repeat(1000));
+        assert_eq!(escape_controls(&long), format!("{}\\n", "y".repeat(1000)));
     }
 }

@@ -68,6 +68,7 @@ pub struct Metrics {
     registry_fetches: Counter,
     nodes_reporting: Gauge,
     reports_ignored: Gauge,
+    report_nodes_dropped: Counter,
     peers_banned: Family<ReasonLabel, Counter>,
     peers_banned_now: Gauge,
     releases_evicted: Counter,
@@ -174,6 +175,12 @@ impl Metrics {
              node name held by another key)",
             reports_ignored.clone(),
         );
+        let report_nodes_dropped = Counter::default();
+        registry.register(
+            "report_nodes_dropped",
+            "Nodes the seeder forgot to stay within its bound of tracked nodes",
+            report_nodes_dropped.clone(),
+        );
         let peers_banned = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "peers_banned",
@@ -223,6 +230,7 @@ impl Metrics {
             registry_fetches,
             nodes_reporting,
             reports_ignored,
+            report_nodes_dropped,
             peers_banned,
             peers_banned_now,
             releases_evicted,
@@ -256,6 +264,13 @@ impl Metrics {
     pub fn set_reports_ignored(&self, n: u64) {
         self.reports_ignored
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Seeder side: nodes forgotten since start at the tracked-node bound (a running
+    /// count from the aggregator; the counter advances by the difference).
+    pub fn set_report_nodes_dropped(&self, n: u64) {
+        let seen = self.report_nodes_dropped.get();
+        self.report_nodes_dropped.inc_by(n.saturating_sub(seen));
     }
 
     /// Brings the metrics up to date with a status snapshot; counters advance by the

@@ -77,6 +77,8 @@ async fn metrics_text(State(s): State<OpsState>) -> impl IntoResponse {
         // Lost nodes (no report for 10 s) are not reporting.
         s.metrics.set_nodes_reporting(agg.reporting(now_ms));
         s.metrics.set_reports_ignored(agg.ignored_total());
+        s.metrics
+            .set_report_nodes_dropped(agg.nodes_dropped_total());
     }
     (
         [(

@@ -30,6 +30,10 @@ pub trait ReportSink: Send + std::fmt::Debug {
 
     /// Reports not counted since start: the `reports_ignored` gauge on `/metrics`.
     fn ignored_total(&self) -> u64;
+
+    /// Nodes the sink forgot since start to stay within its bound:
+    /// `blobswarm_report_nodes_dropped_total` on `/metrics`.
+    fn nodes_dropped_total(&self) -> u64;
 }
 
 /// A report sink shared between the agent's event loop and its owner.

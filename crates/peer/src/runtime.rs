@@ -60,9 +60,9 @@ impl Runtime {
         };
         let image = ImageToImport::from_release(release, |d| store.blob_path(d));
         let report = target.import(&image).await.map_err(|e| e.to_string())?;
-        tracing::info!(reference = %release.reference, %report, "imported into {}", target.kind());
+        tracing::info!(reference = %blobswarm_core::escape::Printable(&release.reference), %report, "imported into {}", target.kind());
         if let Some(error) = &report.unpin_error {
-            tracing::warn!(reference = %release.reference, %error, "could not unpin superseded releases");
+            tracing::warn!(reference = %blobswarm_core::escape::Printable(&release.reference), %error, "could not unpin superseded releases");
         }
         Ok(())
     }

@@ -38,6 +38,8 @@ pub struct Aggregator {
     samples: VecDeque<(u64, u64)>,
     drop_after_ms: u64,
     admission: Admission,
+    /// Nodes evicted at [`MAX_TRACKED_NODES`] since start.
+    dropped: u64,
 }
 
 impl Default for Aggregator {
@@ -47,6 +49,7 @@ impl Default for Aggregator {
             samples: VecDeque::new(),
             drop_after_ms: DROP_AFTER_MS,
             admission: Admission::default(),
+            dropped: 0,
         }
     }
 }
@@ -83,6 +86,7 @@ impl Aggregator {
         {
             self.nodes.remove(&oldest);
             self.admission.forget(&oldest);
+            self.dropped += 1;
         }
         self.nodes.insert(peer, (report, received_ms));
         self.sample(received_ms);
@@ -121,6 +125,12 @@ impl Aggregator {
     /// Reports ignored since start.
     pub fn ignored_total(&self) -> u64 {
         self.admission.ignored_total()
+    }
+
+    /// Nodes forgotten since start because [`MAX_TRACKED_NODES`] others were heard from
+    /// more recently (`blobswarm_report_nodes_dropped_total`).
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped
     }
 
     /// Takes a throughput sample at `now_ms` unless one was taken less than
@@ -243,6 +253,10 @@ impl blobswarm_peer::ReportSink for Aggregator {
     fn ignored_total(&self) -> u64 {
         Self::ignored_total(self)
     }
+
+    fn nodes_dropped_total(&self) -> u64 {
+        Self::dropped_total(self)
+    }
 }
 
 /// One node as the API and `blobswarm status` show it.
@@ -352,6 +366,7 @@ mod tests {
             agg.insert(p, signed(&issuer, &p, report), 1000 + i as u64);
         }
         assert_eq!(agg.len(), MAX_TRACKED_NODES);
+        assert_eq!(agg.dropped_total(), 6, "every node forgotten is counted");
     }
 
     #[test]

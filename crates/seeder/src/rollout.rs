@@ -3,6 +3,9 @@
 //! local and the over-the-API wait decide alike. One definition for both ends: the
 //! server serialises these types, the CLI client deserialises the same ones.
 
+use std::collections::BTreeMap;
+
+use blobswarm_core::escape::{escape_controls, printable};
 use serde::{Deserialize, Serialize};
 
 /// One release (or a seeding job that has not produced one yet) across the swarm.
@@ -24,9 +27,18 @@ pub struct ReleaseView {
     /// Milliseconds since the seeder published it (0 while seeding).
     #[serde(default)]
     pub published_age_ms: u64,
-    /// Every node that reports, with its state for this release ("missing" when it has
-    /// not accepted the release).
+    /// One page of the nodes the seeder holds, by name (`nodes_offset` onwards, at most
+    /// the page size asked for), with their state for this release ("missing" when a
+    /// node has not accepted it). [`ReleaseView::counts`] covers every node.
     pub nodes: Vec<NodeState>,
+    /// Nodes per state for this release over every node the seeder holds, whatever the
+    /// page: what the gate and the headline counts read. Empty in a view from a seeder
+    /// that predates paging; [`ReleaseView::tally`] then counts `nodes`.
+    #[serde(default)]
+    pub counts: BTreeMap<String, usize>,
+    /// Index of the first node of the page in `nodes`.
+    #[serde(default)]
+    pub nodes_offset: usize,
     /// Reports that did not count (no or a bad enrolment certificate, a node name held
     /// by another key), newest first, bounded: what the gate tells CI it ignored.
     #[serde(default)]
@@ -74,9 +86,55 @@ pub struct SwarmView {
     /// Reports ignored since the seeder started.
     #[serde(default)]
     pub ignored_total: u64,
+    /// Nodes forgotten since the seeder started because it held
+    /// [`crate::MAX_TRACKED_NODES`] others heard from more recently.
+    #[serde(default)]
+    pub nodes_dropped: u64,
+}
+
+/// The headline numbers of a release: every node the seeder holds, not just a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Nodes held (reporting or lost).
+    pub total: usize,
+    /// Nodes that imported the release.
+    pub done: usize,
+    /// Nodes whose import failed.
+    pub failed: usize,
+}
+
+impl Tally {
+    /// Every node is done or failed: nothing more will change by itself.
+    pub fn settled(&self) -> bool {
+        self.done + self.failed == self.total
+    }
 }
 
 impl ReleaseView {
+    /// Nodes per state over every node: [`ReleaseView::counts`], or counted from `nodes`
+    /// when the view has no counts (an older seeder, which sent every node).
+    pub fn state_counts(&self) -> BTreeMap<String, usize> {
+        if !self.counts.is_empty() {
+            return self.counts.clone();
+        }
+        let mut counts = BTreeMap::new();
+        for n in &self.nodes {
+            *counts.entry(n.state.clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// The headline numbers over every node.
+    pub fn tally(&self) -> Tally {
+        let counts = self.state_counts();
+        let get = |s: &str| counts.get(s).copied().unwrap_or(0);
+        Tally {
+            total: counts.values().sum(),
+            done: get("done"),
+            failed: get("failed"),
+        }
+    }
+
     /// Percent of bytes a node holds.
     pub fn percent(&self, n: &NodeState) -> f64 {
         100.0 * n.have_bytes as f64 / self.total_bytes.max(1) as f64
@@ -90,8 +148,8 @@ impl ReleaseView {
             "downloading" | "verifying" => format!("{:.1} %", self.percent(n)),
             _ => String::new(),
         };
-        let node = blobswarm_core::escape::printable(&n.node);
-        let detail = blobswarm_core::escape::printable(&detail);
+        let node = printable(&n.node);
+        let detail = printable(&detail);
         if detail.is_empty() {
             format!("{node}: {}", n.state)
         } else {
@@ -134,23 +192,17 @@ pub fn verdict(view: &ReleaseView, expect: Expect) -> Verdict {
     if view.state == "failed" {
         return Verdict::Failed;
     }
-    let done = view.nodes.iter().filter(|n| n.state == "done").count();
-    let settled = view
-        .nodes
-        .iter()
-        .all(|n| n.state == "done" || n.state == "failed");
-    let failed = view.nodes.iter().any(|n| n.state == "failed");
+    let t = view.tally();
+    let (done, settled, failed) = (t.done, t.settled(), t.failed > 0);
     match expect {
         Expect::Count(n) if done >= n => Verdict::Done,
-        Expect::Count(n) if settled && failed && view.nodes.len() >= n => Verdict::Failed,
+        Expect::Count(n) if settled && failed && t.total >= n => Verdict::Failed,
         Expect::AllNodes
-            if !view.nodes.is_empty()
-                && done == view.nodes.len()
-                && view.published_age_ms >= ALL_NODES_SETTLE_MS =>
+            if t.total > 0 && done == t.total && view.published_age_ms >= ALL_NODES_SETTLE_MS =>
         {
             Verdict::Done
         }
-        Expect::AllNodes if !view.nodes.is_empty() && settled && failed => Verdict::Failed,
+        Expect::AllNodes if t.total > 0 && settled && failed => Verdict::Failed,
         _ => Verdict::Pending,
     }
 }
@@ -158,31 +210,44 @@ pub fn verdict(view: &ReleaseView, expect: Expect) -> Verdict {
 /// The per-node list of what is missing and why, for a failed or timed-out wait.
 pub fn missing_report(view: &ReleaseView, expect: Expect) -> String {
     let mut out = String::new();
+    let reference = escape_controls(&view.reference);
     if let Some(e) = &view.error {
-        out.push_str(&format!("seeding {} failed: {e}\n", view.image));
+        out.push_str(&format!(
+            "seeding {} failed: {}\n",
+            escape_controls(&view.image),
+            escape_controls(e)
+        ));
     }
-    let done = view.nodes.iter().filter(|n| n.state == "done").count();
+    let t = view.tally();
+    let done = t.done;
     match expect {
         Expect::Count(n) => out.push_str(&format!(
-            "{done} of {n} expected nodes imported {} ({} nodes reporting)\n",
-            view.reference,
-            view.nodes.len()
+            "{done} of {n} expected nodes imported {reference} ({} nodes reporting)\n",
+            t.total
         )),
         Expect::AllNodes => out.push_str(&format!(
-            "{done} of {} nodes imported {}\n",
-            view.nodes.len(),
-            view.reference
+            "{done} of {} nodes imported {reference}\n",
+            t.total
         )),
     }
+    let mut listed = 0;
     for n in view.nodes.iter().filter(|n| n.state != "done") {
         out.push_str(&format!("  {}\n", view.why(n)));
+        listed += 1;
+    }
+    let unlisted = (t.total - done).saturating_sub(listed);
+    if unlisted > 0 {
+        out.push_str(&format!(
+            "  … and {unlisted} more nodes not done (not in this page of {} nodes)\n",
+            view.nodes.len()
+        ));
     }
     if let Expect::Count(n) = expect
-        && view.nodes.len() < n
+        && t.total < n
     {
         out.push_str(&format!(
             "  {} expected nodes have never reported\n",
-            n - view.nodes.len()
+            n - t.total
         ));
     }
     out.push_str(&ignored_report(&view.ignored));
@@ -212,8 +277,9 @@ pub fn ignored_report(ignored: &[crate::IgnoredReport]) -> String {
     out
 }
 
-/// Ignored reports printed at most, so a flood of minted keys cannot bury the verdict.
-const SHOW_IGNORED: usize = 20;
+/// Ignored reports printed at most, so a flood of minted keys cannot bury the verdict;
+/// also what each release of the swarm list repeats.
+pub const SHOW_IGNORED: usize = 20;
 
 #[cfg(test)]
 mod tests {
@@ -246,6 +312,8 @@ mod tests {
                 .enumerate()
                 .map(|(i, s)| node(&format!("n{i}"), s))
                 .collect(),
+            counts: BTreeMap::new(),
+            nodes_offset: 0,
             ignored: vec![],
         }
     }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use blobswarm_core::escape::Printable;
 use blobswarm_core::node::{Action, RequestId};
 use blobswarm_core::{Digest, ReleaseId, codec};
 use bytes::Bytes;
@@ -30,7 +31,7 @@ impl<P: PeerIdentity> Driver<P> {
                 } => self.fetch_from_registry(id, blob, index, range, now),
                 Action::ReleaseAccepted(id) => self.release_accepted(id, now),
                 Action::ReleaseRefused { id, reason } => {
-                    warn!(release = %id.short(), error = %reason, "release refused");
+                    warn!(release = %id.short(), error = %Printable(&reason), "release refused");
                     self.outputs.push_back(Output::ForgetRelease(id));
                     if self.refused.len() >= MAX_REMEMBERED_REFUSALS {
                         self.refused.clear();
@@ -58,7 +59,7 @@ impl<P: PeerIdentity> Driver<P> {
 
     fn release_accepted(&mut self, id: ReleaseId, now: Now) {
         if let Some(r) = self.node.release(&id) {
-            info!(release = %id.short(), reference = %r.reference, bytes = r.total_bytes(), "release accepted");
+            info!(release = %id.short(), reference = %Printable(&r.reference), bytes = r.total_bytes(), "release accepted");
         }
         self.releases.entry(id).or_default().accepted = Some(now.at);
         if let Some(signed) = self.node.signed_release(&id).cloned() {
@@ -92,7 +93,7 @@ impl<P: PeerIdentity> Driver<P> {
             self.node.handle_failure(id, now.at);
             return;
         };
-        info!(blob = %blob.short(), index, %reference, "herd guard: fetching an orphaned chunk from the registry");
+        info!(blob = %blob.short(), index, reference = %Printable(&reference), "herd guard: fetching an orphaned chunk from the registry");
         self.outputs.push_back(Output::FetchRegistry {
             id,
             reference,
@@ -127,14 +128,14 @@ impl<P: PeerIdentity> Driver<P> {
         let Some(release) = self.node.release(&id).cloned() else {
             return;
         };
-        info!(release = %id.short(), reference = %release.reference, secs = timing.completed.map(|d| d.as_secs_f64()), "release complete");
+        info!(release = %id.short(), reference = %Printable(&release.reference), secs = timing.completed.map(|d| d.as_secs_f64()), "release complete");
         if !self.config.import_target {
             return;
         }
         if self.node.is_superseded(&id) {
             // The newer release replaces it at once; importing it would only move the
             // tag backwards for a moment (and forwards again) on this node.
-            info!(release = %id.short(), reference = %release.reference, "superseded by a newer release of this image; not imported");
+            info!(release = %id.short(), reference = %Printable(&release.reference), "superseded by a newer release of this image; not imported");
             timing.imported = true;
             return;
         }

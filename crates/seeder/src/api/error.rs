@@ -22,6 +22,9 @@ pub enum ApiError {
     /// `POST /v1/notifications` with a body that is not a registry envelope.
     #[error("not a notification: {0}")]
     BadNotification(serde_json::Error),
+    /// `?offset=&limit=` that are not numbers.
+    #[error("bad query: {0}")]
+    BadQuery(String),
     /// No job has this release id or image.
     #[error("no release or image {0}")]
     NotFound(String),
@@ -57,7 +60,9 @@ impl ApiError {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotAllowed { .. } => StatusCode::FORBIDDEN,
-            Self::BadTrigger(_) | Self::BadNotification(_) => StatusCode::BAD_REQUEST,
+            Self::BadTrigger(_) | Self::BadNotification(_) | Self::BadQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::NotFound(_) | Self::AutoSeedOff => StatusCode::NOT_FOUND,
             Self::Seed(_) => StatusCode::BAD_GATEWAY,
             Self::Vanished(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -5,13 +5,19 @@
 //! | route | answer |
 //! |---|---|
 //! | `POST /v1/releases` `{"image": REF}` | 201 + [`ReleaseView`] once published; 400 bad body; 502 seeding failed |
-//! | `GET /v1/releases` | [`SwarmView`](crate::rollout::SwarmView) |
-//! | `GET /v1/releases/{id}` | [`ReleaseView`] by release id or image; 404 unknown |
+//! | `GET /v1/releases[?offset=&limit=]` | [`SwarmView`](crate::rollout::SwarmView); each release lists `limit` nodes (default [`LIST_NODES`](crate::service::LIST_NODES), at most [`MAX_LIST_NODES`](crate::service::MAX_LIST_NODES)) |
+//! | `GET /v1/releases/{id}[?offset=&limit=]` | [`ReleaseView`] by release id or image, `limit` nodes (default and at most [`MAX_PAGE_NODES`](crate::service::MAX_PAGE_NODES)); 404 unknown |
 //! | `POST /v1/notifications` | `{"seeding": [images]}`; 404 when auto-seeding is off |
 //! | `GET /`, `GET /dashboard` | the dashboard page (no token: it asks for one) |
 //!
 //! Errors are `{"error": "…"}` with the status of [`ApiError::status`]; 401 for a
-//! missing or wrong token; 413 for a body over 1 MiB.
+//! missing or wrong token; 413 for a body over 1 MiB; 400 for a bad query.
+//!
+//! What one answer holds is bounded whatever reported (issue #18, finding 5): node lists
+//! are pages in name order, while the per-state `counts` of each release always cover
+//! every node the seeder holds (at most [`crate::MAX_TRACKED_NODES`]); at most
+//! [`crate::service::MAX_JOBS`] releases, [`crate::MAX_IGNORED`] ignored reports and
+//! [`crate::MAX_RATE_SAMPLES`] throughput samples.
 
 mod error;
 mod notify;
@@ -21,14 +27,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::rollout::ReleaseView;
-use crate::service::{Backend, Service};
+use crate::service::{Backend, Page, Service};
 
 pub use error::{ApiError, ServeError, TokenTooShort};
 pub use notify::AutoSeed;
@@ -107,11 +114,22 @@ pub fn router<B: Backend>(service: Arc<Service<B>>, token: Token, auto: AutoSeed
         .route("/", get(dashboard))
         .route("/dashboard", get(dashboard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(nosniff))
         .with_state(ApiState {
             service,
             token,
             auto: Arc::new(auto),
         })
+}
+
+/// Every answer carries `X-Content-Type-Options: nosniff`: the JSON holds strings nodes
+/// chose (names, reasons), and a browser must never guess it is a page and run them.
+async fn nosniff(mut res: Response) -> Response {
+    res.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    res
 }
 
 /// Binds `addr` and serves `router` in a background task; returns the bound address.
@@ -129,6 +147,19 @@ pub async fn serve(addr: SocketAddr, router: Router) -> Result<SocketAddr, Serve
         }
     });
     Ok(bound)
+}
+
+/// `?offset=&limit=` of the node lists.
+#[derive(Debug, Default, Deserialize)]
+struct PageQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// The query, or [`ApiError::BadQuery`].
+fn page_query(q: Result<Query<PageQuery>, QueryRejection>) -> Result<PageQuery, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::BadQuery(e.body_text()))
 }
 
 #[derive(Deserialize)]
@@ -152,18 +183,26 @@ async fn trigger<B: Backend>(
 async fn list<B: Backend>(
     State(s): State<ApiState<B>>,
     headers: HeaderMap,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     s.token.check(&headers)?;
-    Ok(axum::Json(s.service.swarm()).into_response())
+    let q = page_query(query)?;
+    let view = s.service.swarm_page(Page::list(q.offset, q.limit));
+    Ok(axum::Json(view).into_response())
 }
 
 async fn one<B: Backend>(
     State(s): State<ApiState<B>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     s.token.check(&headers)?;
-    let view = s.service.release(&id).ok_or(ApiError::NotFound(id))?;
+    let q = page_query(query)?;
+    let view = s
+        .service
+        .release_page(&id, Page::release(q.offset, q.limit))
+        .ok_or(ApiError::NotFound(id))?;
     Ok(axum::Json(view).into_response())
 }
 

@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use blobswarm_core::escape::Printable;
 use serde::Deserialize;
 
 use super::{ApiError, ApiState};
@@ -111,14 +112,14 @@ pub(super) async fn notification<B: Backend>(
         .filter_map(Event::tagged_manifest_push)
     {
         if !s.auto.allows(&repository) {
-            tracing::info!(%repository, "push of a repository not allow-listed; not seeding");
+            tracing::info!(repository = %Printable(&repository), "push of a repository not allow-listed; not seeding");
             continue;
         }
         let image = format!("{registry}/{repository}:{tag}");
         if s.service.in_flight(&image) {
             continue;
         }
-        tracing::info!(%image, "registry push notification: seeding");
+        tracing::info!(image = %Printable(&image), "registry push notification: seeding");
         seeded.push(image.clone());
         let service = Arc::clone(&s.service);
         tokio::spawn(async move {

@@ -455,3 +455,192 @@ async fn the_dashboard_runs_only_its_own_script() {
         "one script, pinned by its hash"
     );
 }
+
+/// Seeds `app` through the API; returns its release id.
+async fn seeded(a: &App) -> String {
+    let body = json!({ "image": "app" }).to_string();
+    let (status, _, v) = call(&a.router, authed("POST", "/v1/releases", body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// The raw body and its length.
+async fn raw(router: &Router, uri: &str) -> (StatusCode, Value, usize) {
+    let res = router
+        .clone()
+        .oneshot(authed("GET", uri, ""))
+        .await
+        .unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap(), bytes.len())
+}
+
+#[tokio::test]
+async fn views_stay_bounded_and_counts_stay_right_with_thousands_of_nodes() {
+    // Issue #18 finding 5: what one answer holds does not grow with the nodes.
+    let a = app(AutoSeed::default());
+    let id = seeded(&a).await;
+    let release = id.parse().unwrap();
+    let other = blobswarm_core::Digest::of(b"another release");
+    for i in 0..4_000 {
+        let (rel, state) = match i % 4 {
+            0 => (release, ProgressState::Done),
+            1 => (release, ProgressState::Downloading),
+            2 => (release, ProgressState::Failed("disk full".into())),
+            _ => (other, ProgressState::Done),
+        };
+        report(&a.agg, &format!("node-{i:05}"), rel, state, 50, 0);
+    }
+    for i in 0..2 {
+        report(
+            &a.agg,
+            &format!("quiet-{i}"),
+            release,
+            ProgressState::Done,
+            100,
+            20_000,
+        );
+    }
+    for i in 0..300 {
+        report_unenrolled(&a.agg, &format!("minted-{i}"), release);
+    }
+    let want =
+        json!({ "done": 1000, "downloading": 1000, "failed": 1000, "missing": 1000, "lost": 2 });
+
+    // The list: LIST_NODES nodes a release, the counts over all 4,002.
+    const LIST_BOUND: usize = 128 << 10;
+    let (status, swarm, len) = raw(&a.router, "/v1/releases").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(len < LIST_BOUND, "{len} bytes");
+    assert_eq!(swarm["nodes"], 4_000);
+    assert_eq!(swarm["lost"], 2);
+    assert_eq!(
+        swarm["ignored"].as_array().unwrap().len(),
+        crate::MAX_IGNORED
+    );
+    assert_eq!(swarm["ignored_total"], 300);
+    let r = &swarm["releases"][0];
+    assert_eq!(r["counts"], want);
+    assert_eq!(
+        r["nodes"].as_array().unwrap().len(),
+        crate::service::LIST_NODES
+    );
+    assert_eq!(r["nodes"][0]["node"], "node-00000");
+    let repeated = r["ignored"].as_array().unwrap().len();
+    assert_eq!(
+        repeated,
+        crate::rollout::SHOW_IGNORED,
+        "the newest, per release"
+    );
+    let (_, capped, _) = raw(&a.router, "/v1/releases?limit=100000").await;
+    let listed = capped["releases"][0]["nodes"].as_array().unwrap().len();
+    assert_eq!(listed, crate::service::MAX_LIST_NODES);
+
+    // One release: MAX_PAGE_NODES nodes at most, paged by name, the counts over all.
+    const PAGE_BOUND: usize = 512 << 10;
+    let (status, one, len) = raw(&a.router, &format!("/v1/releases/{id}?limit=100000")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(len < PAGE_BOUND, "{len} bytes");
+    assert_eq!(
+        one["nodes"].as_array().unwrap().len(),
+        crate::service::MAX_PAGE_NODES
+    );
+    assert_eq!(one["counts"], want);
+    let view: crate::rollout::ReleaseView = serde_json::from_value(one).unwrap();
+    let t = view.tally();
+    assert_eq!((t.total, t.done, t.failed), (4_002, 1_000, 1_000));
+    assert_eq!(
+        crate::rollout::verdict(&view, crate::rollout::Expect::Count(1_001)),
+        crate::rollout::Verdict::Pending,
+        "the gate counts every node, not the page"
+    );
+    assert_eq!(
+        crate::rollout::verdict(&view, crate::rollout::Expect::Count(1_000)),
+        crate::rollout::Verdict::Done
+    );
+    let (_, tail, _) = raw(
+        &a.router,
+        &format!("/v1/releases/{id}?offset=3990&limit=50"),
+    )
+    .await;
+    let names: Vec<&str> = tail["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 12);
+    assert_eq!(names[..2], ["node-03990", "node-03991"]);
+    assert_eq!(names[10..], ["quiet-0", "quiet-1"]);
+    assert_eq!(tail["nodes_offset"], 3990);
+    assert_eq!(tail["counts"], want);
+
+    let (status, _, v) = call(&a.router, authed("GET", "/v1/releases?limit=many", "")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"].as_str().unwrap().starts_with("bad query: "),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn strings_from_nodes_reach_people_escaped() {
+    // Issue #18 finding 10: a node name and a failure reason with a terminal escape, a
+    // newline and markup, read through the API by the gate, `status` and the dashboard.
+    let a = app(AutoSeed::default());
+    let id = seeded(&a).await;
+    let evil = "evil\u{1b}[2J\n<script>alert(1)</script>";
+    let reason = "disk\r\nfull\u{1b}]0;pwned\u{7}<img src=x onerror=alert(1)>";
+    let failed = ProgressState::Failed(reason.into());
+    report(&a.agg, evil, id.parse().unwrap(), failed, 50, 0);
+    report_unenrolled(&a.agg, evil, id.parse().unwrap());
+    let res = a
+        .router
+        .clone()
+        .oneshot(authed("GET", &format!("/v1/releases/{id}"), ""))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
+    assert_eq!(res.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let view: crate::rollout::ReleaseView = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        view.nodes[0].node, evil,
+        "the API hands the data over as it is"
+    );
+    // The gate's report: one line per node, nothing a terminal would act on.
+    let text = crate::rollout::missing_report(&view, crate::rollout::Expect::AllNodes);
+    for c in ['\u{1b}', '\r', '\u{7}'] {
+        assert!(!text.contains(c), "{c:?} in {text}");
+    }
+    assert!(
+        text.contains("evil\\u{1b}[2J\\n<script>alert(1)</script>: failed (disk\\r\\nfull"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 4, "{text}");
+    // The dashboard only ever sets text: no markup is built from data.
+    let (_, _, page) = call(&a.router, request("GET", "/dashboard", None, "")).await;
+    let page = page.as_str().unwrap();
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ] {
+        assert!(!page.contains(sink), "the dashboard uses {sink}");
+    }
+    assert!(
+        page.contains("e.textContent = text"),
+        "text goes in as text"
+    );
+    assert!(
+        page.contains("id=\"ignored\""),
+        "ignored reports have a place"
+    );
+}

@@ -9,18 +9,21 @@
 
 mod error;
 mod swarm;
+mod views;
 
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::{IgnoredReport, NodeView, SharedAggregator};
+use blobswarm_core::escape::Printable;
 use blobswarm_core::{Digest, ReleaseId};
 
-use crate::rollout::{self, NodeState, ReleaseView, SwarmView};
+use crate::SharedAggregator;
+use crate::rollout::{self, ReleaseView, SwarmView};
 
 pub use error::SeedError;
 pub use swarm::{IngestProgress, Plan, ProgressFactory, SwarmBackend, local_blobs};
+pub use views::{LIST_NODES, MAX_LIST_NODES, MAX_PAGE_NODES, Page};
 
 /// Seeding jobs remembered (oldest dropped first).
 pub const MAX_JOBS: usize = 64;
@@ -157,7 +160,7 @@ impl<B: Backend> Service<B> {
             }),
             Err(e) => {
                 let msg = e.chain();
-                tracing::warn!(%image, error = %msg, "seeding failed");
+                tracing::warn!(image = %Printable(image), error = %Printable(&msg), "seeding failed");
                 self.update(seq, |j| j.error = Some(msg));
             }
         }
@@ -190,7 +193,7 @@ impl<B: Backend> Service<B> {
         let _one_at_a_time = self.ingest_lock.lock().await;
         let resolved = self.backend.resolve(image).await?;
         if let Some(id) = self.published(&resolved) {
-            tracing::info!(release = %id, reference = %resolved.reference, "already published; reusing the release");
+            tracing::info!(release = %id, reference = %Printable(&resolved.reference), "already published; reusing the release");
             self.jobs().list.retain(|j| j.seq != seq);
             return Ok(id);
         }
@@ -199,10 +202,10 @@ impl<B: Backend> Service<B> {
             j.total_bytes = resolved.total_bytes;
             j.root = Some(resolved.root);
         });
-        tracing::info!(reference = %resolved.reference, blobs = resolved.blobs, bytes = resolved.total_bytes, "resolved");
+        tracing::info!(reference = %Printable(&resolved.reference), blobs = resolved.blobs, bytes = resolved.total_bytes, "resolved");
         let reference = resolved.reference;
         let id = self.backend.publish(resolved.plan).await?;
-        tracing::info!(release = %id, %reference, "published");
+        tracing::info!(release = %id, reference = %Printable(&reference), "published");
         Ok(id.to_string())
     }
 
@@ -216,8 +219,14 @@ impl<B: Backend> Service<B> {
             .and_then(|j| j.id.clone())
     }
 
-    /// The view of one job/release by release id, or by image when no id matches.
+    /// The view of one job/release by release id, or by image when no id matches, with
+    /// the first [`MAX_PAGE_NODES`] nodes.
     pub fn release(&self, key: &str) -> Option<ReleaseView> {
+        self.release_page(key, Page::release(None, None))
+    }
+
+    /// [`Service::release`] listing the nodes of `page` (the counts cover every node).
+    pub fn release_page(&self, key: &str, page: Page) -> Option<ReleaseView> {
         let job = {
             let jobs = self.jobs();
             jobs.list
@@ -231,89 +240,54 @@ impl<B: Backend> Service<B> {
             let agg = self.reports_lock();
             (agg.nodes(unix_ms()), agg.ignored())
         };
-        Some(view(&job, &nodes, ignored))
+        let tallies = views::Tallies::new(&nodes);
+        Some(views::view(&job, &nodes, &tallies, page, ignored))
     }
 
-    /// Every job, newest first, with the swarm's size and throughput history.
+    /// Every job, newest first, with the swarm's size and throughput history; each
+    /// release lists its first [`LIST_NODES`] nodes.
     pub fn swarm(&self) -> SwarmView {
+        self.swarm_page(Page::list(None, None))
+    }
+
+    /// [`Service::swarm`] with each release listing the nodes of `page`. The ignored
+    /// reports are listed for the swarm; each release repeats only the newest
+    /// [`rollout::SHOW_IGNORED`] (what the gate prints), so they cost no more than the
+    /// nodes of the page.
+    pub fn swarm_page(&self, page: Page) -> SwarmView {
         let jobs: Vec<Job> = self.jobs().list.iter().rev().cloned().collect();
         let agg = self.reports_lock();
         let now = unix_ms();
-        let (reporting, lost, throughput, nodes, ignored, ignored_total) = (
+        let (reporting, lost, throughput, nodes, ignored, ignored_total, nodes_dropped) = (
             agg.reporting(now),
             agg.len().saturating_sub(agg.reporting(now)),
             agg.samples(),
             agg.nodes(now),
             agg.ignored(),
             agg.ignored_total(),
+            agg.dropped_total(),
         );
         drop(agg);
+        let tallies = views::Tallies::new(&nodes);
         SwarmView {
             nodes: reporting,
             lost,
             throughput,
             releases: jobs
                 .iter()
-                .map(|j| view(j, &nodes, ignored.clone()))
+                .map(|j| {
+                    let newest = ignored.iter().take(rollout::SHOW_IGNORED).cloned();
+                    views::view(j, &nodes, &tallies, page, newest.collect())
+                })
                 .collect(),
             ignored,
             ignored_total,
+            nodes_dropped,
         }
     }
 
     fn reports_lock(&self) -> MutexGuard<'_, crate::Aggregator> {
         self.reports.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Joins one job with every reporting node's state for its release (and the reports
-/// that did not count).
-fn view(job: &Job, nodes: &[NodeView], ignored: Vec<IgnoredReport>) -> ReleaseView {
-    let state = match (&job.id, &job.error) {
-        (_, Some(_)) => "failed",
-        (Some(_), None) => "published",
-        (None, None) => "seeding",
-    };
-    ReleaseView {
-        id: job.id.clone().unwrap_or_default(),
-        image: job.image.clone(),
-        reference: job.reference.clone(),
-        state: state.into(),
-        error: job.error.clone(),
-        total_bytes: job.total_bytes,
-        published_age_ms: job
-            .published_at
-            .map_or(0, |t| t.elapsed().as_millis() as u64),
-        nodes: nodes.iter().map(|n| node_state(job, n)).collect(),
-        ignored,
-    }
-}
-
-/// One node's state for `job`'s release ("missing" when it has not accepted it).
-fn node_state(job: &Job, n: &NodeView) -> NodeState {
-    let r = job
-        .id
-        .as_ref()
-        .and_then(|id| n.releases.iter().find(|r| &r.release == id));
-    // A silent node counts as not done whatever it said last: the gate must not pass
-    // over a node that may have died mid-import.
-    let (state, reason) = if n.lost {
-        ("lost".to_owned(), Some(rollout::lost_reason(n.age_ms)))
-    } else {
-        (
-            r.map_or_else(|| "missing".into(), |r| r.state.clone()),
-            r.and_then(|r| r.reason.clone()),
-        )
-    };
-    NodeState {
-        node: n.node.clone(),
-        peer: n.peer.clone(),
-        state,
-        reason,
-        have_bytes: r.map_or(0, |r| r.have_bytes),
-        rate: r.map_or(0, |r| r.rate),
-        peers: n.peers,
-        age_ms: n.age_ms,
     }
 }
 

@@ -182,3 +182,43 @@ async fn views_join_the_nodes_reports() {
     assert_eq!(swarm.releases[0].ignored.len(), 1);
     assert_eq!((swarm.ignored.len(), swarm.ignored_total), (1, 1));
 }
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn log_lines_escape_what_came_off_the_network() {
+    // Issue #18 finding 10: an image named over the API (or in a registry
+    // notification) must not write a terminal escape or a second line into the log.
+    let buf = LogBuf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    let (backend, _rx) = FakeBackend::new(&[]);
+    let service = Service::new(backend, aggregator());
+    let evil = "evil\u{1b}[2J\n<script>x</script>";
+    assert!(service.seed(evil).await.is_err());
+    drop(guard);
+    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("seeding failed"), "{log}");
+    assert_eq!(log.lines().count(), 1, "one line: {log}");
+    assert!(!log.contains('\u{1b}'), "{log}");
+    assert!(
+        log.contains(r"image=evil\u{1b}[2J\n<script>x</script>"),
+        "{log}"
+    );
+}
