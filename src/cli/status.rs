@@ -64,6 +64,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 println!();
                 print!("{}", table(&full));
             }
+            if !swarm.banned.is_empty() {
+                println!();
+                print!(
+                    "{}",
+                    blobswarm_seeder::rollout::banned_report(&swarm.banned)
+                );
+            }
             if !swarm.ignored.is_empty() {
                 println!();
                 print!(

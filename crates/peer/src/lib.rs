@@ -35,4 +35,4 @@ pub use fallback::{FallbackError, RegistryFallback};
 pub use metrics::Metrics;
 pub use ops_http::{OpsError, serve_ops};
 pub use reports::{ReportSink, SharedReportSink};
-pub use status::{AgentStatus, BanCounts, BanKind, ReleaseStatus};
+pub use status::{AgentStatus, Ban, BanCounts, BanKind, MAX_SHOWN_BANS, ReleaseStatus};

@@ -32,6 +32,8 @@ pub struct AgentStatus {
     pub updated: Option<Instant>,
     /// Peers banned for misbehaving, so operators can see an attack or a broken node.
     pub bans: BanCounts,
+    /// The bans in force, newest first (at most [`MAX_SHOWN_BANS`]): who and why.
+    pub banned: Vec<Ban>,
     /// Releases evicted to keep the store under its cap.
     pub releases_evicted: u64,
 }
@@ -49,6 +51,23 @@ pub struct BanCounts {
     pub active: usize,
 }
 
+/// Bans listed at most in a status (newest first): an operator sees who misbehaves,
+/// while a flood of identities cannot make the status, the API or the dashboard grow.
+pub const MAX_SHOWN_BANS: usize = 16;
+
+/// One ban in force, as `blobswarm status` and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    /// The banned peer's id.
+    pub peer: String,
+    /// The offence.
+    pub kind: BanKind,
+    /// The driver's account of it (e.g. which chunk failed its hash).
+    pub reason: String,
+    /// Until the ban ends.
+    pub remaining: Duration,
+}
+
 /// Why a peer was banned; the label of the ban metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BanKind {
@@ -58,6 +77,17 @@ pub enum BanKind {
     BadFrame,
     /// Sent requests above the rate limit.
     RequestRate,
+}
+
+impl BanKind {
+    /// The label operators read: bad_chunk, bad_frame or request_rate (as in the metric).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::BadChunk => "bad_chunk",
+            Self::BadFrame => "bad_frame",
+            Self::RequestRate => "request_rate",
+        }
+    }
 }
 
 impl BanCounts {

@@ -32,6 +32,8 @@ pub(crate) struct FakeBackend {
     pub(crate) published: Arc<Mutex<Vec<String>>>,
     /// Publishing waits for a permit, so a test can hold a job in "seeding".
     pub(crate) gate: Arc<Semaphore>,
+    /// The bans the seeder's agent would hold.
+    pub(crate) banned: Arc<Mutex<Vec<blobswarm_peer::Ban>>>,
 }
 
 impl FakeBackend {
@@ -47,6 +49,7 @@ impl FakeBackend {
             resolved: tx,
             published: Arc::default(),
             gate: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            banned: Arc::default(),
         };
         (backend, rx)
     }
@@ -72,6 +75,10 @@ impl Backend for FakeBackend {
             blobs: 1,
             plan: found.clone(),
         })
+    }
+
+    fn banned(&self) -> Vec<blobswarm_peer::Ban> {
+        self.banned.lock().expect("not poisoned").clone()
     }
 
     async fn publish(&self, plan: FakeImage) -> Result<ReleaseId, SeedError> {

@@ -90,6 +90,56 @@ pub struct SwarmView {
     /// [`crate::MAX_TRACKED_NODES`] others heard from more recently.
     #[serde(default)]
     pub nodes_dropped: u64,
+    /// Peers the seeder's agent has banned now, newest first (at most
+    /// [`blobswarm_peer::MAX_SHOWN_BANS`]).
+    #[serde(default)]
+    pub banned: Vec<BanView>,
+}
+
+/// One ban in force, as the API, `blobswarm status` and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanView {
+    /// Who banned: `seeder` (the seeder's own agent).
+    pub by: String,
+    /// The banned peer's id.
+    pub peer: String,
+    /// bad_chunk, bad_frame or request_rate.
+    pub kind: String,
+    /// What it did.
+    pub reason: String,
+    /// Seconds until the ban ends.
+    pub remaining_secs: u64,
+}
+
+impl From<&blobswarm_peer::Ban> for BanView {
+    fn from(b: &blobswarm_peer::Ban) -> Self {
+        Self {
+            by: "seeder".into(),
+            peer: b.peer.clone(),
+            kind: b.kind.label().into(),
+            reason: b.reason.clone(),
+            remaining_secs: b.remaining.as_secs(),
+        }
+    }
+}
+
+/// Bans listed for `status`: one escaped line each.
+pub fn banned_report(banned: &[BanView]) -> String {
+    if banned.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("banned peers ({}):\n", banned.len());
+    for b in banned {
+        out.push_str(&format!(
+            "  {} banned {} ({}): {}, {} s left\n",
+            printable(&b.by),
+            printable(&b.peer),
+            printable(&b.kind),
+            printable(&b.reason),
+            b.remaining_secs
+        ));
+    }
+    out
 }
 
 /// The headline numbers of a release: every node the seeder holds, not just a page.
@@ -373,6 +423,24 @@ mod tests {
             text.contains("1 expected nodes have never reported"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn bans_print_one_escaped_line_each() {
+        let bans = [BanView {
+            by: "seeder".into(),
+            peer: "12D3KooWx".into(),
+            kind: "bad_frame".into(),
+            reason: "frame refused:\n\u{1b}[2J oversized".into(),
+            remaining_secs: 599,
+        }];
+        let text = banned_report(&bans);
+        assert_eq!(
+            text,
+            "banned peers (1):\n  seeder banned 12D3KooWx (bad_frame): \
+             frame refused:\\n\\u{1b}[2J oversized, 599 s left\n"
+        );
+        assert!(banned_report(&[]).is_empty());
     }
 
     #[test]

@@ -298,6 +298,7 @@ impl EventLoop {
             import_target: s.import_target,
             updated: Some(Instant::now()),
             bans: s.bans,
+            banned: s.banned,
             releases_evicted: s.releases_evicted,
         });
     }

@@ -8,6 +8,7 @@
 //! is one `warn` line naming the peer and the reason.
 
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use blobswarm_core::rate::TokenBucket;
 use tracing::warn;
 
 use super::{Driver, Output, PeerIdentity};
-use crate::status::{BanCounts, BanKind};
+use crate::status::{Ban, BanCounts, BanKind, MAX_SHOWN_BANS};
 
 /// Inbound requests per second one peer may send (have-updates included); a honest
 /// peer sends a few dozen at most.
@@ -24,10 +25,14 @@ pub(crate) const REQUESTS_PER_SEC: u64 = 200;
 pub(crate) const REQUEST_BURST: u64 = 400;
 /// Bans and per-peer request buckets remembered at most, against identity floods.
 const MAX_TRACKED: usize = 4096;
+/// Longest ban reason kept for the status list (reasons are the driver's own texts).
+const MAX_BAN_REASON: usize = 200;
 
 /// Banned peers and their inbound request rates.
 pub(super) struct Bans<P> {
     until: HashMap<P, Instant>,
+    /// Why each peer in `until` was banned (for the status list).
+    why: HashMap<P, (BanKind, String)>,
     /// Bans since start, by offence (exported as a metric).
     counts: BanCounts,
     rates: HashMap<P, TokenBucket>,
@@ -38,6 +43,7 @@ impl<P: Copy + Hash + Eq> Bans<P> {
     pub(super) fn new(duration: Duration) -> Self {
         Self {
             until: HashMap::new(),
+            why: HashMap::new(),
             counts: BanCounts::default(),
             rates: HashMap::new(),
             duration,
@@ -63,6 +69,39 @@ impl<P: Copy + Hash + Eq> Bans<P> {
         }
         self.until.insert(peer, now + self.duration);
         true
+    }
+
+    /// Remembers why `peer` was banned; entries of bans forgotten go with it.
+    fn record(&mut self, peer: P, kind: BanKind, reason: &str) {
+        let until = &self.until;
+        self.why.retain(|p, _| until.contains_key(p));
+        let reason = blobswarm_core::wire::truncate_utf8(reason, MAX_BAN_REASON);
+        self.why.insert(peer, (kind, reason));
+    }
+
+    /// The bans in force at `now`, newest first, at most [`MAX_SHOWN_BANS`].
+    pub(super) fn list(&self, now: Instant) -> Vec<Ban>
+    where
+        P: Display,
+    {
+        let mut live: Vec<(&P, &Instant)> = self.until.iter().filter(|(_, t)| **t > now).collect();
+        live.sort_unstable_by(|a, b| b.1.cmp(a.1));
+        live.into_iter()
+            .take(MAX_SHOWN_BANS)
+            .map(|(p, t)| {
+                let (kind, reason) = self
+                    .why
+                    .get(p)
+                    .cloned()
+                    .unwrap_or((BanKind::BadFrame, String::new()));
+                Ban {
+                    peer: p.to_string(),
+                    kind,
+                    reason,
+                    remaining: t.saturating_duration_since(now),
+                }
+            })
+            .collect()
     }
 
     /// Counts one inbound request; false when `peer` is over its rate.
@@ -96,6 +135,7 @@ impl<P: PeerIdentity> Driver<P> {
     pub(super) fn ban_peer(&mut self, peer: P, kind: BanKind, reason: &str, now: Instant) {
         if self.bans.ban(peer, now) {
             self.bans.counts.add(kind);
+            self.bans.record(peer, kind, reason);
             warn!(
                 %peer,
                 %reason,
@@ -147,5 +187,24 @@ mod tests {
             "{admitted}"
         );
         assert!(b.admit(q, t0 + Duration::from_secs(1)), "refilled");
+    }
+
+    #[test]
+    fn the_status_lists_bans_in_force_newest_first_and_bounded() {
+        let mut b = Bans::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        for p in 0..40u32 {
+            let at = t0 + Duration::from_millis(u64::from(p));
+            assert!(b.ban(p, at));
+            b.record(p, BanKind::BadChunk, &format!("chunk {p} failed its hash"));
+        }
+        let now = t0 + Duration::from_millis(100);
+        let list = b.list(now);
+        assert_eq!(list.len(), MAX_SHOWN_BANS);
+        assert_eq!(list[0].peer, "39");
+        assert_eq!(list[0].kind, BanKind::BadChunk);
+        assert_eq!(list[0].reason, "chunk 39 failed its hash");
+        assert_eq!(list[0].remaining, Duration::from_millis(9_939));
+        assert!(b.list(t0 + Duration::from_secs(11)).is_empty(), "expired");
     }
 }

@@ -257,6 +257,8 @@ pub(crate) struct Snapshot {
     pub(crate) import_target: bool,
     /// Bans by offence.
     pub(crate) bans: BanCounts,
+    /// Bans in force, newest first (bounded).
+    pub(crate) banned: Vec<crate::status::Ban>,
     /// Releases evicted to keep the store under its cap.
     pub(crate) releases_evicted: u64,
 }

@@ -348,6 +348,7 @@ impl<P: PeerIdentity> Driver<P> {
             chunks_verified: self.chunks_verified,
             import_target: self.config.import_target,
             bans: self.bans.counts(now),
+            banned: self.bans.list(now),
             releases_evicted: self.store_cap.evicted,
         }
     }

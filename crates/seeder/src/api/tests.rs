@@ -25,6 +25,8 @@ struct App {
     agg: crate::SharedAggregator,
     /// Publishing waits on it (open unless a test closes it).
     gate: Arc<Semaphore>,
+    /// The bans the seeder's agent holds.
+    banned: Arc<std::sync::Mutex<Vec<blobswarm_peer::Ban>>>,
 }
 
 /// The API over a fake registry holding `app` (→ `reg/app:v1`) and the images of
@@ -40,6 +42,7 @@ fn app(auto: AutoSeed) -> App {
         ("reg:5000/other/x:v1", image("reg:5000/other/x:v1", "four")),
     ]);
     let gate = Arc::clone(&backend.gate);
+    let banned = Arc::clone(&backend.banned);
     let agg = aggregator();
     let service = Arc::new(Service::new(backend, Arc::clone(&agg)));
     let token = Token::new(TOKEN.into()).expect("long enough");
@@ -54,6 +57,7 @@ fn app(auto: AutoSeed) -> App {
         resolved,
         agg,
         gate,
+        banned,
     }
 }
 
@@ -642,5 +646,41 @@ async fn strings_from_nodes_reach_people_escaped() {
     assert!(
         page.contains("id=\"ignored\""),
         "ignored reports have a place"
+    );
+}
+
+#[tokio::test]
+async fn the_swarm_view_and_the_dashboard_show_banned_peers() {
+    // Issue #18 acceptance: operators see who was banned and why.
+    let a = app(AutoSeed::default());
+    *a.banned.lock().unwrap() = vec![blobswarm_peer::Ban {
+        peer: "12D3KooWrogue".into(),
+        kind: blobswarm_peer::BanKind::BadChunk,
+        reason: "chunk 3 of blob sha256:ab failed its hash".into(),
+        remaining: Duration::from_secs(599),
+    }];
+    let (status, _, swarm) = call(&a.router, authed("GET", "/v1/releases", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        swarm["banned"],
+        json!([{
+            "by": "seeder",
+            "peer": "12D3KooWrogue",
+            "kind": "bad_chunk",
+            "reason": "chunk 3 of blob sha256:ab failed its hash",
+            "remaining_secs": 599
+        }])
+    );
+    let view: crate::rollout::SwarmView = serde_json::from_value(swarm).unwrap();
+    let text = crate::rollout::banned_report(&view.banned);
+    assert!(
+        text.contains("seeder banned 12D3KooWrogue (bad_chunk): chunk 3 of blob"),
+        "{text}"
+    );
+    let (_, _, page) = call(&a.router, request("GET", "/dashboard", None, "")).await;
+    let page = page.as_str().unwrap();
+    assert!(
+        page.contains("id=\"banned\"") && page.contains("s.banned"),
+        "{page:.100}"
     );
 }

@@ -69,6 +69,12 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         plan: Self::Plan,
     ) -> impl Future<Output = Result<ReleaseId, SeedError>> + Send;
+
+    /// The bans the seeder's own agent holds now (newest first, bounded), for the
+    /// views; none by default (a backend without a swarm bans nobody).
+    fn banned(&self) -> Vec<blobswarm_peer::Ban> {
+        Vec::new()
+    }
 }
 
 /// One `seed` call's entry in the job list.
@@ -269,6 +275,12 @@ impl<B: Backend> Service<B> {
         );
         drop(agg);
         let tallies = views::Tallies::new(&nodes);
+        let banned = self
+            .backend
+            .banned()
+            .iter()
+            .map(rollout::BanView::from)
+            .collect();
         SwarmView {
             nodes: reporting,
             lost,
@@ -283,6 +295,7 @@ impl<B: Backend> Service<B> {
             ignored,
             ignored_total,
             nodes_dropped,
+            banned,
         }
     }
 

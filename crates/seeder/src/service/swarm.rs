@@ -113,6 +113,10 @@ impl Backend for SwarmBackend {
         })
     }
 
+    fn banned(&self) -> Vec<blobswarm_peer::Ban> {
+        self.agent.status().borrow().banned.clone()
+    }
+
     async fn publish(&self, plan: Plan) -> Result<ReleaseId, SeedError> {
         let Plan { source, image } = plan;
         let reference = image.reference.clone();
