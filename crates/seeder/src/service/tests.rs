@@ -222,3 +222,27 @@ async fn log_lines_escape_what_came_off_the_network() {
         "{log}"
     );
 }
+
+#[test]
+fn a_release_named_twice_in_one_report_counts_once() {
+    use crate::{NodeRelease, NodeView};
+    let entry = |state: &str| NodeRelease {
+        release: "sha256:r".into(),
+        state: state.into(),
+        reason: None,
+        have_bytes: 0,
+        total_bytes: 1,
+        rate: 0,
+    };
+    let nodes = [NodeView {
+        node: "n".into(),
+        peer: "p".into(),
+        age_ms: 0,
+        lost: false,
+        peers: 0,
+        releases: vec![entry("done"), entry("done"), entry("failed")],
+    }];
+    let t = super::views::Tallies::new(&nodes);
+    let counts = t.counts(Some("sha256:r"));
+    assert_eq!(counts, [("done".to_owned(), 1)].into());
+}

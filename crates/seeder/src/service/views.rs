@@ -68,7 +68,12 @@ impl<'a> Tallies<'a> {
                 continue;
             }
             t.live += 1;
-            for r in &n.releases {
+            // A node is counted once per release, in the state of its first entry, as
+            // `node_state` shows it, even if its report names a release twice.
+            for (i, r) in n.releases.iter().enumerate() {
+                if n.releases[..i].iter().any(|e| e.release == r.release) {
+                    continue;
+                }
                 *t.by_release
                     .entry(r.release.as_str())
                     .or_default()
@@ -82,7 +87,7 @@ impl<'a> Tallies<'a> {
     /// Nodes per state for release `id` (None: still seeding), as [`node_state`] names
     /// them: lost nodes are "lost" whatever they said, the rest "missing" when they do
     /// not hold it.
-    fn counts(&self, id: Option<&str>) -> BTreeMap<String, usize> {
+    pub(super) fn counts(&self, id: Option<&str>) -> BTreeMap<String, usize> {
         let mut out: BTreeMap<String, usize> = id
             .and_then(|id| self.by_release.get(id))
             .into_iter()
@@ -90,7 +95,8 @@ impl<'a> Tallies<'a> {
             .map(|(s, n)| ((*s).to_owned(), *n))
             .collect();
         let holding: usize = out.values().sum();
-        for (state, n) in [("missing", self.live - holding), ("lost", self.lost)] {
+        let missing = self.live.saturating_sub(holding);
+        for (state, n) in [("missing", missing), ("lost", self.lost)] {
             if n > 0 {
                 out.insert(state.to_owned(), n);
             }
