@@ -7,17 +7,16 @@
 //!
 //! The random moments come from `CHAOS_SEED` (printed; set it to replay a run).
 
-mod support;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blobswarm_testkit::{
-    ImageInfo, Registry, build_test_image, free_port, push_image, require_tools, sha256_digest,
-    wait_until,
+    Binary, ImageInfo, Proc, Registry, Seeder, build_test_image, free_port, push_image,
+    require_tools, sha256_digest, wait_until,
 };
-use support::{Proc, Seeder, blobswarm};
+
+const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
 
 const AGENTS: usize = 12;
 const HOSTILE: [&str; 2] = ["corrupt", "oversized"];
@@ -63,12 +62,12 @@ fn start_agent(seeder: &Seeder, root: &Path, i: usize) -> Proc {
             })
             .count()
     ));
-    seeder.start_agent_logged(root, i, &extra, &log)
+    seeder.start_agent_logged(i, &extra, &log)
 }
 
 /// Asks the running seeder to seed `reference`; returns the release id.
 fn trigger(api: &str, token: &Path, reference: &str) -> String {
-    let out = blobswarm(&[
+    let out = BLOBSWARM.run(&[
         "seed",
         reference,
         "--api",
@@ -151,49 +150,21 @@ fn honest_agents_converge_on_the_newest_verified_image_through_hostile_peers_and
     let v2 = build_test_image(&root.join("src-v2"), "latest", V2_LAYER, 12);
     let mark = registry.mark_log();
 
-    let key = root.join("seeder.key");
-    let seeder_id = blobswarm(&["keygen", "--out", key.to_str().unwrap()]);
     let api_addr = format!("127.0.0.1:{}", free_port());
     let api = format!("http://{api_addr}");
-    let mut seeder = Proc::start(
-        "seeder",
-        &[
-            "seed",
-            "--serve",
-            "--api-listen",
-            &api_addr,
-            "--api-token-file",
-            token.to_str().unwrap(),
-            "--insecure-registry",
-            &registry.addr(),
-            "--allow-registry",
-            &registry.addr(),
-            "--key-file",
-            key.to_str().unwrap(),
-            "--data-dir",
-            root.join("seeder").to_str().unwrap(),
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            // Slow enough that the kills land mid-rollout and peers carry most bytes.
-            "--max-upload-rate",
-            "16MiB",
-        ],
-        &root.join("seeder.log"),
-    );
-    let seeder_addr = seeder.wait_line("listening ", Duration::from_secs(30));
-    seeder.wait_line("api http://", Duration::from_secs(10));
-    let seeder = Seeder {
-        proc: seeder,
-        id: seeder_id,
-        addr: seeder_addr,
-    };
+    let registry_addr = registry.addr();
+    // Slow enough that the kills land mid-rollout and peers carry most bytes.
+    let extra = [
+        "--allow-registry",
+        &registry_addr,
+        "--max-upload-rate",
+        "16MiB",
+    ];
+    let seeder = Seeder::serve(BLOBSWARM, root, (&api_addr, &token), &registry_addr, &extra);
     let mut agents: Vec<Proc> = (0..AGENTS).map(|i| start_agent(&seeder, root, i)).collect();
     let ids: Vec<String> = agents
         .iter_mut()
-        .map(|p| {
-            let addr = p.wait_line("listening ", Duration::from_secs(30));
-            addr.rsplit('/').next().unwrap().to_owned()
-        })
+        .map(|p| p.wait_peer_id(Duration::from_secs(30)))
         .collect();
     let hostile_ids = &ids[..HOSTILE.len()];
 

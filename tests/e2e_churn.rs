@@ -1,33 +1,30 @@
 //! Churn with real processes: a 256 MiB image from a real registry to 16 agents, a third of
 //! them SIGKILLed mid-transfer; every survivor must still complete with verified blobs.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use blobswarm_testkit::{PushedImage, require_tools, sha256_digest};
-use support::{Proc, Seeder};
+use blobswarm_testkit::{Binary, Swarm, TestImage, sha256_digest};
+
+const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
 
 const AGENTS: usize = 16;
 const KILLED: [usize; 5] = [1, 4, 7, 10, 13];
-const RANDOM_LAYER: u64 = 256 << 20;
+const IMAGE: TestImage = TestImage {
+    random_layer: 256 << 20,
+    seed: 11,
+    repo: "test/big",
+};
 
 #[test]
 fn survivors_complete_when_a_third_of_the_agents_are_killed_mid_transfer() {
-    if !require_tools(&["docker-registry", "umoci", "skopeo", "busybox"]) {
+    let Some(mut swarm) = Swarm::start(BLOBSWARM, IMAGE, &[]) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let pushed = PushedImage::start(root, RANDOM_LAYER, 11, "test/big");
-    let (registry, image, reference) = (&pushed.registry, &pushed.image, pushed.reference.as_str());
+    };
+    let (root, seeder, pushed) = (&swarm.root, &mut swarm.seeder, &swarm.pushed);
+    let (registry, image) = (&pushed.registry, &pushed.image);
     let (mark, total) = (pushed.mark, pushed.total_bytes());
-
-    let mut seeder = Seeder::start(root, reference, &registry.addr());
-    let mut agents: Vec<Proc> = (0..AGENTS)
-        .map(|i| seeder.start_agent(root, i, &[]))
-        .collect();
+    let mut agents = seeder.start_agents(AGENTS, &[]);
     seeder.proc.wait_line("release ", Duration::from_secs(180));
     let started = Instant::now();
 

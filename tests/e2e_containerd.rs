@@ -2,28 +2,27 @@
 //! into its own real containerd; then `ctr run` starts a container from the image.
 #![cfg(feature = "containerd")]
 
-mod support;
-
 use std::time::Duration;
 
-use blobswarm_testkit::{
-    Containerd, Registry, build_test_image, push_image, require_containerd, require_tools,
+use blobswarm_testkit::{Binary, Containerd, Proc, Swarm, TestImage, require_containerd};
+
+const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
+const IMAGE: TestImage = TestImage {
+    random_layer: 16 << 20,
+    seed: 5,
+    repo: "test/ctd",
 };
-use support::{Proc, Seeder};
 
 #[test]
 fn swarm_delivered_image_runs_in_containerd_on_every_agent() {
-    if !require_tools(&["docker-registry", "umoci", "skopeo", "busybox"]) || !require_containerd() {
+    if !require_containerd() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let registry = Registry::start(&root.join("registry"));
-    let src = root.join("src-layout");
-    let image = build_test_image(&src, "v1", 16 << 20, 5);
-    let reference = push_image(&src, "v1", &registry.addr(), "test/ctd");
-
-    let seeder = Seeder::start(root, &reference, &registry.addr());
+    let Some(swarm) = Swarm::start(BLOBSWARM, IMAGE, &[]) else {
+        return;
+    };
+    let (root, seeder) = (&swarm.root, &swarm.seeder);
+    let (image, reference) = (swarm.image(), swarm.reference());
     let runtimes: Vec<Containerd> = (0..2)
         .map(|i| Containerd::start(&root.join(format!("ctd-{i}"))))
         .collect();
@@ -33,7 +32,6 @@ fn swarm_delivered_image_runs_in_containerd_on_every_agent() {
         .map(|(i, ctd)| {
             let socket = ctd.socket();
             seeder.start_agent(
-                root,
                 i,
                 &[
                     "--runtime",
@@ -48,12 +46,12 @@ fn swarm_delivered_image_runs_in_containerd_on_every_agent() {
         .collect();
     for a in &mut agents {
         let line = a.wait_line("imported ", Duration::from_secs(120));
-        assert!(line.ends_with(&reference), "{}: {line}", a.name);
+        assert!(line.ends_with(reference), "{}: {line}", a.name);
     }
     for (i, ctd) in runtimes.iter().enumerate() {
         let images = ctd.ctr_ok(&["images", "ls"]);
         assert!(
-            images.contains(&reference),
+            images.contains(reference),
             "agent-{i}: {reference} missing from\n{images}"
         );
         assert!(
@@ -73,7 +71,7 @@ fn swarm_delivered_image_runs_in_containerd_on_every_agent() {
             "--rm",
             "--snapshotter",
             ctd.snapshotter(),
-            &reference,
+            reference,
             &format!("t{i}"),
             "/bin/busybox",
             "echo",

@@ -2,17 +2,19 @@
 //! from the chunks it had checkpointed as verified, re-fetches only the rest, and never
 //! imports an unverified byte (a chunk corrupted on disk while it was down is re-fetched).
 
-mod support;
-
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blobswarm_core::{Bitfield, DEFAULT_CHUNK_SIZE, codec};
-use blobswarm_testkit::{PushedImage, assert_layout_holds, require_tools, wait_until};
-use support::Seeder;
+use blobswarm_testkit::{Binary, Swarm, TestImage, assert_layout_holds, wait_until};
 
-const RANDOM_LAYER: u64 = 48 << 20;
+const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
+const IMAGE: TestImage = TestImage {
+    random_layer: 48 << 20,
+    seed: 5,
+    repo: "test/crash",
+};
 
 /// The checkpointed bitfield of a partial blob, if one was written.
 fn checkpoint(store: &Path, hex: &str) -> Option<Bitfield> {
@@ -22,22 +24,18 @@ fn checkpoint(store: &Path, hex: &str) -> Option<Bitfield> {
 
 #[test]
 fn sigkilled_agent_resumes_from_verified_chunks_and_refetches_only_the_rest() {
-    if !require_tools(&["docker-registry", "umoci", "skopeo", "busybox"]) {
+    let Some(swarm) = Swarm::start(BLOBSWARM, IMAGE, &[]) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let pushed = PushedImage::start(root, RANDOM_LAYER, 5, "test/crash");
-    let (registry, image, reference) = (&pushed.registry, &pushed.image, pushed.reference.as_str());
-    let blobs = image.blobs();
+    };
+    let (root, seeder, pushed) = (&swarm.root, &swarm.seeder, &swarm.pushed);
+    let blobs = pushed.blobs();
     let total: u64 = blobs.iter().map(|b| b.size).sum();
     let big = blobs.iter().max_by_key(|b| b.size).unwrap().clone();
     let big_hex = big.digest.trim_start_matches("sha256:").to_owned();
     let store = root.join("agent-0/store");
 
-    let seeder = Seeder::start(root, reference, &registry.addr());
     // Capped so the kill lands mid-transfer: 48 MiB at 8 MiB/s takes about 6 s.
-    let mut agent = seeder.start_agent(root, 0, &["--max-download-rate", "8MiB"]);
+    let mut agent = seeder.start_agent(0, &["--max-download-rate", "8MiB"]);
     let started = Instant::now();
     wait_until(Duration::from_secs(60), "three checkpointed chunks", || {
         checkpoint(&store, &big_hex).is_some_and(|b| b.count() >= 3)
@@ -86,7 +84,7 @@ fn sigkilled_agent_resumes_from_verified_chunks_and_refetches_only_the_rest() {
             .sum::<u64>();
 
     let restarted = Instant::now();
-    let mut agent = seeder.start_agent(root, 0, &[]);
+    let mut agent = seeder.start_agent(0, &[]);
     agent.wait_line("imported ", Duration::from_secs(60));
     let resume_secs = restarted.elapsed().as_secs_f64();
     agent.terminate(Duration::from_secs(20));

@@ -2,16 +2,18 @@
 //! for the image reports the full disk naming the file, pauses (no peer is blamed, nothing
 //! is imported half-way), and completes once the tmpfs is grown.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use blobswarm_testkit::{PushedImage, assert_layout_holds, require_tools, wait_until};
-use support::Seeder;
+use blobswarm_testkit::{Binary, Swarm, TestImage, assert_layout_holds, require_tool, wait_until};
 
-const RANDOM_LAYER: u64 = 32 << 20;
+const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
+const IMAGE: TestImage = TestImage {
+    random_layer: 32 << 20,
+    seed: 9,
+    repo: "test/diskfull",
+};
 
 /// A tmpfs mounted for the test's life; unmounted on drop, also when the test fails.
 struct Tmpfs(PathBuf);
@@ -46,19 +48,18 @@ impl Drop for Tmpfs {
 
 #[test]
 fn full_disk_pauses_the_download_with_a_clear_error_and_it_completes_when_space_returns() {
-    if !require_tools(&["docker-registry", "umoci", "skopeo", "busybox", "mount"]) {
+    if !require_tool("mount") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let pushed = PushedImage::start(root, RANDOM_LAYER, 9, "test/diskfull");
-    let (registry, image, reference) = (&pushed.registry, &pushed.image, pushed.reference.as_str());
-    let blobs = image.blobs();
+    let Some(swarm) = Swarm::start(BLOBSWARM, IMAGE, &[]) else {
+        return;
+    };
+    let (root, seeder, pushed) = (&swarm.root, &swarm.seeder, &swarm.pushed);
+    let blobs = pushed.blobs();
 
     // The agent's data dir is `root/agent-0`: put it on a tmpfs half the image's size.
     let disk = Tmpfs::mount(&root.join("agent-0"), "16m");
-    let seeder = Seeder::start(root, reference, &registry.addr());
-    let mut agent = seeder.start_agent(root, 0, &[]);
+    let mut agent = seeder.start_agent(0, &[]);
     let log_path = root.join("agent-0.log");
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     wait_until(

@@ -4,35 +4,26 @@
 //! 127.0.0.1, so nothing leaves the loopback network; a `/dns6/localhost/...` bootstrap
 //! (no AAAA answer) is logged once as not resolving and is not fatal.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use blobswarm_testkit::{build_test_image, require_tools};
-use support::{Proc, blobswarm};
+use blobswarm_testkit::{Binary, LayoutImage, Seeder, SeederKey, free_port};
+
+const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
 
 #[test]
 fn an_agent_finds_a_seeder_started_after_it_by_name() {
-    if !require_tools(&["umoci", "busybox"]) {
+    let Some(image) = LayoutImage::build(1 << 20, 33) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let layout = root.join("layout");
-    build_test_image(&layout, "v1", 1 << 20, 33);
-    let seeder_key = root.join("seeder.key");
-    let seeder_id = blobswarm(&["keygen", "--out", seeder_key.to_str().unwrap()]);
+    };
+    let root = &image.root;
+    let seeder_key = SeederKey::generate(BLOBSWARM, root);
     // A free loopback port for the seeder, known before it starts.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
 
     let agent_log = root.join("agent.log");
     let dns = format!("dns:localhost:{port}");
     let dns6 = format!("/dns6/localhost/tcp/{port}");
-    let mut agent = Proc::start(
+    let mut agent = BLOBSWARM.start(
         "agent",
         &[
             "agent",
@@ -45,7 +36,7 @@ fn an_agent_finds_a_seeder_started_after_it_by_name() {
             "--bootstrap",
             &dns6,
             "--trust-seeder",
-            &seeder_id,
+            &seeder_key.id,
             "--runtime",
             "oci-layout",
         ],
@@ -57,23 +48,15 @@ fn an_agent_finds_a_seeder_started_after_it_by_name() {
     assert!(!agent.printed("imported "));
 
     let started = Instant::now();
-    let image = format!("oci-layout:{}:v1", layout.display());
     let listen = format!("/ip4/127.0.0.1/tcp/{port}");
-    let mut seeder = Proc::start(
-        "seeder",
-        &[
-            "seed",
-            &image,
-            "--key-file",
-            seeder_key.to_str().unwrap(),
-            "--data-dir",
-            root.join("seeder").to_str().unwrap(),
-            "--listen",
-            &listen,
-        ],
-        &root.join("seeder.log"),
+    let source = image.source();
+    let mut seeder = Seeder::launch(
+        BLOBSWARM,
+        root,
+        &seeder_key,
+        &[&source, "--listen", &listen],
     );
-    seeder.wait_line("release ", Duration::from_secs(60));
+    seeder.proc.wait_line("release ", Duration::from_secs(60));
     agent.wait_line("imported ", Duration::from_secs(60));
     let secs = started.elapsed().as_secs_f64();
     assert!(root.join("agent/oci/index.json").exists());

@@ -2,16 +2,18 @@
 //! the image, and the agents fetch each chunk nobody has from the registry, one node
 //! per chunk, then complete with verified blobs.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use blobswarm_testkit::{PushedImage, require_tools, sha256_digest};
-use support::{Proc, Seeder};
+use blobswarm_testkit::{Binary, Swarm, TestImage, sha256_digest};
 
+const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
 const AGENTS: usize = 6;
-const RANDOM_LAYER: u64 = 48 << 20;
+const IMAGE: TestImage = TestImage {
+    random_layer: 48 << 20,
+    seed: 23,
+    repo: "test/herd",
+};
 
 /// The `(blob, index)` pairs an agent's log says it fetched from the registry.
 fn registry_fetches(log: &str) -> Vec<(String, u32)> {
@@ -50,22 +52,14 @@ fn strip_ansi(s: &str) -> String {
 
 #[test]
 fn agents_fetch_each_orphaned_chunk_once_from_the_registry_when_the_seeder_dies() {
-    if !require_tools(&["docker-registry", "umoci", "skopeo", "busybox"]) {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let pushed = PushedImage::start(root, RANDOM_LAYER, 23, "test/herd");
-    let (registry, image, reference) = (&pushed.registry, &pushed.image, pushed.reference.as_str());
-    let (mark, total) = (pushed.mark, pushed.total_bytes());
-
     // 1 MiB chunks and a slow seeder: when it dies most chunks exist nowhere else.
-    let mut seeder = Seeder::start_with(
-        root,
-        reference,
-        &registry.addr(),
-        &["--chunk-size", "1MiB", "--max-upload-rate", "8MiB"],
-    );
+    let slow = ["--chunk-size", "1MiB", "--max-upload-rate", "8MiB"];
+    let Some(mut swarm) = Swarm::start(BLOBSWARM, IMAGE, &slow) else {
+        return;
+    };
+    let (root, seeder, pushed) = (&swarm.root, &mut swarm.seeder, &swarm.pushed);
+    let (registry, image) = (&pushed.registry, &pushed.image);
+    let (mark, total) = (pushed.mark, pushed.total_bytes());
     let addr = registry.addr();
     let fallback = [
         "--registry-fallback",
@@ -74,9 +68,7 @@ fn agents_fetch_each_orphaned_chunk_once_from_the_registry_when_the_seeder_dies(
         addr.as_str(),
         "--herd-fast",
     ];
-    let mut agents: Vec<Proc> = (0..AGENTS)
-        .map(|i| seeder.start_agent(root, i, &fallback))
-        .collect();
+    let mut agents = seeder.start_agents(AGENTS, &fallback);
     seeder.proc.wait_line("release ", Duration::from_secs(120));
     std::thread::sleep(Duration::from_millis(1500));
     seeder.proc.kill();

@@ -3,39 +3,35 @@
 //! ban each of them with a log line naming it, the honest agents fetch their chunks
 //! elsewhere and end with verified images.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use blobswarm_testkit::{PushedImage, assert_layout_holds, require_tools};
-use support::{Proc, Seeder};
+use blobswarm_testkit::{Binary, Proc, Swarm, TestImage, assert_layout_holds};
 
-const RANDOM_LAYER: u64 = 24 << 20;
+const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
+const IMAGE: TestImage = TestImage {
+    random_layer: 24 << 20,
+    seed: 3,
+    repo: "test/hostile",
+};
 const HOSTILE: [&str; 4] = ["corrupt", "oversized", "malformed", "flood"];
 const HONEST: usize = 3;
 
 #[test]
 fn honest_agents_ban_every_hostile_peer_and_complete_with_verified_images() {
-    if !require_tools(&["docker-registry", "umoci", "skopeo", "busybox"]) {
+    let Some(swarm) = Swarm::start(BLOBSWARM, IMAGE, &[]) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let pushed = PushedImage::start(root, RANDOM_LAYER, 3, "test/hostile");
-    let (registry, image, reference) = (&pushed.registry, &pushed.image, pushed.reference.as_str());
-    let blobs = image.blobs();
-
-    let seeder = Seeder::start(root, reference, &registry.addr());
+    };
+    let (root, seeder, pushed) = (&swarm.root, &swarm.seeder, &swarm.pushed);
+    let blobs = pushed.blobs();
     // The hostile agents get the image first (from the seeder), so they have chunks to
     // serve badly when the honest ones arrive.
     let mut hostile: Vec<(Proc, String)> = HOSTILE
         .iter()
         .enumerate()
         .map(|(i, mode)| {
-            let mut p = seeder.start_agent(root, i, &["--hostile", mode]);
-            let addr = p.wait_line("listening ", Duration::from_secs(30));
-            let id = addr.rsplit('/').next().unwrap().to_owned();
+            let mut p = seeder.start_agent(i, &["--hostile", mode]);
+            let id = p.wait_peer_id(Duration::from_secs(30));
             (p, id)
         })
         .collect();
@@ -44,7 +40,7 @@ fn honest_agents_ban_every_hostile_peer_and_complete_with_verified_images() {
     }
     let started = Instant::now();
     let mut honest: Vec<Proc> = (0..HONEST)
-        .map(|i| seeder.start_agent(root, HOSTILE.len() + i, &[]))
+        .map(|i| seeder.start_agent(HOSTILE.len() + i, &[]))
         .collect();
     for a in &mut honest {
         a.wait_line("imported ", Duration::from_secs(60));

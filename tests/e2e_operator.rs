@@ -11,8 +11,6 @@
 //! Needs the `containerd` feature (the test script builds with `--all-features`).
 #![cfg_attr(not(feature = "containerd"), allow(dead_code, unused_imports))]
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -20,10 +18,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use blobswarm_testkit::{
-    Containerd, Registry, build_test_image, free_port, push_image, require_containerd,
-    require_tools, under_ci,
+    Binary, Containerd, Proc, Registry, Seeder, build_test_image, free_port, push_image,
+    require_containerd, require_tools, under_ci,
 };
-use support::{Proc, blobswarm};
+
+const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
 
 const AGENTS: usize = 4;
 const RANDOM_LAYER: u64 = 16 << 20;
@@ -60,7 +59,8 @@ fn wait_cmd(root: &Path, api: &str, reference: &str, extra: &[&str]) -> Output {
         "--wait",
     ];
     args.extend_from_slice(extra);
-    Command::new(env!("CARGO_BIN_EXE_blobswarm"))
+    BLOBSWARM
+        .command()
         .args(&args)
         .env("BLOBSWARM_LOG", "warn")
         .output()
@@ -107,44 +107,25 @@ fn push_notification_seeds_agents_import_into_containerd_and_the_wait_gate_decid
         TOKEN,
     );
 
-    let key = root.join("seeder.key");
-    let seeder_id = blobswarm(&["keygen", "--out", key.to_str().unwrap()]);
     // Only enrolled nodes count for the gate (issue #18): the operator's enrolment key.
     let enroll_key = root.join("enroll.key");
-    let enroll_id = blobswarm(&["keygen", "--out", enroll_key.to_str().unwrap()]);
-    let mut seeder = Proc::start(
-        "seeder",
-        &[
-            "seed",
-            "--serve",
-            "--api-listen",
-            &api_addr,
-            "--api-token-file",
-            root.join("token").to_str().unwrap(),
-            "--notify-registry",
-            &registry.addr(),
-            "--auto-seed-repo",
-            "test/*",
-            "--insecure-registry",
-            &registry.addr(),
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--key-file",
-            key.to_str().unwrap(),
-            "--enroll-pubkey",
-            &enroll_id,
-            "--data-dir",
-            root.join("seeder").to_str().unwrap(),
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ],
-        &root.join("seeder.log"),
-    );
-    let seeder_addr = seeder.wait_line("listening ", Duration::from_secs(30));
+    let enroll_id = BLOBSWARM.keygen(&enroll_key);
+    let registry_addr = registry.addr();
+    let extra = [
+        "--notify-registry",
+        &registry_addr,
+        "--auto-seed-repo",
+        "test/*",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--enroll-pubkey",
+        &enroll_id,
+    ];
+    let token = root.join("token");
+    let mut seeder = Seeder::serve(BLOBSWARM, root, (&api_addr, &token), &registry_addr, &extra);
     let seeder_metrics = seeder
-        .wait_line("metrics http://", Duration::from_secs(10))
-        .to_owned();
-    seeder.wait_line("api http://", Duration::from_secs(10));
+        .proc
+        .wait_line("metrics http://", Duration::from_secs(10));
 
     // One containerd for nodes 0-2 (a namespace each), one of its own for node-3.
     let shared = Containerd::start(&root.join("ctd-shared"));
@@ -162,7 +143,7 @@ fn push_notification_seeds_agents_import_into_containerd_and_the_wait_gate_decid
                 ["--enrollment-key".to_owned(), path_str(&enroll_key)]
             } else {
                 let cert = root.join(format!("{name}.cert"));
-                blobswarm(&[
+                BLOBSWARM.run(&[
                     "enroll",
                     "--enrollment-key",
                     &path_str(&enroll_key),
@@ -175,20 +156,12 @@ fn push_notification_seeds_agents_import_into_containerd_and_the_wait_gate_decid
                 ]);
                 ["--enrollment-cert".to_owned(), path_str(&cert)]
             };
-            let mut p = Proc::start(
+            let mut p = seeder.start_agent_as(
                 &name,
+                &dir,
                 &[
-                    "agent",
                     &enrolment[0],
                     &enrolment[1],
-                    "--data-dir",
-                    dir.to_str().unwrap(),
-                    "--listen",
-                    "/ip4/127.0.0.1/tcp/0",
-                    "--bootstrap",
-                    &seeder_addr,
-                    "--trust-seeder",
-                    &seeder_id,
                     "--runtime",
                     "containerd",
                     "--containerd-socket",
@@ -324,7 +297,8 @@ fn push_notification_seeds_agents_import_into_containerd_and_the_wait_gate_decid
     );
 
     // `status` names every node as done.
-    let status = Command::new(env!("CARGO_BIN_EXE_blobswarm"))
+    let status = BLOBSWARM
+        .command()
         .args(["status", "--api", &api, "--api-token-file"])
         .arg(root.join("token"))
         .output()
@@ -386,23 +360,10 @@ fn push_notification_seeds_agents_import_into_containerd_and_the_wait_gate_decid
     let mut fakes: Vec<Proc> = (0..2)
         .map(|i| {
             let name = format!("fake-{i}");
-            let mut p = Proc::start(
+            let mut p = seeder.start_agent_as(
                 &name,
-                &[
-                    "agent",
-                    "--data-dir",
-                    &path_str(&root.join(&name)),
-                    "--listen",
-                    "/ip4/127.0.0.1/tcp/0",
-                    "--bootstrap",
-                    &seeder_addr,
-                    "--trust-seeder",
-                    &seeder_id,
-                    "--runtime",
-                    "oci-layout",
-                    "--node-name",
-                    &name,
-                ],
+                &root.join(&name),
+                &["--runtime", "oci-layout", "--node-name", &name],
                 &root.join(format!("{name}.log")),
             );
             p.wait_line("imported ", Duration::from_secs(60));

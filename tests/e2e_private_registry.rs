@@ -8,14 +8,16 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use blobswarm_testkit::{
-    PushFormat, Registry, TEST_PASSWORD, TEST_USER, TokenServer, build_test_image, push_image_with,
-    require_tools,
+    Binary, PushFormat, Registry, TEST_PASSWORD, TEST_USER, TokenServer, build_test_image,
+    push_image_with, require_tools,
 };
+
+const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
 
 const TOOLS: &[&str] = &["docker-registry", "umoci", "skopeo", "busybox"];
 
 fn seed_command(root: &Path, reference: &str, registry: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blobswarm"));
+    let mut cmd = BLOBSWARM.command();
     cmd.args(["seed", reference, "--key-file"])
         .arg(root.join("seeder.key"))
         .arg("--data-dir")

@@ -2,18 +2,20 @@
 //! with umoci (busybox-static rootfs + a 64 MiB random layer) and pushed with skopeo,
 //! then `blobswarm seed` and four `blobswarm agent`s as separate OS processes.
 
-mod support;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use blobswarm_testkit::{PushedImage, require_tools, run, sha256_digest};
-use support::{Proc, Seeder};
+use blobswarm_testkit::{Binary, Swarm, TestImage, run, sha256_digest};
 
+const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
 const AGENTS: usize = 4;
-const RANDOM_LAYER: u64 = 64 << 20;
+const IMAGE: TestImage = TestImage {
+    random_layer: 64 << 20,
+    seed: 7,
+    repo: "test/img",
+};
 
 fn blob_bytes(layout: &Path, digest: &str) -> Vec<u8> {
     let path = layout
@@ -24,14 +26,12 @@ fn blob_bytes(layout: &Path, digest: &str) -> Vec<u8> {
 
 #[test]
 fn registry_image_reaches_four_agent_processes_with_one_get_per_blob() {
-    if !require_tools(&["docker-registry", "umoci", "skopeo", "busybox"]) {
+    // Build and push the image (counting only registry requests made after the push),
+    // and start the seeder.
+    let Some(mut swarm) = Swarm::start(BLOBSWARM, IMAGE, &[]) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-
-    // Build and push the image; count only registry requests made after the push.
-    let pushed = PushedImage::start(root, RANDOM_LAYER, 7, "test/img");
+    };
+    let (root, seeder, pushed) = (&swarm.root, &mut swarm.seeder, &swarm.pushed);
     let (registry, image, reference) = (&pushed.registry, &pushed.image, pushed.reference.as_str());
     let (src, mark) = (&pushed.src, pushed.mark);
     assert!(
@@ -39,10 +39,7 @@ fn registry_image_reaches_four_agent_processes_with_one_get_per_blob() {
         "test image needs at least 3 layers: {image:?}"
     );
 
-    let mut seeder = Seeder::start(root, reference, &registry.addr());
-    let mut agents: Vec<Proc> = (0..AGENTS)
-        .map(|i| seeder.start_agent(root, i, &[]))
-        .collect();
+    let mut agents = seeder.start_agents(AGENTS, &[]);
     let release = seeder.proc.wait_line("release ", Duration::from_secs(120));
     assert!(
         release.ends_with(&reference),

@@ -2,53 +2,40 @@
 //! seeder's swarm key import the image; an agent without it, or with another key,
 //! cannot connect and fetches nothing.
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use blobswarm_testkit::{build_test_image, require_tools};
-use support::{Proc, blobswarm};
+use blobswarm_testkit::{Binary, LayoutImage, Proc, Seeder, SeederKey};
 
-fn agent(root: &Path, name: &str, seeder_addr: &str, seeder_id: &str, key: Option<&Path>) -> Proc {
-    let dir = root.join(name);
-    let mut args = vec![
-        "agent".to_owned(),
-        "--data-dir".to_owned(),
-        dir.display().to_string(),
-        "--listen".to_owned(),
-        "/ip4/127.0.0.1/tcp/0".to_owned(),
-        "--bootstrap".to_owned(),
-        seeder_addr.to_owned(),
-        "--trust-seeder".to_owned(),
-        seeder_id.to_owned(),
-    ];
-    if let Some(key) = key {
-        args.push("--swarm-key-file".to_owned());
-        args.push(key.display().to_string());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Proc::start(name, &args, &root.join(format!("{name}.log")))
+const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
+
+/// Agent `name` (data dir `root/name`) of `seeder`'s swarm, holding the swarm key `key`.
+fn agent(root: &Path, name: &str, seeder: &Seeder, key: Option<&Path>) -> Proc {
+    let key_flags = key.map(|k| ["--swarm-key-file", k.to_str().unwrap()]);
+    let log = root.join(format!("{name}.log"));
+    seeder.start_agent_as(
+        name,
+        &root.join(name),
+        key_flags.as_ref().map_or(&[], |f| f),
+        &log,
+    )
 }
 
 #[test]
 fn only_nodes_with_the_swarm_key_fetch_anything() {
-    if !require_tools(&["umoci", "busybox"]) {
+    let Some(image) = LayoutImage::build(2 << 20, 21) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let layout = root.join("layout");
-    build_test_image(&layout, "v1", 2 << 20, 21);
+    };
+    let root = &image.root;
     let swarm_key = root.join("swarm.key");
     let other_key = root.join("other.key");
-    let fingerprint = blobswarm(&[
+    let fingerprint = BLOBSWARM.run(&[
         "keygen",
         "--swarm-key",
         "--out",
         swarm_key.to_str().unwrap(),
     ]);
-    blobswarm(&[
+    BLOBSWARM.run(&[
         "keygen",
         "--swarm-key",
         "--out",
@@ -60,33 +47,20 @@ fn only_nodes_with_the_swarm_key_fetch_anything() {
         "{text}"
     );
     assert!(!text.contains(&fingerprint));
-    let seeder_key = root.join("seeder.key");
-    let seeder_id = blobswarm(&["keygen", "--out", seeder_key.to_str().unwrap()]);
-
-    let image = format!("oci-layout:{}:v1", layout.display());
-    let mut seeder = Proc::start(
-        "seeder",
-        &[
-            "seed",
-            &image,
-            "--key-file",
-            seeder_key.to_str().unwrap(),
-            "--data-dir",
-            root.join("seeder").to_str().unwrap(),
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--swarm-key-file",
-            swarm_key.to_str().unwrap(),
-        ],
-        &root.join("seeder.log"),
+    let seeder_key = SeederKey::generate(BLOBSWARM, root);
+    let source = image.source();
+    let mut seeder = Seeder::launch(
+        BLOBSWARM,
+        root,
+        &seeder_key,
+        &[&source, "--swarm-key-file", swarm_key.to_str().unwrap()],
     );
-    let addr = seeder.wait_line("listening ", Duration::from_secs(30));
-    seeder.wait_line("release ", Duration::from_secs(60));
+    seeder.proc.wait_line("release ", Duration::from_secs(60));
 
     let started = Instant::now();
-    let mut outsider = agent(root, "no-key", &addr, &seeder_id, None);
-    let mut wrong = agent(root, "wrong-key", &addr, &seeder_id, Some(&other_key));
-    let mut keyed = agent(root, "keyed", &addr, &seeder_id, Some(&swarm_key));
+    let mut outsider = agent(root, "no-key", &seeder, None);
+    let mut wrong = agent(root, "wrong-key", &seeder, Some(&other_key));
+    let mut keyed = agent(root, "keyed", &seeder, Some(&swarm_key));
     keyed.wait_line("imported ", Duration::from_secs(60));
     let keyed_secs = started.elapsed().as_secs_f64();
     // Give the others as long again (at least 3 s) to prove they are kept out.

@@ -11,12 +11,19 @@
 //! (`CI=true`) it fails the test, because a green run that skipped everything
 //! would prove nothing.
 //!
+//! The programs under test run as OS processes ([`Proc`], started from a [`Binary`]);
+//! [`Swarm`] and [`LayoutImage`] are the start-up most tests share (registry, pushed
+//! image, seeder; agents are started by the test).
+//!
 //! All network traffic stays on 127.0.0.1.
 
 mod containerd;
+mod credentials;
 mod image;
+mod procs;
 mod pushed;
 mod registry;
+mod swarm;
 mod token_auth;
 
 use std::net::TcpListener;
@@ -25,12 +32,15 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub use containerd::{Containerd, require_containerd};
+pub use credentials::{TEST_PASSWORD, TEST_USER};
 pub use image::{
     BlobInfo, ImageInfo, IndexInfo, PushFormat, build_test_image, build_test_index, push_image,
     push_image_with, push_index, read_image_info,
 };
+pub use procs::{Binary, Proc};
 pub use pushed::{PUSH_TOOLS, PushedImage, assert_layout_holds};
-pub use registry::{AccessLogEntry, LogMark, Registry, TEST_PASSWORD, TEST_USER};
+pub use registry::{AccessLogEntry, LogMark, Registry};
+pub use swarm::{LOOPBACK, LayoutImage, Seeder, SeederKey, Swarm, TestImage};
 pub use token_auth::{TOKEN_ISSUER, TOKEN_SERVICE, TokenServer};
 
 /// Whether the binary `name` can be found on `PATH`.

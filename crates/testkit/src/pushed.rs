@@ -11,6 +11,7 @@ use crate::{BlobInfo, ImageInfo, LogMark, Registry, build_test_image, push_image
 pub const PUSH_TOOLS: [&str; 4] = ["docker-registry", "umoci", "skopeo", "busybox"];
 
 /// A registry holding one test image, pushed before the test's clock starts.
+#[derive(Debug)]
 pub struct PushedImage {
     /// The running registry.
     pub registry: Registry,

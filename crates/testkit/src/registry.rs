@@ -8,19 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::credentials::htpasswd_line;
 use crate::free_port;
-use crate::token_auth::{TOKEN_ISSUER, TOKEN_SERVICE, TokenServer, htpasswd_line};
-
-/// User name accepted by [`Registry::start_with_basic_auth`].
-pub const TEST_USER: &str = "tester";
-/// Password accepted by [`Registry::start_with_basic_auth`].
-pub const TEST_PASSWORD: &str = "swarm-secret";
+use crate::token_auth::{TOKEN_ISSUER, TOKEN_SERVICE, TokenServer};
 
 /// How the registry authenticates clients.
 #[derive(Debug, Clone, Copy)]
 enum AuthMode<'a> {
     Anonymous,
-    /// htpasswd (bcrypt) with [`TEST_USER`]/[`TEST_PASSWORD`].
+    /// htpasswd (bcrypt) with [`crate::TEST_USER`]/[`crate::TEST_PASSWORD`].
     Basic,
     /// Bearer tokens from this token service.
     Token(&'a TokenServer),
@@ -113,13 +109,13 @@ impl Registry {
     }
 
     /// Like [`Registry::start`] but requiring HTTP basic auth as
-    /// [`TEST_USER`]/[`TEST_PASSWORD`] (an htpasswd file generated with bcrypt).
+    /// [`crate::TEST_USER`]/[`crate::TEST_PASSWORD`] (an htpasswd file generated with bcrypt).
     pub fn start_with_basic_auth(tmp: &Path) -> Self {
         Self::start_inner(tmp, AuthMode::Basic, "")
     }
 
     /// Like [`Registry::start`] but requiring bearer tokens from `tokens` (which
-    /// issues them for [`TEST_USER`]/[`TEST_PASSWORD`]).
+    /// issues them for [`crate::TEST_USER`]/[`crate::TEST_PASSWORD`]).
     pub fn start_with_token_auth(tmp: &Path, tokens: &TokenServer) -> Self {
         Self::start_inner(tmp, AuthMode::Token(tokens), "")
     }

@@ -1,5 +1,5 @@
 //! A tiny bearer-token service on 127.0.0.1 for `docker-registry`'s `auth: token`
-//! mode, and the htpasswd file for its `auth: htpasswd` mode.
+//! mode.
 //!
 //! The token service checks HTTP basic credentials ([`TEST_USER`]/[`TEST_PASSWORD`])
 //! and answers with a JWT (ES256) signed by a key generated at start; its self-signed
@@ -19,19 +19,12 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
-use crate::registry::{TEST_PASSWORD, TEST_USER};
+use crate::credentials::{TEST_PASSWORD, TEST_USER};
 
 /// `service` the registry and the token service agree on.
 pub const TOKEN_SERVICE: &str = "blobswarm-test-registry";
 /// `issuer` the registry expects in tokens.
 pub const TOKEN_ISSUER: &str = "blobswarm-test-token-service";
-
-/// An htpasswd line for [`TEST_USER`], bcrypt-hashed now (cost 4: fast, and
-/// distribution accepts only bcrypt entries).
-pub(crate) fn htpasswd_line() -> String {
-    let hash = bcrypt::hash(TEST_PASSWORD, 4).expect("bcrypt hash");
-    format!("{TEST_USER}:{hash}\n")
-}
 
 /// A running token service; stops when dropped.
 #[derive(Debug)]
@@ -248,13 +241,5 @@ mod tests {
             "repository:private/img:pull,push x"
         );
         assert_eq!(percent_decode("a%2"), "a%2");
-    }
-
-    #[test]
-    fn htpasswd_line_verifies() {
-        let line = htpasswd_line();
-        let (user, hash) = line.trim().split_once(':').unwrap();
-        assert_eq!(user, TEST_USER);
-        assert!(bcrypt::verify(TEST_PASSWORD, hash).unwrap());
     }
 }
