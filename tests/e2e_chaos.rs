@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use blobswarm_testkit::{
     Binary, ImageInfo, Proc, Registry, Seeder, build_test_image, free_port, push_image,
-    require_tools, sha256_digest, wait_until,
+    require_tools, run, sha256_digest, wait_until,
 };
 
 const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
@@ -66,15 +66,9 @@ fn start_agent(seeder: &Seeder, root: &Path, i: usize) -> Proc {
 }
 
 /// Asks the running seeder to seed `reference`; returns the release id.
-fn trigger(api: &str, token: &Path, reference: &str) -> String {
-    let out = BLOBSWARM.run(&[
-        "seed",
-        reference,
-        "--api",
-        api,
-        "--api-token-file",
-        token.to_str().unwrap(),
-    ]);
+fn trigger(seeder: &Seeder, reference: &str) -> String {
+    let out = run(&mut seeder.api_command(&["seed", reference])).stdout;
+    let out = String::from_utf8(out).expect("utf-8 output");
     out.lines()
         .find_map(|l| l.strip_prefix("release "))
         .and_then(|l| l.split_whitespace().next())
@@ -151,7 +145,6 @@ fn honest_agents_converge_on_the_newest_verified_image_through_hostile_peers_and
     let mark = registry.mark_log();
 
     let api_addr = format!("127.0.0.1:{}", free_port());
-    let api = format!("http://{api_addr}");
     let registry_addr = registry.addr();
     // Slow enough that the kills land mid-rollout and peers carry most bytes.
     let extra = [
@@ -175,7 +168,7 @@ fn honest_agents_converge_on_the_newest_verified_image_through_hostile_peers_and
         &registry.addr(),
         "test/chaos",
     );
-    let v1_id = trigger(&api, &token, &reference);
+    let v1_id = trigger(&seeder, &reference);
     for a in &mut agents {
         a.wait_line(&format!("imported {v1_id}"), Duration::from_secs(90));
     }
@@ -188,7 +181,7 @@ fn honest_agents_converge_on_the_newest_verified_image_through_hostile_peers_and
         "test/chaos",
     );
     assert_eq!(pushed, reference);
-    let v2_id = trigger(&api, &token, &reference);
+    let v2_id = trigger(&seeder, &reference);
     let started = Instant::now();
     let mut honest: Vec<usize> = (HOSTILE.len()..AGENTS).collect();
     let mut victims = Vec::new();

@@ -4,17 +4,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use blobswarm_testkit::{Binary, Swarm, TestImage, sha256_digest};
+use blobswarm_testkit::{Binary, Swarm, TestImage, assert_layout_holds};
 
 const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
 
 const AGENTS: usize = 16;
 const KILLED: [usize; 5] = [1, 4, 7, 10, 13];
-const IMAGE: TestImage = TestImage {
-    random_layer: 256 << 20,
-    seed: 11,
-    repo: "test/big",
-};
+const IMAGE: TestImage = TestImage::new(256 << 20, 11, "test/big");
 
 #[test]
 fn survivors_complete_when_a_third_of_the_agents_are_killed_mid_transfer() {
@@ -51,18 +47,10 @@ fn survivors_complete_when_a_third_of_the_agents_are_killed_mid_transfer() {
         }
     }
     eprintln!("survivor completion times (s): {done:?}");
+    let blobs = image.blobs();
     for &(i, _) in &done {
-        let layout = root.join(format!("agent-{i}/oci/blobs/sha256"));
-        for blob in image.blobs() {
-            let bytes =
-                std::fs::read(layout.join(blob.digest.trim_start_matches("sha256:"))).unwrap();
-            assert_eq!(
-                sha256_digest(&bytes),
-                blob.digest,
-                "agent-{i} holds a wrong {}",
-                blob.digest
-            );
-        }
+        let agent = format!("agent-{i}");
+        assert_layout_holds(&root.join(&agent).join("oci"), &blobs, &agent);
     }
     let survivors = AGENTS - KILLED.len();
 
@@ -80,12 +68,5 @@ fn survivors_complete_when_a_third_of_the_agents_are_killed_mid_transfer() {
         "image {total} bytes; {survivors} survivors done in {last:.1}s; seeder uploaded {uploaded} bytes = {:.2}x image; registry blob GETs {gets:?}",
         uploaded as f64 / total as f64
     );
-    for blob in image.blobs() {
-        assert_eq!(
-            gets.get(&blob.digest).copied().unwrap_or(0),
-            1,
-            "GETs of {}",
-            blob.digest
-        );
-    }
+    pushed.assert_one_get_per_blob();
 }

@@ -7,11 +7,7 @@ use std::time::Duration;
 use blobswarm_testkit::{Binary, Containerd, Proc, Swarm, TestImage, require_containerd};
 
 const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
-const IMAGE: TestImage = TestImage {
-    random_layer: 16 << 20,
-    seed: 5,
-    repo: "test/ctd",
-};
+const IMAGE: TestImage = TestImage::new(16 << 20, 5, "test/ctd");
 
 #[test]
 fn swarm_delivered_image_runs_in_containerd_on_every_agent() {

@@ -10,11 +10,7 @@ use blobswarm_core::{Bitfield, DEFAULT_CHUNK_SIZE, codec};
 use blobswarm_testkit::{Binary, Swarm, TestImage, assert_layout_holds, wait_until};
 
 const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
-const IMAGE: TestImage = TestImage {
-    random_layer: 48 << 20,
-    seed: 5,
-    repo: "test/crash",
-};
+const IMAGE: TestImage = TestImage::new(48 << 20, 5, "test/crash");
 
 /// The checkpointed bitfield of a partial blob, if one was written.
 fn checkpoint(store: &Path, hex: &str) -> Option<Bitfield> {

@@ -9,11 +9,7 @@ use std::time::{Duration, Instant};
 use blobswarm_testkit::{Binary, Swarm, TestImage, assert_layout_holds, require_tool, wait_until};
 
 const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
-const IMAGE: TestImage = TestImage {
-    random_layer: 32 << 20,
-    seed: 9,
-    repo: "test/diskfull",
-};
+const IMAGE: TestImage = TestImage::new(32 << 20, 9, "test/diskfull");
 
 /// A tmpfs mounted for the test's life; unmounted on drop, also when the test fails.
 struct Tmpfs(PathBuf);

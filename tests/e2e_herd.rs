@@ -5,15 +5,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use blobswarm_testkit::{Binary, Swarm, TestImage, sha256_digest};
+use blobswarm_testkit::{Binary, Swarm, TestImage, assert_layout_holds};
 
 const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
 const AGENTS: usize = 6;
-const IMAGE: TestImage = TestImage {
-    random_layer: 48 << 20,
-    seed: 23,
-    repo: "test/herd",
-};
+const IMAGE: TestImage = TestImage::new(48 << 20, 23, "test/herd");
 
 /// The `(blob, index)` pairs an agent's log says it fetched from the registry.
 fn registry_fetches(log: &str) -> Vec<(String, u32)> {
@@ -81,18 +77,10 @@ fn agents_fetch_each_orphaned_chunk_once_from_the_registry_when_the_seeder_dies(
         done.push((i, killed.elapsed().as_secs_f64()));
     }
     eprintln!("agents done after the seeder died (s): {done:?}");
+    let blobs = image.blobs();
     for i in 0..AGENTS {
-        let layout = root.join(format!("agent-{i}/oci/blobs/sha256"));
-        for blob in image.blobs() {
-            let bytes =
-                std::fs::read(layout.join(blob.digest.trim_start_matches("sha256:"))).unwrap();
-            assert_eq!(
-                sha256_digest(&bytes),
-                blob.digest,
-                "agent-{i}: {}",
-                blob.digest
-            );
-        }
+        let agent = format!("agent-{i}");
+        assert_layout_holds(&root.join(&agent).join("oci"), &blobs, &agent);
     }
 
     let mut fetched: HashMap<(String, u32), usize> = HashMap::new();

@@ -9,11 +9,7 @@ use std::time::{Duration, Instant};
 use blobswarm_testkit::{Binary, Proc, Swarm, TestImage, assert_layout_holds};
 
 const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
-const IMAGE: TestImage = TestImage {
-    random_layer: 24 << 20,
-    seed: 3,
-    repo: "test/hostile",
-};
+const IMAGE: TestImage = TestImage::new(24 << 20, 3, "test/hostile");
 const HOSTILE: [&str; 4] = ["corrupt", "oversized", "malformed", "flood"];
 const HONEST: usize = 3;
 
@@ -22,8 +18,8 @@ fn honest_agents_ban_every_hostile_peer_and_complete_with_verified_images() {
     let Some(swarm) = Swarm::start(BLOBSWARM, IMAGE, &[]) else {
         return;
     };
-    let (root, seeder, pushed) = (&swarm.root, &swarm.seeder, &swarm.pushed);
-    let blobs = pushed.blobs();
+    let (root, seeder) = (&swarm.root, &swarm.seeder);
+    let blobs = swarm.pushed.blobs();
     // The hostile agents get the image first (from the seeder), so they have chunks to
     // serve badly when the honest ones arrive.
     let mut hostile: Vec<(Proc, String)> = HOSTILE
@@ -97,5 +93,5 @@ fn honest_agents_ban_every_hostile_peer_and_complete_with_verified_images() {
         let agent = format!("agent-{}", HOSTILE.len() + i);
         assert_layout_holds(&root.join(&agent).join("oci"), &blobs, &agent);
     }
-    pushed.assert_one_get_per_blob();
+    swarm.pushed.assert_one_get_per_blob();
 }

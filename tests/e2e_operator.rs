@@ -47,21 +47,14 @@ fn sample(text: &str, series: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {series} in:\n{text}")) as u64
 }
 
-fn wait_cmd(root: &Path, api: &str, reference: &str, extra: &[&str]) -> Output {
-    let token = root.join("token");
-    let mut args = vec![
-        "seed",
-        reference,
-        "--api",
-        api,
-        "--api-token-file",
-        token.to_str().unwrap(),
-        "--wait",
-    ];
-    args.extend_from_slice(extra);
-    BLOBSWARM
-        .command()
-        .args(&args)
+/// What the gate waits for in the first two rollouts: every node, within 120 s.
+const ALL_NODES: [&str; 3] = ["--all-nodes", "--timeout", "120s"];
+
+/// The CI gate: `seed REFERENCE --wait EXTRA` against the seeder's API.
+fn wait_cmd(seeder: &Seeder, reference: &str, extra: &[&str]) -> Output {
+    seeder
+        .api_command(&["seed", reference, "--wait"])
+        .args(extra)
         .env("BLOBSWARM_LOG", "warn")
         .output()
         .expect("running seed --wait")
@@ -199,12 +192,7 @@ fn push_notification_seeds_agents_import_into_containerd_and_the_wait_gate_decid
     let image_size: u64 = image.blobs().iter().map(|b| b.size).sum();
 
     // The gate (a client of the API, like a CI job) exits 0 once all four imported.
-    let out = wait_cmd(
-        root,
-        &api,
-        &reference,
-        &["--all-nodes", "--timeout", "120s"],
-    );
+    let out = wait_cmd(&seeder, &reference, &ALL_NODES);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "wait gate failed:\n{stderr}");
     assert!(
@@ -297,12 +285,7 @@ fn push_notification_seeds_agents_import_into_containerd_and_the_wait_gate_decid
     );
 
     // `status` names every node as done.
-    let status = BLOBSWARM
-        .command()
-        .args(["status", "--api", &api, "--api-token-file"])
-        .arg(root.join("token"))
-        .output()
-        .unwrap();
+    let status = seeder.api_command(&["status"]).output().unwrap();
     let table = String::from_utf8_lossy(&status.stdout);
     eprintln!("{table}");
     assert!(status.status.success(), "{table}");
@@ -323,12 +306,7 @@ fn push_notification_seeds_agents_import_into_containerd_and_the_wait_gate_decid
     let image2 = build_test_image(&src, "v2", RANDOM_LAYER, 12);
     assert_ne!(image2.manifest_digest, image.manifest_digest);
     let reference2 = push_image(&src, "v2", &registry.addr(), "test/img");
-    let out = wait_cmd(
-        root,
-        &api,
-        &reference2,
-        &["--all-nodes", "--timeout", "120s"],
-    );
+    let out = wait_cmd(&seeder, &reference2, &ALL_NODES);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
     assert!(!out.status.success(), "the gate passed with a broken node");
@@ -371,12 +349,7 @@ fn push_notification_seeds_agents_import_into_containerd_and_the_wait_gate_decid
         })
         .collect();
     // Agents report every 3 s: within 8 s both fakes have reported done several times.
-    let out = wait_cmd(
-        root,
-        &api,
-        &reference2,
-        &["--expect", "5", "--timeout", "8s"],
-    );
+    let out = wait_cmd(&seeder, &reference2, &["--expect", "5", "--timeout", "8s"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
     assert!(!out.status.success(), "unenrolled nodes passed the gate");

@@ -7,14 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use blobswarm_testkit::{
-    Binary, PushFormat, Registry, TEST_PASSWORD, TEST_USER, TokenServer, build_test_image,
-    push_image_with, require_tools,
-};
+use blobswarm_testkit::{Binary, PrivateImage, RegistryAuth, TEST_PASSWORD, TEST_USER};
 
 const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
-
-const TOOLS: &[&str] = &["docker-registry", "umoci", "skopeo", "busybox"];
 
 fn seed_command(root: &Path, reference: &str, registry: &str) -> Command {
     let mut cmd = BLOBSWARM.command();
@@ -39,26 +34,14 @@ fn seed_command(root: &Path, reference: &str, registry: &str) -> Command {
 
 #[test]
 fn wrong_password_is_one_line_naming_the_registry_and_never_printed() {
-    if !require_tools(TOOLS) {
+    let Some(private) = PrivateImage::start(RegistryAuth::Basic, "private/cli", 11) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let registry = Registry::start_with_basic_auth(tmp.path());
-    let layout = tmp.path().join("layout");
-    build_test_image(&layout, "v1", 4096, 11);
-    let creds = Some((TEST_USER, TEST_PASSWORD));
-    let reference = push_image_with(
-        &layout,
-        "v1",
-        &registry.addr(),
-        "private/cli",
-        PushFormat::Oci,
-        creds,
-    );
+    };
+    let (root, registry, reference) = (&private.root, &private.registry, &private.reference);
 
     let wrong = "Wr0ng-Pa55word-for-the-test";
     let started = Instant::now();
-    let out = seed_command(tmp.path(), &reference, &registry.addr())
+    let out = seed_command(root, reference, &registry.addr())
         .args(["--username", TEST_USER])
         .env("BLOBSWARM_REGISTRY_PASSWORD", wrong)
         .output()
@@ -89,23 +72,11 @@ fn wrong_password_is_one_line_naming_the_registry_and_never_printed() {
 
 #[test]
 fn token_auth_from_a_pull_secret_seeds_without_printing_the_password() {
-    if !require_tools(TOOLS) {
+    let Some(private) = PrivateImage::start(RegistryAuth::Token, "private/tok", 12) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let tokens = TokenServer::start(&tmp.path().join("tokens"));
-    let registry = Registry::start_with_token_auth(tmp.path(), &tokens);
-    let layout = tmp.path().join("layout");
-    build_test_image(&layout, "v1", 4096, 12);
-    let creds = Some((TEST_USER, TEST_PASSWORD));
-    let reference = push_image_with(
-        &layout,
-        "v1",
-        &registry.addr(),
-        "private/tok",
-        PushFormat::Oci,
-        creds,
-    );
+    };
+    let (root, registry, reference) = (&private.root, &private.registry, &private.reference);
+    let tokens = private.tokens.as_ref().expect("a token service");
 
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let auth = b64(&format!("{TEST_USER}:{TEST_PASSWORD}"));
@@ -113,7 +84,7 @@ fn token_auth_from_a_pull_secret_seeds_without_printing_the_password() {
         r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
         registry.addr()
     );
-    let secret = tmp.path().join("regcred.json");
+    let secret = root.join("regcred.json");
     std::fs::write(
         &secret,
         format!(
@@ -122,8 +93,8 @@ fn token_auth_from_a_pull_secret_seeds_without_printing_the_password() {
         ),
     )
     .unwrap();
-    let log = tmp.path().join("seed.stderr");
-    let mut child = seed_command(tmp.path(), &reference, &registry.addr())
+    let log = root.join("seed.stderr");
+    let mut child = seed_command(root, reference, &registry.addr())
         .arg("--registry-auth-file")
         .arg(&secret)
         .stdout(Stdio::piped())

@@ -11,11 +11,7 @@ use blobswarm_testkit::{Binary, Swarm, TestImage, run, sha256_digest};
 
 const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
 const AGENTS: usize = 4;
-const IMAGE: TestImage = TestImage {
-    random_layer: 64 << 20,
-    seed: 7,
-    repo: "test/img",
-};
+const IMAGE: TestImage = TestImage::new(64 << 20, 7, "test/img");
 
 fn blob_bytes(layout: &Path, digest: &str) -> Vec<u8> {
     let path = layout

@@ -4,6 +4,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use blobswarm_core::Digest;
 use blobswarm_seeder::source::{MAX_DOCUMENT_BYTES, Source, SourceError, media_type};
@@ -80,6 +81,20 @@ async fn fake_registry(answer: impl Fn(&str) -> Answer + Send + Sync + 'static) 
         }
     });
     addr
+}
+
+/// A [`fake_registry`] that answers `/v2/` itself and every other request with
+/// `answer(n)`, `n` counting those requests from 0; returns its address and the count.
+async fn counting_registry(
+    answer: impl Fn(usize) -> Answer + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let addr = fake_registry(move |path| {
+        ok_v2(path).unwrap_or_else(|| answer(seen.fetch_add(1, Ordering::SeqCst)))
+    })
+    .await;
+    (addr, calls)
 }
 
 fn ok_v2(path: &str) -> Option<Answer> {
@@ -247,18 +262,13 @@ async fn blob_with_wrong_length_is_refused_before_streaming() {
 
 #[tokio::test]
 async fn server_errors_are_retried_with_back_off_then_succeed() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&calls);
-    let addr = fake_registry(move |path| {
-        ok_v2(path).unwrap_or_else(|| {
-            // Two 503s, then the manifest.
-            if seen.fetch_add(1, Ordering::SeqCst) < 2 {
-                Answer::Full(503, vec![], b"busy".to_vec())
-            } else {
-                Answer::Full(200, manifest_headers(), manifest_bytes())
-            }
-        })
+    let (addr, calls) = counting_registry(|n| {
+        // Two 503s, then the manifest.
+        if n < 2 {
+            Answer::Full(503, vec![], b"busy".to_vec())
+        } else {
+            Answer::Full(200, manifest_headers(), manifest_bytes())
+        }
     })
     .await;
     let started = std::time::Instant::now();
@@ -270,16 +280,8 @@ async fn server_errors_are_retried_with_back_off_then_succeed() {
 
 #[tokio::test]
 async fn persistent_server_errors_fail_after_every_attempt_on_one_line() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&calls);
-    let addr = fake_registry(move |path| {
-        ok_v2(path).unwrap_or_else(|| {
-            seen.fetch_add(1, Ordering::SeqCst);
-            Answer::Full(502, vec![], b"bad\ngateway".to_vec())
-        })
-    })
-    .await;
+    let (addr, calls) =
+        counting_registry(|_| Answer::Full(502, vec![], b"bad\ngateway".to_vec())).await;
     let err = resolve(&format!("{addr}/x/y:v1"), &addr).await.unwrap_err();
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -305,18 +307,13 @@ async fn resolve_impatient(reference: &str, addr: &str) -> Result<(), SourceErro
 
 #[tokio::test]
 async fn a_stalled_request_times_out_and_is_retried_with_back_off() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&calls);
-    let addr = fake_registry(move |path| {
-        ok_v2(path).unwrap_or_else(|| {
-            // The first manifest request hangs; the retry gets an answer.
-            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-                Answer::Stall
-            } else {
-                Answer::Full(200, manifest_headers(), manifest_bytes())
-            }
-        })
+    let (addr, calls) = counting_registry(|n| {
+        // The first manifest request hangs; the retry gets an answer.
+        if n == 0 {
+            Answer::Stall
+        } else {
+            Answer::Full(200, manifest_headers(), manifest_bytes())
+        }
     })
     .await;
     let started = std::time::Instant::now();
@@ -330,16 +327,7 @@ async fn a_stalled_request_times_out_and_is_retried_with_back_off() {
 
 #[tokio::test]
 async fn a_registry_that_always_stalls_fails_after_every_attempt_naming_it() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&calls);
-    let addr = fake_registry(move |path| {
-        ok_v2(path).unwrap_or_else(|| {
-            seen.fetch_add(1, Ordering::SeqCst);
-            Answer::Stall
-        })
-    })
-    .await;
+    let (addr, calls) = counting_registry(|_| Answer::Stall).await;
     let err = tokio::time::timeout(
         std::time::Duration::from_secs(20),
         resolve_impatient(&format!("{addr}/x/y:v1"), &addr),

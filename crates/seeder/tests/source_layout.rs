@@ -5,7 +5,7 @@ mod common;
 use std::fs;
 
 use blobswarm_seeder::source::{Source, SourceError, SourceOptions, media_type};
-use blobswarm_testkit::{self as tk, build_test_image, build_test_index};
+use blobswarm_testkit::{LayoutImage, build_test_image, build_test_index};
 use common::{
     RANDOM_BYTES, assert_blobs_stream_intact, assert_test_image_shape, blob_triples, info_triples,
 };
@@ -16,16 +16,14 @@ fn layout_source(spec: &str) -> Source {
 
 #[tokio::test]
 async fn resolves_and_streams_an_umoci_layout() {
-    if !tk::require_tools(&["umoci", "busybox"]) {
+    let Some(built) = LayoutImage::build(RANDOM_BYTES, 11) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("layout");
-    let info = build_test_image(&layout, "v1", RANDOM_BYTES, 11);
-    assert_test_image_shape(&info);
+    };
+    let (layout, info) = (&built.layout, &built.image);
+    assert_test_image_shape(info);
 
     for spec in [
-        format!("oci-layout:{}:v1", layout.display()),
+        built.source(),
         // One image in the layout: the tag may be left out.
         format!("oci-layout:{}", layout.display()),
     ] {
@@ -40,7 +38,7 @@ async fn resolves_and_streams_an_umoci_layout() {
     }
 
     // A second image: now the tag is required, and wrong tags are named.
-    build_test_image(&layout, "v2", 1024, 12);
+    build_test_image(layout, "v2", 1024, 12);
     let err = layout_source(&format!("oci-layout:{}", layout.display()))
         .resolve()
         .await
@@ -64,13 +62,11 @@ async fn resolves_and_streams_an_umoci_layout() {
 
 #[tokio::test]
 async fn resolves_an_index_in_a_layout() {
-    if !tk::require_tools(&["umoci", "busybox"]) {
+    let Some(built) = LayoutImage::build(2048, 1) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("layout");
-    build_test_image(&layout, "base", 2048, 1);
-    let index = build_test_index(&layout, "base", "multi", &["linux/amd64", "linux/arm/v7"]);
+    };
+    let layout = &built.layout;
+    let index = build_test_index(layout, "v1", "multi", &["linux/amd64", "linux/arm/v7"]);
 
     let spec = format!("oci-layout:{}:multi", layout.display());
     let all = layout_source(&spec).resolve().await.unwrap();
@@ -105,14 +101,11 @@ async fn resolves_an_index_in_a_layout() {
 
 #[tokio::test]
 async fn tampered_layouts_are_refused() {
-    if !tk::require_tools(&["umoci", "busybox"]) {
+    let Some(built) = LayoutImage::build(4096, 2) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("layout");
-    let info = build_test_image(&layout, "v1", 4096, 2);
-    let spec = format!("oci-layout:{}:v1", layout.display());
-    let source = layout_source(&spec);
+    };
+    let (layout, info) = (&built.layout, &built.image);
+    let source = layout_source(&built.source());
     let resolved = source.resolve().await.unwrap();
     let blob_file = |digest: &str| {
         layout
@@ -151,7 +144,7 @@ async fn tampered_layouts_are_refused() {
     // Not a layout at all.
     let err = layout_source(&format!(
         "oci-layout:{}:v1",
-        tmp.path().join("nowhere").display()
+        built.root.join("nowhere").display()
     ))
     .resolve()
     .await

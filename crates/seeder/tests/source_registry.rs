@@ -6,29 +6,25 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use blobswarm_seeder::source::{Source, SourceError, SourceOptions, media_type};
+use blobswarm_seeder::source::{ResolvedImage, Source, SourceError, SourceOptions, media_type};
 use blobswarm_testkit::{
-    self as tk, PushFormat, Registry, TEST_PASSWORD, TEST_USER, TokenServer, build_test_image,
-    build_test_index, push_image, push_image_with, push_index,
+    self as tk, PrivateImage, PushFormat, Registry, RegistryAuth, TEST_PASSWORD, TEST_USER,
+    build_test_image, build_test_index, push_image, push_image_with, push_index,
 };
 use common::{
     RANDOM_BYTES, assert_blobs_stream_intact, assert_test_image_shape, blob_triples, info_triples,
-    insecure,
+    insecure, insecure_as, registry_and_layout,
 };
-
-const REGISTRY_TOOLS: &[&str] = &["docker-registry", "umoci", "skopeo", "busybox"];
 
 #[tokio::test]
 async fn resolves_a_pushed_image_and_fetches_each_blob_exactly_once() {
-    if !tk::require_tools(REGISTRY_TOOLS) {
+    let Some(fixture) = registry_and_layout() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let registry = Registry::start(tmp.path());
-    let layout = tmp.path().join("layout");
-    let info = build_test_image(&layout, "v1", RANDOM_BYTES, 42);
+    };
+    let (registry, layout) = (&fixture.registry, &fixture.layout);
+    let info = build_test_image(layout, "v1", RANDOM_BYTES, 42);
     assert_test_image_shape(&info);
-    let reference = push_image(&layout, "v1", &registry.addr(), "test/img");
+    let reference = push_image(layout, "v1", &registry.addr(), "test/img");
     let mark = registry.mark_log();
 
     let source = Source::parse(&reference, insecure(&registry.addr())).unwrap();
@@ -74,15 +70,13 @@ async fn resolves_a_pushed_image_and_fetches_each_blob_exactly_once() {
 
 #[tokio::test]
 async fn resolves_docker_v2_schema2_manifests() {
-    if !tk::require_tools(REGISTRY_TOOLS) {
+    let Some(fixture) = registry_and_layout() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let registry = Registry::start(tmp.path());
-    let layout = tmp.path().join("layout");
-    let info = build_test_image(&layout, "v1", RANDOM_BYTES, 7);
+    };
+    let (registry, layout) = (&fixture.registry, &fixture.layout);
+    let info = build_test_image(layout, "v1", RANDOM_BYTES, 7);
     let reference = push_image_with(
-        &layout,
+        layout,
         "v1",
         &registry.addr(),
         "test/docker",
@@ -114,15 +108,13 @@ async fn resolves_docker_v2_schema2_manifests() {
 
 #[tokio::test]
 async fn resolves_a_two_platform_index() {
-    if !tk::require_tools(REGISTRY_TOOLS) {
+    let Some(fixture) = registry_and_layout() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let registry = Registry::start(tmp.path());
-    let layout = tmp.path().join("layout");
-    build_test_image(&layout, "base", RANDOM_BYTES, 3);
-    let index = build_test_index(&layout, "base", "multi", &["linux/amd64", "linux/arm64/v8"]);
-    let reference = push_index(&layout, "multi", &registry.addr(), "test/multi");
+    };
+    let (registry, layout) = (&fixture.registry, &fixture.layout);
+    build_test_image(layout, "base", RANDOM_BYTES, 3);
+    let index = build_test_index(layout, "base", "multi", &["linux/amd64", "linux/arm64/v8"]);
+    let reference = push_index(layout, "multi", &registry.addr(), "test/multi");
     let (amd64, arm64) = (&index.manifests[0].1, &index.manifests[1].1);
     assert_ne!(amd64.config.digest, arm64.config.digest);
     assert_eq!(amd64.layers, arm64.layers);
@@ -144,13 +136,7 @@ async fn resolves_a_two_platform_index() {
     assert_blobs_stream_intact(&source, &all.blobs).await;
 
     // A platform: just that manifest becomes the root.
-    let opts = SourceOptions {
-        platform: Some("linux/arm64".into()),
-        ..insecure(&registry.addr())
-    };
-    let one = Source::parse(&reference, opts)
-        .unwrap()
-        .resolve()
+    let one = resolve_platform(&reference, &registry.addr(), "linux/arm64")
         .await
         .unwrap();
     assert_eq!(one.root.digest.to_string(), arm64.manifest_digest);
@@ -159,13 +145,7 @@ async fn resolves_a_two_platform_index() {
     assert_eq!(blob_triples(&one.blobs), info_triples(&arm64.blobs()));
 
     // An unknown platform names what there is.
-    let opts = SourceOptions {
-        platform: Some("linux/s390x".into()),
-        ..insecure(&registry.addr())
-    };
-    let err = Source::parse(&reference, opts)
-        .unwrap()
-        .resolve()
+    let err = resolve_platform(&reference, &registry.addr(), "linux/s390x")
         .await
         .unwrap_err();
     match &err {
@@ -182,37 +162,34 @@ async fn resolves_a_two_platform_index() {
     );
 }
 
+/// Resolves `reference` from the plain-HTTP registry at `addr` for `platform`.
+async fn resolve_platform(
+    reference: &str,
+    addr: &str,
+    platform: &str,
+) -> Result<ResolvedImage, SourceError> {
+    let opts = SourceOptions {
+        platform: Some(platform.into()),
+        ..insecure(addr)
+    };
+    Source::parse(reference, opts).unwrap().resolve().await
+}
+
 #[tokio::test]
 async fn basic_auth_is_used_and_failures_are_auth_errors() {
-    if !tk::require_tools(REGISTRY_TOOLS) {
+    let Some(private) = PrivateImage::start(RegistryAuth::Basic, "private/img", 5) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let registry = Registry::start_with_basic_auth(tmp.path());
-    let layout = tmp.path().join("layout");
-    let info = build_test_image(&layout, "v1", 4096, 5);
-    let reference = push_image_with(
-        &layout,
-        "v1",
-        &registry.addr(),
-        "private/img",
-        PushFormat::Oci,
-        Some((TEST_USER, TEST_PASSWORD)),
-    );
-
-    let with = |user: Option<&str>, password: Option<&str>| SourceOptions {
-        username: user.map(str::to_owned),
-        password: password.map(str::to_owned),
-        ..insecure(&registry.addr())
     };
+    let (registry, info, reference) = (&private.registry, &private.image, &private.reference);
+    let with = |user, password| insecure_as(&registry.addr(), user, password);
 
-    let source = Source::parse(&reference, with(Some(TEST_USER), Some(TEST_PASSWORD))).unwrap();
+    let source = Source::parse(reference, with(Some(TEST_USER), Some(TEST_PASSWORD))).unwrap();
     let resolved = source.resolve().await.unwrap();
     assert_eq!(resolved.root.digest.to_string(), info.manifest_digest);
     assert_blobs_stream_intact(&source, &resolved.blobs).await;
 
     let wrong = "definitely-wrong-password";
-    let err = Source::parse(&reference, with(Some(TEST_USER), Some(wrong)))
+    let err = Source::parse(reference, with(Some(TEST_USER), Some(wrong)))
         .unwrap()
         .resolve()
         .await
@@ -229,7 +206,7 @@ async fn basic_auth_is_used_and_failures_are_auth_errors() {
         "{text}"
     );
 
-    let err = Source::parse(&reference, with(None, None))
+    let err = Source::parse(reference, with(None, None))
         .unwrap()
         .resolve()
         .await
@@ -239,30 +216,15 @@ async fn basic_auth_is_used_and_failures_are_auth_errors() {
 
 #[tokio::test]
 async fn bearer_token_auth_is_used_and_failures_are_auth_errors() {
-    if !tk::require_tools(REGISTRY_TOOLS) {
+    let Some(private) = PrivateImage::start(RegistryAuth::Token, "private/tok", 6) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let tokens = TokenServer::start(&tmp.path().join("tokens"));
-    let registry = Registry::start_with_token_auth(tmp.path(), &tokens);
-    let layout = tmp.path().join("layout");
-    let info = build_test_image(&layout, "v1", 4096, 6);
-    let reference = push_image_with(
-        &layout,
-        "v1",
-        &registry.addr(),
-        "private/tok",
-        PushFormat::Oci,
-        Some((TEST_USER, TEST_PASSWORD)),
-    );
-    let with = |user: Option<&str>, password: Option<&str>| SourceOptions {
-        username: user.map(str::to_owned),
-        password: password.map(str::to_owned),
-        ..insecure(&registry.addr())
     };
+    let (registry, info, reference) = (&private.registry, &private.image, &private.reference);
+    let tokens = private.tokens.as_ref().expect("a token service");
+    let with = |user, password| insecure_as(&registry.addr(), user, password);
 
     let issued = tokens.issued();
-    let source = Source::parse(&reference, with(Some(TEST_USER), Some(TEST_PASSWORD))).unwrap();
+    let source = Source::parse(reference, with(Some(TEST_USER), Some(TEST_PASSWORD))).unwrap();
     let resolved = source.resolve().await.unwrap();
     assert_eq!(resolved.root.digest.to_string(), info.manifest_digest);
     assert_blobs_stream_intact(&source, &resolved.blobs).await;
@@ -277,7 +239,7 @@ async fn bearer_token_auth_is_used_and_failures_are_auth_errors() {
 
     let wrong = "definitely-wrong-password";
     let refused = tokens.refused();
-    let err = Source::parse(&reference, with(Some(TEST_USER), Some(wrong)))
+    let err = Source::parse(reference, with(Some(TEST_USER), Some(wrong)))
         .unwrap()
         .resolve()
         .await
@@ -309,28 +271,17 @@ async fn bearer_token_auth_is_used_and_failures_are_auth_errors() {
 #[tokio::test]
 async fn pull_secret_file_supplies_the_credentials() {
     use base64::Engine as _;
-    if !tk::require_tools(REGISTRY_TOOLS) {
+    let Some(private) = PrivateImage::start(RegistryAuth::Basic, "private/sec", 7) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let registry = Registry::start_with_basic_auth(tmp.path());
-    let layout = tmp.path().join("layout");
-    let info = build_test_image(&layout, "v1", 4096, 7);
-    let reference = push_image_with(
-        &layout,
-        "v1",
-        &registry.addr(),
-        "private/sec",
-        PushFormat::Oci,
-        Some((TEST_USER, TEST_PASSWORD)),
-    );
+    };
+    let (registry, info, reference) = (&private.registry, &private.image, &private.reference);
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let config = format!(
         r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
         registry.addr(),
         b64(&format!("{TEST_USER}:{TEST_PASSWORD}"))
     );
-    let secret = tmp.path().join("pull-secret.yaml");
+    let secret = private.root.join("pull-secret.yaml");
     std::fs::write(
         &secret,
         format!(
@@ -344,7 +295,7 @@ async fn pull_secret_file_supplies_the_credentials() {
         auth_file: Some(secret),
         ..insecure(&registry.addr())
     };
-    let resolved = Source::parse(&reference, opts)
+    let resolved = Source::parse(reference, opts)
         .unwrap()
         .resolve()
         .await

@@ -38,7 +38,7 @@ pub use image::{
     push_image_with, push_index, read_image_info,
 };
 pub use procs::{Binary, Proc};
-pub use pushed::{PUSH_TOOLS, PushedImage, assert_layout_holds};
+pub use pushed::{PUSH_TOOLS, PrivateImage, PushedImage, RegistryAuth, assert_layout_holds};
 pub use registry::{AccessLogEntry, LogMark, Registry};
 pub use swarm::{LOOPBACK, LayoutImage, Seeder, SeederKey, Swarm, TestImage};
 pub use token_auth::{TOKEN_ISSUER, TOKEN_SERVICE, TokenServer};

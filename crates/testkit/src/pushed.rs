@@ -5,7 +5,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::{BlobInfo, ImageInfo, LogMark, Registry, build_test_image, push_image, sha256_digest};
+use tempfile::TempDir;
+
+use crate::{
+    BlobInfo, ImageInfo, LogMark, PushFormat, Registry, TEST_PASSWORD, TEST_USER, TokenServer,
+    build_test_image, push_image, push_image_with, require_tools, sha256_digest,
+};
 
 /// Tools every pushed-image test needs (checked with [`crate::require_tools`]).
 pub const PUSH_TOOLS: [&str; 4] = ["docker-registry", "umoci", "skopeo", "busybox"];
@@ -66,6 +71,75 @@ impl PushedImage {
                 b.digest
             );
         }
+    }
+}
+
+/// How a [`PrivateImage`]'s registry checks who pulls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryAuth {
+    /// HTTP basic auth (htpasswd).
+    Basic,
+    /// Bearer tokens from a [`TokenServer`].
+    Token,
+}
+
+/// A registry that accepts only [`TEST_USER`]/[`TEST_PASSWORD`], holding one small test
+/// image (a 4 KiB random layer) pushed with those credentials as an OCI manifest, under a
+/// temporary root that lives as long as this.
+#[derive(Debug)]
+pub struct PrivateImage {
+    /// The running registry.
+    pub registry: Registry,
+    /// The token service it trusts, in [`RegistryAuth::Token`] mode.
+    pub tokens: Option<TokenServer>,
+    /// What was built.
+    pub image: ImageInfo,
+    /// The pushed reference (`127.0.0.1:PORT/REPO:v1`).
+    pub reference: String,
+    /// The temporary root (registry, `tokens`, `layout`; room for the test's files).
+    pub root: PathBuf,
+    _tmp: TempDir,
+}
+
+impl PrivateImage {
+    /// Checks [`PUSH_TOOLS`], starts the registry (and token service) under a new
+    /// temporary root, builds the image from `seed` and pushes it as `repo:v1`. `None`
+    /// when a tool is missing outside CI.
+    pub fn start(auth: RegistryAuth, repo: &str, seed: u64) -> Option<Self> {
+        if !require_tools(&PUSH_TOOLS) {
+            return None;
+        }
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let root = tmp.path().to_owned();
+        let (registry, tokens) = match auth {
+            RegistryAuth::Basic => (Registry::start_with_basic_auth(&root), None),
+            RegistryAuth::Token => {
+                let tokens = TokenServer::start(&root.join("tokens"));
+                (
+                    Registry::start_with_token_auth(&root, &tokens),
+                    Some(tokens),
+                )
+            }
+        };
+        let layout = root.join("layout");
+        let image = build_test_image(&layout, "v1", 4096, seed);
+        let creds = Some((TEST_USER, TEST_PASSWORD));
+        let reference = push_image_with(
+            &layout,
+            "v1",
+            &registry.addr(),
+            repo,
+            PushFormat::Oci,
+            creds,
+        );
+        Some(Self {
+            registry,
+            tokens,
+            image,
+            reference,
+            root,
+            _tmp: tmp,
+        })
     }
 }
 

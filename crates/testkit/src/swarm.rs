@@ -3,6 +3,7 @@
 //! pushed test image plus its seeder, or an OCI layout to seed from).
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -46,6 +47,8 @@ pub struct Seeder {
     pub addr: String,
     bin: Binary,
     root: PathBuf,
+    /// The API's URL and token file, when started with [`Self::serve`].
+    api: Option<(String, PathBuf)>,
 }
 
 impl Seeder {
@@ -93,7 +96,22 @@ impl Seeder {
         seeder
             .proc
             .wait_line("api http://", Duration::from_secs(10));
+        seeder.api = Some((format!("http://{api_addr}"), token_file.to_owned()));
         seeder
+    }
+
+    /// `bin ARGS --api URL --api-token-file TOKEN`: a client command (`seed IMAGE`,
+    /// `status`) talking to the API of this [`Self::serve`]d seeder.
+    ///
+    /// # Panics
+    /// If this seeder was not started with [`Self::serve`].
+    pub fn api_command(&self, args: &[&str]) -> Command {
+        let (url, token_file) = self.api.as_ref().expect("a seeder started with serve()");
+        let mut cmd = self.bin.command();
+        cmd.args(args)
+            .args(["--api", url, "--api-token-file"])
+            .arg(token_file);
+        cmd
     }
 
     /// `seed ARGS --key-file KEY --data-dir root/seeder`, listening on [`LOOPBACK`] unless
@@ -127,6 +145,7 @@ impl Seeder {
             addr,
             bin,
             root: root.to_owned(),
+            api: None,
         }
     }
 
@@ -185,6 +204,17 @@ pub struct TestImage {
     pub seed: u64,
     /// Repository it is pushed to (as `repo:v1`).
     pub repo: &'static str,
+}
+
+impl TestImage {
+    /// A `random_layer`-byte layer from `seed`, pushed to `repo:v1`.
+    pub const fn new(random_layer: u64, seed: u64, repo: &'static str) -> Self {
+        Self {
+            random_layer,
+            seed,
+            repo,
+        }
+    }
 }
 
 /// The usual start of an end-to-end test: a temporary root, a real registry holding a

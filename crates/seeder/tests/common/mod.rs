@@ -4,7 +4,9 @@
 
 use blobswarm_core::Digest;
 use blobswarm_seeder::source::{BlobDescriptor, Source, SourceOptions};
-use blobswarm_testkit::{BlobInfo, ImageInfo};
+use std::path::PathBuf;
+
+use blobswarm_testkit::{BlobInfo, ImageInfo, PUSH_TOOLS, Registry, require_tools};
 use futures::TryStreamExt as _;
 use sha2::{Digest as _, Sha256};
 
@@ -12,11 +14,43 @@ use sha2::{Digest as _, Sha256};
 /// enough to keep the tests fast in debug builds.
 pub const RANDOM_BYTES: u64 = 1 << 20;
 
+/// A running anonymous registry and where to build the test's layout (`root/layout`),
+/// under a temporary root that lives as long as this.
+pub struct RegistryAndLayout {
+    pub registry: Registry,
+    pub layout: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// Starts a [`RegistryAndLayout`]; `None` when a tool is missing outside CI.
+pub fn registry_and_layout() -> Option<RegistryAndLayout> {
+    if !require_tools(&PUSH_TOOLS) {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(tmp.path());
+    let layout = tmp.path().join("layout");
+    Some(RegistryAndLayout {
+        registry,
+        layout,
+        _tmp: tmp,
+    })
+}
+
 /// Options reaching `addr` over plain http.
 pub fn insecure(addr: &str) -> SourceOptions {
     SourceOptions {
         insecure_registries: vec![addr.to_owned()],
         ..SourceOptions::default()
+    }
+}
+
+/// [`insecure`] options logging in as `user` with `password`.
+pub fn insecure_as(addr: &str, user: Option<&str>, password: Option<&str>) -> SourceOptions {
+    SourceOptions {
+        username: user.map(str::to_owned),
+        password: password.map(str::to_owned),
+        ..insecure(addr)
     }
 }
 
