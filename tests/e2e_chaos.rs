@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blobswarm_testkit::{
-    Binary, ImageInfo, Proc, Registry, Seeder, build_test_image, free_port, push_image,
+    Binary, ImageInfo, LogMark, Proc, Registry, Seeder, build_test_image, free_port, push_image,
     require_tools, run, sha256_digest, wait_until,
 };
 
@@ -117,12 +117,9 @@ fn logs(root: &Path, prefix: &str) -> Vec<String> {
     out
 }
 
-#[test]
-fn honest_agents_converge_on_the_newest_verified_image_through_hostile_peers_and_kills() {
-    if !require_tools(&["docker-registry", "umoci", "skopeo", "busybox"]) {
-        return;
-    }
-    let seed = std::env::var("CHAOS_SEED")
+/// The seed of the random kill moments: `CHAOS_SEED` if set, else the clock.
+fn chaos_seed() -> u64 {
+    std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -131,7 +128,107 @@ fn honest_agents_converge_on_the_newest_verified_image_through_hostile_peers_and
                 .unwrap()
                 .as_nanos() as u64
                 | 1
-        });
+        })
+}
+
+/// SIGKILLs [`KILLED`] honest agents at random moments after `started`, each restarted
+/// after a random while.
+fn kill_and_restart(
+    agents: &mut [Proc],
+    (seeder, root): (&Seeder, &Path),
+    rng: &mut Rng,
+    started: Instant,
+) {
+    let mut honest: Vec<usize> = (HOSTILE.len()..AGENTS).collect();
+    let mut victims = Vec::new();
+    for _ in 0..KILLED {
+        let k = (rng.next() % honest.len() as u64) as usize;
+        victims.push((
+            honest.remove(k),
+            rng.millis(300, 4000),
+            rng.millis(200, 2000),
+        ));
+    }
+    victims.sort_by_key(|v| v.1);
+    for &(i, at, down) in &victims {
+        std::thread::sleep(at.saturating_sub(started.elapsed()));
+        agents[i].kill();
+        eprintln!(
+            "SIGKILL agent-{i} at {:.2}s, down {:.2}s",
+            started.elapsed().as_secs_f64(),
+            down.as_secs_f64()
+        );
+        std::thread::sleep(down);
+        agents[i] = start_agent(seeder, root, i);
+    }
+}
+
+/// Checks the honest nodes' logs (agents `honest`, and the seeder): every hostile agent
+/// was banned, no honest one was, and the old release was refused as a replay. Returns
+/// the bans per hostile mode and the number of refused replays.
+fn assert_bans_and_refusals(
+    root: &Path,
+    honest: &[usize],
+    ids: &[String],
+) -> (HashMap<&'static str, usize>, usize) {
+    let honest_logs: Vec<String> = honest
+        .iter()
+        .flat_map(|i| logs(root, &format!("agent-{i}.")))
+        .chain(logs(root, "seeder"))
+        .collect();
+    let banned = |id: &str| {
+        honest_logs
+            .iter()
+            .flat_map(|l| l.lines())
+            .filter(|l| l.contains("banning peer") && l.contains(id))
+            .count()
+    };
+    // Both hostile agents banned by honest nodes, each ban naming them.
+    let mut bans = HashMap::new();
+    for (mode, id) in HOSTILE.iter().zip(ids) {
+        let n = banned(id);
+        assert!(n > 0, "the {mode} agent {id} was never banned");
+        bans.insert(*mode, n);
+    }
+    for &i in honest {
+        assert!(banned(&ids[i]) == 0, "honest agent-{i} was banned");
+    }
+    // The restarted agents remembered v2 and refused the hostile agents' v1.
+    let replays = honest_logs
+        .iter()
+        .flat_map(|l| l.lines())
+        .filter(|l| l.contains("release refused") && l.contains("replays sequence"))
+        .count();
+    assert!(
+        replays > 0,
+        "no honest agent was offered (and refused) the old release"
+    );
+    (bans, replays)
+}
+
+/// Checks that the registry served each blob of `images` once since `mark`, however many
+/// agents and restarts; returns how many blobs that is.
+fn assert_one_get_per_blob(registry: &Registry, mark: LogMark, images: &[&ImageInfo]) -> usize {
+    let gets = registry.blob_gets_since(mark);
+    let mut blobs: Vec<String> = images
+        .iter()
+        .flat_map(|i| i.blobs())
+        .map(|b| b.digest)
+        .collect();
+    blobs.sort();
+    blobs.dedup();
+    for b in &blobs {
+        assert_eq!(gets.get(b).copied().unwrap_or(0), 1, "registry GETs of {b}");
+    }
+    blobs.len()
+}
+
+#[test]
+fn honest_agents_converge_on_the_newest_verified_image_through_hostile_peers_and_kills() {
+    if !require_tools(&["docker-registry", "umoci", "skopeo", "busybox"]) {
+        return;
+    }
+    let seed = chaos_seed();
     eprintln!("CHAOS_SEED={seed}");
     let mut rng = Rng(seed);
 
@@ -159,7 +256,6 @@ fn honest_agents_converge_on_the_newest_verified_image_through_hostile_peers_and
         .iter_mut()
         .map(|p| p.wait_peer_id(Duration::from_secs(30)))
         .collect();
-    let hostile_ids = &ids[..HOSTILE.len()];
 
     // v1 everywhere first: the hostile agents then hold an old release to replay.
     let reference = push_image(
@@ -183,28 +279,7 @@ fn honest_agents_converge_on_the_newest_verified_image_through_hostile_peers_and
     assert_eq!(pushed, reference);
     let v2_id = trigger(&seeder, &reference);
     let started = Instant::now();
-    let mut honest: Vec<usize> = (HOSTILE.len()..AGENTS).collect();
-    let mut victims = Vec::new();
-    for _ in 0..KILLED {
-        let k = (rng.next() % honest.len() as u64) as usize;
-        victims.push((
-            honest.remove(k),
-            rng.millis(300, 4000),
-            rng.millis(200, 2000),
-        ));
-    }
-    victims.sort_by_key(|v| v.1);
-    for &(i, at, down) in &victims {
-        std::thread::sleep(at.saturating_sub(started.elapsed()));
-        agents[i].kill();
-        eprintln!(
-            "SIGKILL agent-{i} at {:.2}s, down {:.2}s",
-            started.elapsed().as_secs_f64(),
-            down.as_secs_f64()
-        );
-        std::thread::sleep(down);
-        agents[i] = start_agent(&seeder, root, i);
-    }
+    kill_and_restart(&mut agents, (&seeder, root), &mut rng, started);
     let honest_all: Vec<usize> = (HOSTILE.len()..AGENTS).collect();
     wait_until(Duration::from_secs(120), "every honest agent on v2", || {
         honest_all
@@ -221,62 +296,13 @@ fn honest_agents_converge_on_the_newest_verified_image_through_hostile_peers_and
         holds(root, i, &reference, &v2).unwrap_or_else(|e| panic!("agent-{i} after 2 s: {e}"));
     }
 
-    // Both hostile agents banned by honest nodes, each ban naming them.
-    let honest_logs: Vec<String> = honest_all
-        .iter()
-        .flat_map(|i| logs(root, &format!("agent-{i}.")))
-        .chain(logs(root, "seeder"))
-        .collect();
-    let mut bans = HashMap::new();
-    for (mode, id) in HOSTILE.iter().zip(hostile_ids) {
-        let n = honest_logs
-            .iter()
-            .flat_map(|l| l.lines())
-            .filter(|l| l.contains("banning peer") && l.contains(id.as_str()))
-            .count();
-        assert!(n > 0, "the {mode} agent {id} was never banned");
-        bans.insert(*mode, n);
-    }
-    for log in &honest_logs {
-        for &i in &honest_all {
-            let id = &ids[i];
-            assert!(
-                !log.lines()
-                    .any(|l| l.contains("banning peer") && l.contains(id.as_str())),
-                "honest agent-{i} was banned"
-            );
-        }
-    }
-    // The restarted agents remembered v2 and refused the hostile agents' v1.
-    let replays = honest_logs
-        .iter()
-        .flat_map(|l| l.lines())
-        .filter(|l| l.contains("release refused") && l.contains("replays sequence"))
-        .count();
-    assert!(
-        replays > 0,
-        "no honest agent was offered (and refused) the old release"
-    );
-
-    // One registry GET per blob, for both versions, however many agents and restarts.
-    let gets = registry.blob_gets_since(mark);
-    let mut blobs: Vec<String> = v1
-        .blobs()
-        .into_iter()
-        .chain(v2.blobs())
-        .map(|b| b.digest)
-        .collect();
-    blobs.sort();
-    blobs.dedup();
-    for b in &blobs {
-        assert_eq!(gets.get(b).copied().unwrap_or(0), 1, "registry GETs of {b}");
-    }
+    let (bans, replays) = assert_bans_and_refusals(root, &honest_all, &ids);
+    let blobs = assert_one_get_per_blob(&registry, mark, &[&v1, &v2]);
     eprintln!(
         "chaos: {} honest agents on v2 {secs:.1}s after its release ({} killed), bans {bans:?}, \
-         replays refused {replays}, registry GETs 1 x {} blobs",
+         replays refused {replays}, registry GETs 1 x {blobs} blobs",
         honest_all.len(),
         KILLED,
-        blobs.len()
     );
     // The seeder's view agrees: the release it reports is v2's.
     assert!(!v2_id.is_empty() && v2_id != v1_id);
