@@ -102,6 +102,29 @@ async fn start_replayer(dir: &Path, key: Keypair, trusted: PeerId) -> AgentHandl
         .0
 }
 
+/// `release` signed again by its seeder `key` with `sequence`: a newer (or older) release
+/// of the same image.
+fn with_sequence(release: &SignedRelease, key: &Keypair, sequence: u64) -> SignedRelease {
+    let trusted = blobswarm_core::TrustedSeeders::new([key.public().to_peer_id()]);
+    let mut release = release.verify(&trusted, 0).unwrap();
+    release.sequence = sequence;
+    SignedRelease::sign(&release, key).unwrap()
+}
+
+/// A [`start_replayer`] under `root/replayer` holding `data`, which announces `old`.
+async fn replayer_of(
+    root: &Path,
+    trusted: PeerId,
+    data: &[Vec<u8>],
+    old: &SignedRelease,
+) -> AgentHandle {
+    let dir = root.join("replayer");
+    let (blobs, _) = prepare(&dir.join("store"), &Keypair::generate_ed25519(), data);
+    let replayer = start_replayer(&dir, Keypair::generate_ed25519(), trusted).await;
+    replayer.publish(blobs, old.clone()).await.unwrap();
+    replayer
+}
+
 async fn wait_for(
     agent: &AgentHandle,
     what: &str,
@@ -131,6 +154,10 @@ struct Seeded {
     signed: SignedRelease,
     seeder: AgentHandle,
     seeder_addr: Multiaddr,
+    /// The seeder's key, to sign other releases with.
+    key: Keypair,
+    /// The seeder's event loop, to stop it.
+    seeder_task: tokio::task::JoinHandle<()>,
 }
 
 impl Seeded {
@@ -140,7 +167,9 @@ impl Seeded {
         let seeder_id = key.public().to_peer_id();
         let data = blobs();
         let (local, signed) = prepare(&tmp.path().join("seeder/store"), &key, &data);
-        let seeder = start(&tmp.path().join("seeder"), key, seeder_id, vec![], None).await;
+        let seeder_dir = tmp.path().join("seeder");
+        let (seeder, seeder_task) =
+            start_task(&seeder_dir, key.clone(), seeder_id, vec![], None).await;
         let seeder_addr = seeder.listen_addrs().await.unwrap()[0].clone();
         Self {
             tmp,
@@ -150,6 +179,8 @@ impl Seeded {
             signed,
             seeder,
             seeder_addr,
+            key,
+            seeder_task,
         }
     }
 }
@@ -168,26 +199,18 @@ fn assert_layout_holds(dir: &Path, blobs: &[Vec<u8>]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_chunks_are_rejected_and_fetched_elsewhere() {
-    let Seeded {
-        tmp,
-        seeder_id,
-        data,
-        local,
-        signed,
-        seeder,
-        seeder_addr,
-    } = Seeded::start().await;
+    let sd = Seeded::start().await;
 
     // The hostile peer downloads honestly, then corrupts one byte of every chunk it serves.
     let hostile = start(
-        &tmp.path().join("hostile"),
+        &sd.tmp.path().join("hostile"),
         Keypair::generate_ed25519(),
-        seeder_id,
-        vec![seeder_addr.clone()],
+        sd.seeder_id,
+        vec![sd.seeder_addr.clone()],
         Some(ServeFault::FlipByte),
     )
     .await;
-    seeder.publish(local, signed).await.unwrap();
+    sd.seeder.publish(sd.local, sd.signed).await.unwrap();
     wait_for(
         &hostile,
         "hostile peer to complete",
@@ -199,10 +222,10 @@ async fn corrupted_chunks_are_rejected_and_fetched_elsewhere() {
 
     // The receiver prefers non-seeder peers, so it asks the hostile peer first.
     let receiver = start(
-        &tmp.path().join("receiver"),
+        &sd.tmp.path().join("receiver"),
         Keypair::generate_ed25519(),
-        seeder_id,
-        vec![hostile_addr, seeder_addr],
+        sd.seeder_id,
+        vec![hostile_addr, sd.seeder_addr],
         None,
     )
     .await;
@@ -217,7 +240,7 @@ async fn corrupted_chunks_are_rejected_and_fetched_elsewhere() {
         s.stats.chunks_rejected >= 1,
         "receiver never rejected a chunk: {s:?}"
     );
-    assert_layout_holds(&tmp.path().join("receiver"), &data);
+    assert_layout_holds(&sd.tmp.path().join("receiver"), &sd.data);
     // Status snapshots refresh every 200 ms; the transfer can be quicker than that.
     wait_for(
         &hostile,
@@ -362,60 +385,54 @@ fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
     .clone()
 }
 
+/// Publishes a release newer than the [`Seeded`] one (sequence 2) and returns it with the
+/// old one, which a replayer can then announce.
+async fn publish_newer(sd: &mut Seeded) -> (SignedRelease, SignedRelease) {
+    let old = sd.signed.clone();
+    let newer = with_sequence(&old, &sd.key, 2);
+    let local = std::mem::take(&mut sd.local);
+    sd.seeder.publish(local, newer.clone()).await.unwrap();
+    (old, newer)
+}
+
+/// Waits until `agent` refused a replayed release; it must still hold only `newer`.
+async fn wait_replay_refused(
+    agent: &AgentHandle,
+    what: &str,
+    newer: &SignedRelease,
+) -> AgentStatus {
+    let s = wait_for(agent, what, Duration::from_secs(20), |s| {
+        s.stats.releases_replayed >= 1
+    })
+    .await;
+    let ids: Vec<_> = s.releases.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![newer.id()], "{what}: {s:?}");
+    s
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_old_release_is_refused_with_a_log_line() {
     let logs = captured_logs();
-    let tmp = tempfile::tempdir().unwrap();
-    let key = Keypair::generate_ed25519();
-    let seeder_id = key.public().to_peer_id();
-    let data = blobs();
-    let (local, old) = prepare(&tmp.path().join("seeder/store"), &key, &data);
-    let mut release = old
-        .verify(&blobswarm_core::TrustedSeeders::new([seeder_id]), 0)
-        .unwrap();
-    release.sequence = 2;
-    let newer = SignedRelease::sign(&release, &key).unwrap();
-
+    let mut sd = Seeded::start().await;
     // The seeder announces the newer release; the agent fetches it.
-    let seeder = start(&tmp.path().join("seeder"), key, seeder_id, vec![], None).await;
-    let seeder_addr = seeder.listen_addrs().await.unwrap()[0].clone();
-    seeder.publish(local, newer.clone()).await.unwrap();
+    let (old, newer) = publish_newer(&mut sd).await;
     let agent = start(
-        &tmp.path().join("agent"),
+        &sd.tmp.path().join("agent"),
         Keypair::generate_ed25519(),
-        seeder_id,
-        vec![seeder_addr],
+        sd.seeder_id,
+        vec![sd.seeder_addr.clone()],
         None,
     )
     .await;
     wait_for(&agent, "agent to import", Duration::from_secs(30), imported).await;
 
     // A replayer that recorded the old (validly signed) release announces it.
-    let (replay_blobs, _) = prepare(
-        &tmp.path().join("replayer/store"),
-        &Keypair::generate_ed25519(),
-        &data,
-    );
-    let replayer = start_replayer(
-        &tmp.path().join("replayer"),
-        Keypair::generate_ed25519(),
-        seeder_id,
-    )
-    .await;
-    replayer.publish(replay_blobs, old.clone()).await.unwrap();
+    let replayer = replayer_of(sd.tmp.path(), sd.seeder_id, &sd.data, &old).await;
     agent
         .dial(replayer.listen_addrs().await.unwrap()[0].clone())
         .await
         .unwrap();
-    let s = wait_for(
-        &agent,
-        "the old release to be refused",
-        Duration::from_secs(20),
-        |s| s.stats.releases_replayed >= 1,
-    )
-    .await;
-    let ids: Vec<_> = s.releases.iter().map(|r| r.id).collect();
-    assert_eq!(ids, vec![newer.id()], "{s:?}");
+    let s = wait_replay_refused(&agent, "the old release to be refused", &newer).await;
     assert_eq!(s.stats.releases_rejected, s.stats.releases_replayed);
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     let line = text
@@ -430,27 +447,15 @@ async fn replayed_old_release_is_refused_with_a_log_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_remembers_the_newest_release_and_refuses_a_replay() {
-    let tmp = tempfile::tempdir().unwrap();
-    let key = Keypair::generate_ed25519();
-    let seeder_id = key.public().to_peer_id();
-    let data = blobs();
-    let (local, old) = prepare(&tmp.path().join("seeder/store"), &key, &data);
-    let mut release = old
-        .verify(&blobswarm_core::TrustedSeeders::new([seeder_id]), 0)
-        .unwrap();
-    release.sequence = 2;
-    let newer = SignedRelease::sign(&release, &key).unwrap();
-    let (seeder, seeder_task) =
-        start_task(&tmp.path().join("seeder"), key, seeder_id, vec![], None).await;
-    let seeder_addr = seeder.listen_addrs().await.unwrap()[0].clone();
-    seeder.publish(local, newer.clone()).await.unwrap();
+    let mut sd = Seeded::start().await;
+    let (old, newer) = publish_newer(&mut sd).await;
     let agent_key = Keypair::generate_ed25519();
-    let agent_dir = tmp.path().join("agent");
+    let agent_dir = sd.tmp.path().join("agent");
     let (agent, agent_task) = start_task(
         &agent_dir,
         agent_key.clone(),
-        seeder_id,
-        vec![seeder_addr],
+        sd.seeder_id,
+        vec![sd.seeder_addr.clone()],
         None,
     )
     .await;
@@ -458,38 +463,20 @@ async fn a_restarted_agent_remembers_the_newest_release_and_refuses_a_replay() {
 
     // Both stop; the agent comes back with its store and nobody to tell it about `newer`.
     agent_task.abort();
-    seeder_task.abort();
+    sd.seeder_task.abort();
     let _ = agent_task.await;
-    let _ = seeder_task.await;
-    let (replay_blobs, _) = prepare(
-        &tmp.path().join("replayer/store"),
-        &Keypair::generate_ed25519(),
-        &data,
-    );
-    let replayer = start_replayer(
-        &tmp.path().join("replayer"),
-        Keypair::generate_ed25519(),
-        seeder_id,
-    )
-    .await;
-    replayer.publish(replay_blobs, old.clone()).await.unwrap();
+    let _ = (&mut sd.seeder_task).await;
+    let replayer = replayer_of(sd.tmp.path(), sd.seeder_id, &sd.data, &old).await;
     let agent = start(
         &agent_dir,
         agent_key,
-        seeder_id,
+        sd.seeder_id,
         vec![replayer.listen_addrs().await.unwrap()[0].clone()],
         None,
     )
     .await;
-    let s = wait_for(
-        &agent,
-        "the replayed release to be refused after the restart",
-        Duration::from_secs(20),
-        |s| s.stats.releases_replayed >= 1,
-    )
-    .await;
-    let ids: Vec<_> = s.releases.iter().map(|r| r.id).collect();
-    assert_eq!(ids, vec![newer.id()], "restored from disk: {s:?}");
+    let what = "the replayed release to be refused after the restart (restored from disk)";
+    wait_replay_refused(&agent, what, &newer).await;
     // The restored release completes from the store (nothing to fetch) and is imported again.
     let s = wait_for(&agent, "re-import", Duration::from_secs(20), imported).await;
     assert_eq!(
@@ -510,10 +497,7 @@ async fn a_store_cap_evicts_the_superseded_release_and_keeps_the_newest() {
     let seeder_store = tmp.path().join("seeder/store");
     let (local1, v1) = prepare(&seeder_store, &key, &[shared.clone(), only_v1.clone()]);
     let (local2, v2) = prepare(&seeder_store, &key, &[shared.clone(), only_v2.clone()]);
-    let trusted = blobswarm_core::TrustedSeeders::new([seeder_id]);
-    let mut newer = v2.verify(&trusted, 0).unwrap();
-    newer.sequence = 2;
-    let v2 = SignedRelease::sign(&newer, &key).unwrap();
+    let v2 = with_sequence(&v2, &key, 2);
 
     let seeder = start(&tmp.path().join("seeder"), key, seeder_id, vec![], None).await;
     let seeder_addr = seeder.listen_addrs().await.unwrap()[0].clone();

@@ -97,6 +97,20 @@ async fn counting_registry(
     (addr, calls)
 }
 
+/// Checks that the source made every attempt (`calls`) and that `err` says so on one
+/// line naming the registry at `addr`.
+fn assert_gave_up(err: &SourceError, calls: &AtomicUsize, addr: &str) {
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        blobswarm_seeder::source::REGISTRY_ATTEMPTS as usize
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(addr) && text.contains("after 4 attempts") && !text.contains('\n'),
+        "{text}"
+    );
+}
+
 fn ok_v2(path: &str) -> Option<Answer> {
     (path == "/v2/").then(|| Answer::Full(200, vec![], b"{}".to_vec()))
 }
@@ -283,17 +297,9 @@ async fn persistent_server_errors_fail_after_every_attempt_on_one_line() {
     let (addr, calls) =
         counting_registry(|_| Answer::Full(502, vec![], b"bad\ngateway".to_vec())).await;
     let err = resolve(&format!("{addr}/x/y:v1"), &addr).await.unwrap_err();
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        blobswarm_seeder::source::REGISTRY_ATTEMPTS as usize
-    );
-    let text = err.to_string();
+    assert_gave_up(&err, &calls, &addr);
     assert!(matches!(err, SourceError::Registry { .. }), "{err:?}");
-    assert!(
-        text.contains(&addr) && text.contains("502") && text.contains("after 4 attempts"),
-        "{text}"
-    );
-    assert!(!text.contains('\n'), "{text}");
+    assert!(err.to_string().contains("502"), "{err}");
 }
 
 /// Resolves with a short read timeout, so a stalled registry fails fast.
@@ -335,15 +341,6 @@ async fn a_registry_that_always_stalls_fails_after_every_attempt_naming_it() {
     .await
     .expect("gives up on its own, within the attempts' timeouts and back-off")
     .unwrap_err();
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        blobswarm_seeder::source::REGISTRY_ATTEMPTS as usize
-    );
-    let text = err.to_string();
+    assert_gave_up(&err, &calls, &addr);
     assert!(matches!(err, SourceError::Unreachable { .. }), "{err:?}");
-    assert!(
-        text.contains(&addr) && text.contains("after 4 attempts"),
-        "{text}"
-    );
-    assert!(!text.contains('\n'), "{text}");
 }
