@@ -139,7 +139,7 @@ impl Registry {
         );
         let proc = Proc::start("registry", cmd, &dir.join("registry.stderr"))?;
         let deadline = Instant::now() + Duration::from_secs(20);
-        while http_status(&addr, "/v2/") != Some(200) {
+        while blobswarm_testkit::http_get_status(&addr, "/v2/") != Some(200) {
             if Instant::now() > deadline {
                 bail!(
                     "docker-registry in {} did not answer GET /v2/ within 20 s; log:\n{}",
@@ -221,29 +221,4 @@ impl Registry {
         }
         Ok((body, blob_gets))
     }
-}
-
-/// Status code of `GET path` over HTTP/1.0, or `None` if the request failed.
-fn http_status(addr: &str, path: &str) -> Option<u16> {
-    use std::io::Read;
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500))
-            .ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut head = [0u8; 16];
-    let mut got = 0;
-    while got < 12 {
-        let n = stream.read(&mut head[got..]).ok()?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
-    std::str::from_utf8(&head[..got])
-        .ok()?
-        .split(' ')
-        .nth(1)?
-        .parse()
-        .ok()
 }

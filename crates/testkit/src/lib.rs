@@ -113,6 +113,30 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A minimal HTTP/1.0 `GET path` to `addr` (`IP:PORT`) returning the status code, or
+/// `None` if the connection or the answer failed. Enough for readiness polling (a
+/// registry, a seeder API) without an HTTP client dependency.
+pub fn http_get_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let mut stream =
+        TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut head = [0u8; 64];
+    let mut got = 0;
+    while got < 12 {
+        let n = stream.read(&mut head[got..]).ok()?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let line = std::str::from_utf8(&head[..got]).ok()?;
+    // "HTTP/1.1 200 OK"
+    line.split(' ').nth(1)?.parse().ok()
+}
+
 /// Runs `cmd` to completion; panics with the command line, exit status, stdout and
 /// stderr if it fails. Returns its output.
 pub fn run(cmd: &mut Command) -> Output {

@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::credentials::htpasswd_line;
-use crate::free_port;
 use crate::token_auth::{TOKEN_ISSUER, TOKEN_SERVICE, TokenServer};
+use crate::{free_port, http_get_status};
 
 /// How the registry authenticates clients.
 #[derive(Debug, Clone, Copy)]
@@ -292,30 +292,6 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A minimal HTTP/1.0 GET against 127.0.0.1 returning the status code, or `None` if
-/// the connection or the answer failed. Enough for readiness polling without an
-/// HTTP client dependency.
-fn http_get_status(addr: &str, path: &str) -> Option<u16> {
-    use std::io::Write;
-    use std::net::TcpStream;
-    let mut stream =
-        TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut head = [0u8; 64];
-    let mut got = 0;
-    while got < 12 {
-        let n = stream.read(&mut head[got..]).ok()?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
-    let line = std::str::from_utf8(&head[..got]).ok()?;
-    // "HTTP/1.1 200 OK"
-    line.split(' ').nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
