@@ -7,16 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::Digest;
-
-/// Default chunk size: 4 MiB, large enough that per-chunk overhead is small and small
-/// enough that a 64 MiB layer comes from many peers at once.
-pub const DEFAULT_CHUNK_SIZE: u32 = 4 << 20;
-/// Smallest chunk size a release may declare.
-pub const MIN_CHUNK_SIZE: u32 = 16 << 10;
-/// Largest chunk size a release may declare; bounds the memory one chunk request can take.
-pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
-/// Largest number of chunks in one blob; bounds chunk-map size (8 MiB of digests).
-pub const MAX_CHUNKS: u32 = 1 << 18;
+use crate::chunk_limits::{MAX_CHUNK_SIZE, MAX_CHUNKS, MIN_CHUNK_SIZE};
 
 /// The list of SHA-256 digests of every chunk of one blob, in order.
 ///

@@ -17,14 +17,14 @@ use std::marker::PhantomData;
 use serde::de::{DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::chunk_map::MAX_CHUNK_SIZE;
+use crate::chunk_limits::MAX_CHUNK_SIZE;
 
-/// Largest header: a chunk map of [`crate::chunk_map::MAX_CHUNKS`] digests plus slack.
+/// Largest header: a chunk map of [`crate::chunk_limits::MAX_CHUNKS`] digests plus slack.
 pub const MAX_HEADER: usize = 9 << 20;
 /// Largest payload: one chunk.
 pub const MAX_PAYLOAD: usize = MAX_CHUNK_SIZE as usize;
 /// Largest request header: the biggest request is a full have-bitfield of
-/// [`crate::chunk_map::MAX_CHUNKS`] bits (32 KiB). Requests carry no payload, so an agent
+/// [`crate::chunk_limits::MAX_CHUNKS`] bits (32 KiB). Requests carry no payload, so an agent
 /// serving many inbound streams holds at most this much per stream.
 pub const MAX_REQUEST_HEADER: usize = 64 << 10;
 /// Bytes of the fixed frame prefix.

@@ -8,6 +8,7 @@
 //! drivers from blocking threads.)
 
 mod bitfield;
+mod chunk_limits;
 mod chunk_map;
 pub mod codec;
 mod digest;
@@ -23,9 +24,9 @@ pub mod store;
 pub mod wire;
 
 pub use bitfield::{Bitfield, BitfieldError};
+pub use chunk_limits::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_CHUNKS, MIN_CHUNK_SIZE};
 pub use chunk_map::{
-    BlobHasher, ChunkError, ChunkHasher, ChunkMap, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_CHUNKS,
-    MIN_CHUNK_SIZE, check_blob, chunk_count, chunk_map_of,
+    BlobHasher, ChunkError, ChunkHasher, ChunkMap, check_blob, chunk_count, chunk_map_of,
 };
 pub use digest::{Digest, DigestParseError};
 pub use oci::Document;

@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use libp2p_identity::{Keypair, PeerId, PublicKey};
 use serde::{Deserialize, Serialize};
 
-use crate::chunk_map::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, chunk_count};
+use crate::chunk_limits::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::codec::{self, CodecError};
 use crate::oci::Document;
-use crate::{ChunkMap, Digest};
+use crate::{ChunkMap, Digest, chunk_count};
 
 /// Largest encoded release body; manifests are embedded, so this bounds them too.
 pub const MAX_RELEASE_BYTES: usize = 4 << 20;
