@@ -220,14 +220,56 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
+    /// Opens a Write stream for `digest` whose first message is `stat`, and reads its
+    /// answer: how much of the blob an earlier, interrupted write left.
+    async fn open<'c>(
+        conn: &'c Conn,
+        lease: &str,
+        digest: Digest,
+        stat: WriteContentRequest,
+    ) -> Result<(Session<'c>, WriteContentResponse), WriteError> {
+        // The first message must be queued before the call: containerd answers (and so
+        // sends response headers) only after reading it.
+        let (mut tx, rx) = mpsc::channel(1);
+        tx.try_send(stat)
+            .expect("a new channel has room for one message");
+        let stream = conn
+            .call_status(
+                "content write",
+                conn.timeout(),
+                ContentClient::new(conn.channel.clone()).write(conn.request(rx, Lease::Id(lease))),
+            )
+            .await?
+            .map_err(|s| classify(conn, "content write", digest, &s))?;
+        let mut session = Session {
+            conn,
+            digest,
+            tx,
+            rx: stream,
+        };
+        // The STAT was already queued; read its answer.
+        let status = session.answer("content write stat", true).await?;
+        Ok((session, status))
+    }
+
     async fn round(
         &mut self,
         op: &'static str,
         req: WriteContentRequest,
     ) -> Result<WriteContentResponse, WriteError> {
-        let timeout = self.conn.timeout();
         // A failed send means the server ended the stream; its status is on `rx`.
         let sent = self.tx.send(req).await.is_ok();
+        self.answer(op, sent).await
+    }
+
+    /// The next response on the stream; `sent` is false when the request before it could
+    /// not be sent, and then only an error status is a useful answer.
+    async fn answer(
+        &mut self,
+        op: &'static str,
+        sent: bool,
+    ) -> Result<WriteContentResponse, WriteError> {
+        let timeout = self.conn.timeout();
         let next = tokio::time::timeout(timeout, self.rx.message()).await;
         match next {
             Err(_) => Err(ContainerdError::NotAnswering {
@@ -249,33 +291,29 @@ impl Session<'_> {
     }
 }
 
+/// The token that follows `marker` in a containerd status message, up to one of `ends`.
+fn token_after<'m>(message: &'m str, marker: &str, ends: &[char]) -> Option<&'m str> {
+    message
+        .split(marker)
+        .nth(1)
+        .and_then(|r| r.split(ends).next())
+}
+
 fn classify(conn: &Conn, op: &'static str, digest: Digest, s: &Status) -> WriteError {
     match s.code() {
         Code::AlreadyExists => WriteError::AlreadyExists,
         Code::Unavailable if s.message().contains("locked") => WriteError::Locked(s.clone()),
         Code::FailedPrecondition if s.message().contains("unexpected commit digest") => {
-            let actual = s
-                .message()
-                .split("unexpected commit digest ")
-                .nth(1)
-                .and_then(|r| r.split([',', ' ']).next())
+            let actual = token_after(s.message(), "unexpected commit digest ", &[',', ' '])
                 .unwrap_or("another digest")
                 .to_owned();
             ContainerdError::DigestMismatch { digest, actual }.into()
         }
         Code::FailedPrecondition if s.message().contains("unexpected commit size") => {
-            let actual = s
-                .message()
-                .split("unexpected commit size ")
-                .nth(1)
-                .and_then(|r| r.split([',', ' ']).next())
+            let actual = token_after(s.message(), "unexpected commit size ", &[',', ' '])
                 .unwrap_or("?")
                 .to_owned();
-            let expected = s
-                .message()
-                .split("expected ")
-                .nth(1)
-                .and_then(|r| r.split([',', ':', ' ']).next())
+            let expected = token_after(s.message(), "expected ", &[',', ':', ' '])
                 .and_then(|n| n.parse().ok())
                 .unwrap_or_default();
             ContainerdError::SizeMismatch {
@@ -289,6 +327,7 @@ fn classify(conn: &Conn, op: &'static str, digest: Digest, s: &Status) -> WriteE
     }
 }
 
+/// One Write session from STAT to COMMIT: resumes where an interrupted write stopped.
 async fn write(
     conn: &Conn,
     lease: &str,
@@ -300,59 +339,17 @@ async fn write(
         digest: item.digest,
         reason: format!("size {} does not fit containerd's int64", item.size),
     })?;
-    let r#ref = ingest_ref(item.digest);
-    let expected = item.digest.to_string();
     let base = WriteContentRequest {
-        r#ref: r#ref.clone(),
+        r#ref: ingest_ref(item.digest),
         total: size,
-        expected: expected.clone(),
+        expected: item.digest.to_string(),
         ..WriteContentRequest::default()
     };
     let stat = WriteContentRequest {
         action: WriteAction::Stat as i32,
         ..base.clone()
     };
-    // The first message must be queued before the call: containerd answers (and so sends
-    // response headers) only after reading it.
-    let (mut tx, rx) = mpsc::channel(1);
-    tx.try_send(stat.clone())
-        .expect("a new channel has room for one message");
-    let stream = conn
-        .call_status(
-            "content write",
-            conn.timeout(),
-            ContentClient::new(conn.channel.clone()).write(conn.request(rx, Lease::Id(lease))),
-        )
-        .await?
-        .map_err(|s| classify(conn, "content write", item.digest, &s))?;
-    let mut session = Session {
-        conn,
-        digest: item.digest,
-        tx,
-        rx: stream,
-    };
-    // The STAT was already queued; read its answer.
-    let status = match tokio::time::timeout(conn.timeout(), session.rx.message()).await {
-        Err(_) => {
-            return Err(ContainerdError::NotAnswering {
-                path: conn.config.socket.clone(),
-                op: "content write stat",
-                timeout: conn.timeout(),
-            }
-            .into());
-        }
-        Ok(Ok(Some(r))) => r,
-        Ok(Ok(None)) => {
-            return Err(ContainerdError::Disconnected {
-                path: conn.config.socket.clone(),
-                op: "content write stat",
-                subject: expected,
-                message: "containerd ended the write stream".into(),
-            }
-            .into());
-        }
-        Ok(Err(s)) => return Err(classify(conn, "content write stat", item.digest, &s)),
-    };
+    let (mut session, status) = Session::open(conn, lease, item.digest, stat).await?;
     if status.offset < 0 || status.offset > size || (status.total != 0 && status.total != size) {
         // Left over from a write with other expectations; start from scratch.
         drop(session);
@@ -360,9 +357,31 @@ async fn write(
         return Err(WriteError::Restart);
     }
     let resumed = u64::try_from(status.offset).unwrap_or(0);
-    let failed = |error: ContainerdError| WriteError::Failed { error, resumed };
-    let mut offset = status.offset;
-    let mut reader = Reader::open(&item.source, resumed).await.map_err(failed)?;
+    send_from(&mut session, item, &base, status.offset, progress)
+        .await
+        .map_err(|e| with_resumed(e, resumed))?;
+    commit(session, lease, item, base)
+        .await
+        .map_err(|e| with_resumed(e, resumed))?;
+    Ok(ContentOutcome {
+        written: true,
+        bytes_sent: item.size - resumed,
+        bytes_resumed: resumed,
+        relabelled: false,
+    })
+}
+
+/// WRITEs the item's bytes from `offset` (where containerd's ingest stands) to its end.
+async fn send_from(
+    session: &mut Session<'_>,
+    item: &ContentItem,
+    base: &WriteContentRequest,
+    mut offset: i64,
+    progress: Option<&Progress>,
+) -> Result<(), WriteError> {
+    let size = base.total;
+    let resumed = u64::try_from(offset).unwrap_or(0);
+    let mut reader = Reader::open(&item.source, resumed).await?;
     if let Some(p) = progress {
         p.add(resumed);
     }
@@ -371,14 +390,15 @@ async fn write(
         let want = usize::try_from(size - offset)
             .unwrap_or(usize::MAX)
             .min(WRITE_CHUNK);
-        let n = reader.fill(&mut buf[..want]).await.map_err(failed)?;
+        let n = reader.fill(&mut buf[..want]).await?;
         if n == 0 {
-            return Err(failed(ContainerdError::BlobSize {
+            return Err(ContainerdError::BlobSize {
                 digest: item.digest,
                 path: reader.path(),
                 expected: item.size,
                 actual: u64::try_from(offset).unwrap_or(0),
-            }));
+            }
+            .into());
         }
         let resp = session
             .round(
@@ -390,40 +410,53 @@ async fn write(
                     ..base.clone()
                 },
             )
-            .await
-            .map_err(|e| with_resumed(e, resumed))?;
+            .await?;
         offset += n as i64;
         if let Some(p) = progress {
             p.add(n as u64);
         }
         if resp.offset != offset {
-            return Err(failed(ContainerdError::Rpc {
+            return Err(ContainerdError::Rpc {
                 op: "content write",
-                subject: expected,
+                subject: base.expected.clone(),
                 code: "OutOfRange".into(),
                 message: format!("containerd is at offset {}, expected {offset}", resp.offset),
-            }));
+            }
+            .into());
         }
     }
+    Ok(())
+}
+
+/// COMMITs the written bytes with the item's labels; containerd re-hashes them. Bad bytes
+/// are aborted so a retry does not resume after them.
+async fn commit(
+    mut session: Session<'_>,
+    lease: &str,
+    item: &ContentItem,
+    base: WriteContentRequest,
+) -> Result<(), WriteError> {
+    let expected = base.expected.clone();
     let commit = session
         .round(
             "content commit",
             WriteContentRequest {
                 action: WriteAction::Commit as i32,
                 // Offset 0 would tell containerd to truncate what was written.
-                offset: size,
+                offset: base.total,
                 labels: item.labels.clone().into_iter().collect(),
                 ..base
             },
         )
         .await;
     let commit = match commit {
-        Err(WriteError::Failed { error, .. }) => {
+        Err(WriteError::Failed { error, resumed }) => {
             if matches!(
                 error,
                 ContainerdError::DigestMismatch { .. } | ContainerdError::SizeMismatch { .. }
             ) {
                 // Drop the bad bytes so a retry does not resume after them.
+                let conn = session.conn;
                 drop(session);
                 let _ = abort(conn, lease, item.digest).await;
             }
@@ -432,17 +465,13 @@ async fn write(
         other => other?,
     };
     if !commit.digest.is_empty() && commit.digest != expected {
-        return Err(failed(ContainerdError::DigestMismatch {
+        return Err(ContainerdError::DigestMismatch {
             digest: item.digest,
             actual: commit.digest,
-        }));
+        }
+        .into());
     }
-    Ok(ContentOutcome {
-        written: true,
-        bytes_sent: item.size - resumed,
-        bytes_resumed: resumed,
-        relabelled: false,
-    })
+    Ok(())
 }
 
 fn with_resumed(e: WriteError, resumed: u64) -> WriteError {

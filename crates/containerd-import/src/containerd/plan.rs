@@ -146,6 +146,13 @@ impl ImageToImport {
     }
 }
 
+/// A manifest reached from the root: its document, its content, and whether it is the
+/// one unpacked on this machine.
+type Walked<'a> = (&'a Document, oci::Manifest, bool);
+
+/// Labels per content digest.
+type Labels = BTreeMap<Digest, BTreeMap<String, String>>;
+
 impl Plan {
     /// Checks `image` and decides what to write, unpack and record, for a machine of
     /// platform `host`.
@@ -164,135 +171,28 @@ impl Plan {
             });
         }
         let root = parse_doc(&image.root, "root document")?;
-        let mut root_labels = BTreeMap::new();
-        // (manifest document, its content, whether it is the one unpacked here)
-        let mut walked: Vec<(&Document, oci::Manifest, bool)> = Vec::new();
-        match &root.body {
-            Body::Manifest(m) => walked.push((&image.root, m.clone(), true)),
-            Body::Index(index) => {
-                let mut host_taken = false;
-                for (i, entry) in index.manifests.iter().enumerate() {
-                    root_labels.insert(format!("{LABEL_GC_MANIFEST}{i}"), entry.digest.to_string());
-                    let Some(doc) = image.manifests.iter().find(|m| m.digest == entry.digest)
-                    else {
-                        continue;
-                    };
-                    let Body::Manifest(m) = parse_doc(doc, "manifest")?.body else {
-                        continue;
-                    };
-                    if media_type::document_kind(&entry.media_type).is_none() {
-                        continue;
-                    }
-                    let selected =
-                        !host_taken && entry.platform.as_ref().is_none_or(|p| host.matches(p));
-                    host_taken |= selected;
-                    walked.push((doc, m, selected));
-                }
-            }
-        }
-
-        let mut labels: BTreeMap<Digest, BTreeMap<String, String>> = BTreeMap::new();
+        let (walked, root_labels) = walk(image, &root.body, host)?;
+        let mut labels = Labels::new();
         let mut config_bytes: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
         let mut unpack = None;
         for (doc, manifest, selected) in walked {
-            let (config, layers) = (&manifest.config, manifest.layers);
             let doc_labels = labels.entry(doc.digest).or_default();
-            doc_labels.insert(LABEL_GC_CONFIG.into(), config.digest.to_string());
-            for (i, l) in layers.iter().enumerate() {
+            doc_labels.insert(LABEL_GC_CONFIG.into(), manifest.config.digest.to_string());
+            for (i, l) in manifest.layers.iter().enumerate() {
                 doc_labels.insert(format!("{LABEL_GC_LAYER}{i}"), l.digest.to_string());
             }
-            if !selected {
-                continue;
+            if selected {
+                let (bytes, u) = plan_unpack(image, doc, manifest, &mut labels)?;
+                config_bytes.insert(u.config, bytes);
+                unpack = Some(u);
             }
-            let (bytes, diff_ids) = read_config(image, doc.digest, config)?;
-            if diff_ids.len() != layers.len() {
-                return Err(ContainerdError::BadDocument {
-                    what: "config",
-                    digest: config.digest,
-                    reason: format!(
-                        "{} diff_ids for the {} layers of manifest {}",
-                        diff_ids.len(),
-                        layers.len(),
-                        doc.digest
-                    ),
-                });
-            }
-            let chains = chain_ids(&diff_ids);
-            let mut unpack_layers = Vec::new();
-            for ((layer, diff_id), chain_id) in layers.into_iter().zip(diff_ids).zip(chains) {
-                let Descriptor {
-                    digest,
-                    size,
-                    media_type,
-                    ..
-                } = layer;
-                if let Some(reason) = layer_refusal(&media_type) {
-                    return Err(ContainerdError::UnsupportedLayer {
-                        layer: digest,
-                        manifest: doc.digest,
-                        media_type,
-                        reason,
-                    });
-                }
-                require_blob(image, doc.digest, digest, size)?;
-                labels
-                    .entry(digest)
-                    .or_default()
-                    .insert(LABEL_UNCOMPRESSED.into(), diff_id.clone());
-                unpack_layers.push(UnpackLayer {
-                    digest,
-                    size,
-                    media_type,
-                    diff_id,
-                    chain_id,
-                });
-            }
-            config_bytes.insert(config.digest, bytes);
-            unpack = Some(Unpack {
-                config: config.digest,
-                layers: unpack_layers,
-            });
-        }
-
-        let mut content: Vec<ContentItem> = Vec::new();
-        let mut push = |digest: Digest, size: u64, source: Source| {
-            if content.iter().any(|c| c.digest == digest) {
-                return;
-            }
-            content.push(ContentItem {
-                digest,
-                size,
-                source,
-                labels: labels.remove(&digest).unwrap_or_default(),
-            });
-        };
-        for b in &image.blobs {
-            let source = config_bytes
-                .remove(&b.digest)
-                .map_or_else(|| Source::File(b.path.clone()), Source::Bytes);
-            push(b.digest, b.size, source);
-        }
-        for m in &image.manifests {
-            push(
-                m.digest,
-                m.bytes.len() as u64,
-                Source::Bytes(m.bytes.clone()),
-            );
         }
         let target = Target {
             digest: image.root.digest,
             media_type: effective_media_type(&image.root, &root),
             size: image.root.bytes.len() as u64,
         };
-        let root_item_labels = labels.remove(&image.root.digest).unwrap_or_default();
-        content.retain(|c| c.digest != image.root.digest);
-        content.push(ContentItem {
-            digest: target.digest,
-            size: target.size,
-            source: Source::Bytes(image.root.bytes.clone()),
-            labels: root_labels.into_iter().chain(root_item_labels).collect(),
-        });
-
+        let content = content_items(image, labels, config_bytes, root_labels);
         let mut names = vec![reference.full.clone()];
         names.push(format!("{}@{}", reference.repo, image.root.digest));
         if let Some(u) = &unpack {
@@ -347,6 +247,144 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// The manifests reachable from the root (`body`), the first one matching `host` marked
+/// for unpacking; and the labels the root carries for an index's manifests.
+fn walk<'a>(
+    image: &'a ImageToImport,
+    body: &Body,
+    host: &Platform,
+) -> Result<(Vec<Walked<'a>>, BTreeMap<String, String>), ContainerdError> {
+    let mut root_labels = BTreeMap::new();
+    let mut walked: Vec<Walked<'a>> = Vec::new();
+    match body {
+        Body::Manifest(m) => walked.push((&image.root, m.clone(), true)),
+        Body::Index(index) => {
+            let mut host_taken = false;
+            for (i, entry) in index.manifests.iter().enumerate() {
+                root_labels.insert(format!("{LABEL_GC_MANIFEST}{i}"), entry.digest.to_string());
+                let Some(doc) = image.manifests.iter().find(|m| m.digest == entry.digest) else {
+                    continue;
+                };
+                let Body::Manifest(m) = parse_doc(doc, "manifest")?.body else {
+                    continue;
+                };
+                if media_type::document_kind(&entry.media_type).is_none() {
+                    continue;
+                }
+                let selected =
+                    !host_taken && entry.platform.as_ref().is_none_or(|p| host.matches(p));
+                host_taken |= selected;
+                walked.push((doc, m, selected));
+            }
+        }
+    }
+    Ok((walked, root_labels))
+}
+
+/// The unpack of manifest `doc` (its config read and checked against the layers, each
+/// layer refused if containerd cannot unpack it, each labelled with its diff_id in
+/// `labels`); returns the config's bytes with it.
+fn plan_unpack(
+    image: &ImageToImport,
+    doc: &Document,
+    manifest: oci::Manifest,
+    labels: &mut Labels,
+) -> Result<(Vec<u8>, Unpack), ContainerdError> {
+    let (config, layers) = (&manifest.config, manifest.layers);
+    let (bytes, diff_ids) = read_config(image, doc.digest, config)?;
+    if diff_ids.len() != layers.len() {
+        return Err(ContainerdError::BadDocument {
+            what: "config",
+            digest: config.digest,
+            reason: format!(
+                "{} diff_ids for the {} layers of manifest {}",
+                diff_ids.len(),
+                layers.len(),
+                doc.digest
+            ),
+        });
+    }
+    let chains = chain_ids(&diff_ids);
+    let mut unpack_layers = Vec::new();
+    for ((layer, diff_id), chain_id) in layers.into_iter().zip(diff_ids).zip(chains) {
+        let Descriptor {
+            digest,
+            size,
+            media_type,
+            ..
+        } = layer;
+        if let Some(reason) = layer_refusal(&media_type) {
+            return Err(ContainerdError::UnsupportedLayer {
+                layer: digest,
+                manifest: doc.digest,
+                media_type,
+                reason,
+            });
+        }
+        require_blob(image, doc.digest, digest, size)?;
+        labels
+            .entry(digest)
+            .or_default()
+            .insert(LABEL_UNCOMPRESSED.into(), diff_id.clone());
+        unpack_layers.push(UnpackLayer {
+            digest,
+            size,
+            media_type,
+            diff_id,
+            chain_id,
+        });
+    }
+    let unpack = Unpack {
+        config: config.digest,
+        layers: unpack_layers,
+    };
+    Ok((bytes, unpack))
+}
+
+/// Content in write order, each digest once with its labels: blobs (the parsed config
+/// from memory), then manifests, then the root, which also carries `root_labels`.
+fn content_items(
+    image: &ImageToImport,
+    mut labels: Labels,
+    mut config_bytes: BTreeMap<Digest, Vec<u8>>,
+    root_labels: BTreeMap<String, String>,
+) -> Vec<ContentItem> {
+    let mut content: Vec<ContentItem> = Vec::new();
+    let mut push = |digest: Digest, size: u64, source: Source| {
+        if content.iter().any(|c| c.digest == digest) {
+            return;
+        }
+        content.push(ContentItem {
+            digest,
+            size,
+            source,
+            labels: labels.remove(&digest).unwrap_or_default(),
+        });
+    };
+    for b in &image.blobs {
+        let source = config_bytes
+            .remove(&b.digest)
+            .map_or_else(|| Source::File(b.path.clone()), Source::Bytes);
+        push(b.digest, b.size, source);
+    }
+    for m in &image.manifests {
+        push(
+            m.digest,
+            m.bytes.len() as u64,
+            Source::Bytes(m.bytes.clone()),
+        );
+    }
+    let root_item_labels = labels.remove(&image.root.digest).unwrap_or_default();
+    content.retain(|c| c.digest != image.root.digest);
+    content.push(ContentItem {
+        digest: image.root.digest,
+        size: image.root.bytes.len() as u64,
+        source: Source::Bytes(image.root.bytes.clone()),
+        labels: root_labels.into_iter().chain(root_item_labels).collect(),
+    });
+    content
 }
 
 /// The blob of `digest` listed in the image, with the descriptor's size.
