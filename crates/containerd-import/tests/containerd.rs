@@ -18,6 +18,10 @@ use blobswarm_testkit::{
     Containerd, ImageInfo, build_test_image, require_containerd, require_tools, sha256_digest,
 };
 use serde_json::Value;
+use support::{config, ctr_run};
+use tempfile::TempDir;
+
+mod support;
 
 const REF: &str = "registry.local/blobswarm/ctd-test:v1";
 const REPO: &str = "registry.local/blobswarm/ctd-test";
@@ -27,11 +31,43 @@ fn ready() -> bool {
     require_containerd() & require_tools(&["umoci", "busybox"])
 }
 
-fn config(ctd: &Containerd) -> ContainerdConfig {
-    ContainerdConfig {
-        socket: ctd.socket(),
-        snapshotter: ctd.snapshotter().to_owned(),
-        ..ContainerdConfig::default()
+/// A private containerd and the test image `v1` in an OCI layout next to it.
+///
+/// Bind `tmp` (or `tmp: _tmp`) when destructuring: a field left to `..` is dropped at
+/// once, and the directory must outlive containerd.
+struct Fixture {
+    /// Holds containerd's directories and the layout; bind it first, so that it is
+    /// removed after containerd has stopped.
+    tmp: TempDir,
+    ctd: Containerd,
+    /// `<tmp>/oci`.
+    layout: PathBuf,
+    info: ImageInfo,
+    /// `v1` from the layout, named [`REF`].
+    image: ImageToImport,
+}
+
+impl Fixture {
+    /// Starts containerd and builds `v1` with `random_layer_bytes` of random data from
+    /// `seed`; `None` (the test skips) where containerd or the image tools are missing.
+    fn start(random_layer_bytes: u64, seed: u64) -> Option<Self> {
+        if !ready() {
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let ctd = Containerd::start(tmp.path());
+        let layout = tmp.path().join("oci");
+        let info = build_test_image(&layout, "v1", random_layer_bytes, seed);
+        let image = ImageToImport::from_oci_layout(&layout, "v1")
+            .unwrap()
+            .with_reference(REF);
+        Some(Self {
+            tmp,
+            ctd,
+            layout,
+            info,
+            image,
+        })
     }
 }
 
@@ -156,17 +192,16 @@ fn copy_layout(from: &Path, to: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_is_seen_by_the_cri_unpacked_runnable_and_idempotent() {
-    if !ready() {
+    let Some(Fixture {
+        tmp: _tmp,
+        ctd,
+        layout,
+        info,
+        image,
+    }) = Fixture::start(4 << 20, 11)
+    else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let ctd = Containerd::start(tmp.path());
-    let layout = tmp.path().join("oci");
-    let info = build_test_image(&layout, "v1", 4 << 20, 11);
-    let (diff_ids, chains) = chain_ids(&layout, &info);
-    let image = ImageToImport::from_oci_layout(&layout, "v1")
-        .unwrap()
-        .with_reference(REF);
+    };
     let reported = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = reported.clone();
     let target = ContainerdTarget::connect(config(&ctd))
@@ -197,90 +232,8 @@ async fn import_is_seen_by_the_cri_unpacked_runnable_and_idempotent() {
         info.config.digest.clone(),
     ];
     assert_eq!(first.names, names);
-
-    // The CRI's view: all three names, pointing at the manifest, managed by the CRI.
-    let records = images(&ctd);
-    for name in &names {
-        let rec = records
-            .iter()
-            .find(|r| &r.0 == name)
-            .unwrap_or_else(|| panic!("{name} missing from ctr images ls: {records:?}"));
-        assert_eq!(rec.1, info.manifest_digest, "{name}");
-        assert!(
-            rec.2.contains("io.cri-containerd.image=managed"),
-            "{name}: {}",
-            rec.2
-        );
-    }
-
-    // Unpacked before any container runs: every chain ID is a committed snapshot.
-    let before_run = committed_snapshots(&ctd);
-    for c in &chains {
-        assert!(before_run.contains(c), "{c} not committed: {before_run:?}");
-    }
-    // GC and unpack labels on the content.
-    let top = chains.last().unwrap();
-    assert!(
-        content_labels(&ctd, &info.config.digest).contains(&format!(
-            "containerd.io/gc.ref.snapshot.{}={top}",
-            ctd.snapshotter()
-        )),
-        "config lacks the snapshot GC label"
-    );
-    for (layer, diff_id) in info.layers.iter().zip(&diff_ids) {
-        assert!(
-            content_labels(&ctd, &layer.digest)
-                .contains(&format!("containerd.io/uncompressed={diff_id}")),
-            "layer {} lacks its uncompressed label",
-            layer.digest
-        );
-    }
-    let manifest_labels = content_labels(&ctd, &info.manifest_digest);
-    assert!(
-        manifest_labels.contains(&format!(
-            "containerd.io/gc.ref.content.config={}",
-            info.config.digest
-        )),
-        "{manifest_labels}"
-    );
-    assert!(our_leases(&ctd).is_empty(), "{:?}", our_leases(&ctd));
-
-    // A container starts from it, and ctr found nothing left to unpack.
-    let id = format!("bsw-t1-{}", std::process::id());
-    let out = ctd.ctr_ok(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        ctd.snapshotter(),
-        REF,
-        &id,
-        "/bin/busybox",
-        "echo",
-        "OK",
-    ]);
-    assert_eq!(out.trim(), "OK");
-    let out = ctd.ctr_ok(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        ctd.snapshotter(),
-        REF,
-        &id,
-        "/bin/busybox",
-        "sh",
-        "-c",
-        "cat /etc/blobswarm-test && wc -c < /data/random.bin",
-    ]);
-    assert!(out.contains("blobswarm test image v1, seed 11"), "{out}");
-    assert!(out.contains(&(4u64 << 20).to_string()), "{out}");
-    let mut after_run = committed_snapshots(&ctd);
-    let mut before = before_run.clone();
-    after_run.sort();
-    before.sort();
-    assert_eq!(
-        after_run, before,
-        "ctr run unpacked again: our chain IDs are wrong"
-    );
+    assert_cri_records(&ctd, &names, &info);
+    assert_unpacked_labelled_and_runnable(&ctd, &layout, &info);
 
     // Second import: a no-op.
     let second = target.import(&image).await.unwrap();
@@ -302,9 +255,101 @@ async fn import_is_seen_by_the_cri_unpacked_runnable_and_idempotent() {
         info.blobs().iter().map(|b| b.size).sum::<u64>()
     );
 
-    // The same image as a swarm release with blobs in a store: nothing to write, only the
-    // release line's labels are added to the records; once there, nothing to do.
-    let release = release_for(&layout, &info, REF);
+    release_import_only_adds_labels(&ctd, &target, &layout, &info, &names).await;
+    pinning_later_only_adds_the_label(&ctd, &image, &info).await;
+}
+
+/// The CRI's view: all `names`, pointing at the manifest, managed by the CRI.
+fn assert_cri_records(ctd: &Containerd, names: &[String], info: &ImageInfo) {
+    let records = images(ctd);
+    for name in names {
+        let rec = records
+            .iter()
+            .find(|r| &r.0 == name)
+            .unwrap_or_else(|| panic!("{name} missing from ctr images ls: {records:?}"));
+        assert_eq!(rec.1, info.manifest_digest, "{name}");
+        assert!(
+            rec.2.contains("io.cri-containerd.image=managed"),
+            "{name}: {}",
+            rec.2
+        );
+    }
+}
+
+/// After the first import: unpacked before any container runs, GC and unpack labels on
+/// the content, no lease left; a container starts from it and `ctr` finds nothing left
+/// to unpack.
+fn assert_unpacked_labelled_and_runnable(ctd: &Containerd, layout: &Path, info: &ImageInfo) {
+    let (diff_ids, chains) = chain_ids(layout, info);
+    // Unpacked before any container runs: every chain ID is a committed snapshot.
+    let before_run = committed_snapshots(ctd);
+    for c in &chains {
+        assert!(before_run.contains(c), "{c} not committed: {before_run:?}");
+    }
+    // GC and unpack labels on the content.
+    let top = chains.last().unwrap();
+    assert!(
+        content_labels(ctd, &info.config.digest).contains(&format!(
+            "containerd.io/gc.ref.snapshot.{}={top}",
+            ctd.snapshotter()
+        )),
+        "config lacks the snapshot GC label"
+    );
+    for (layer, diff_id) in info.layers.iter().zip(&diff_ids) {
+        assert!(
+            content_labels(ctd, &layer.digest)
+                .contains(&format!("containerd.io/uncompressed={diff_id}")),
+            "layer {} lacks its uncompressed label",
+            layer.digest
+        );
+    }
+    let manifest_labels = content_labels(ctd, &info.manifest_digest);
+    assert!(
+        manifest_labels.contains(&format!(
+            "containerd.io/gc.ref.content.config={}",
+            info.config.digest
+        )),
+        "{manifest_labels}"
+    );
+    assert!(our_leases(ctd).is_empty(), "{:?}", our_leases(ctd));
+
+    // A container starts from it, and ctr found nothing left to unpack.
+    let id = format!("bsw-t1-{}", std::process::id());
+    let out = ctr_run(ctd, REF, &id, &["/bin/busybox", "echo", "OK"]);
+    assert_eq!(out.trim(), "OK");
+    let out = ctr_run(
+        ctd,
+        REF,
+        &id,
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "cat /etc/blobswarm-test && wc -c < /data/random.bin",
+        ],
+    );
+    assert!(out.contains("blobswarm test image v1, seed 11"), "{out}");
+    assert!(out.contains(&(4u64 << 20).to_string()), "{out}");
+    let mut after_run = committed_snapshots(ctd);
+    let mut before = before_run.clone();
+    after_run.sort();
+    before.sort();
+    assert_eq!(
+        after_run, before,
+        "ctr run unpacked again: our chain IDs are wrong"
+    );
+}
+
+/// The same image as a swarm release with blobs in a store: nothing to write, only the
+/// release line's labels are added to the records; once there, nothing to do.
+async fn release_import_only_adds_labels(
+    ctd: &Containerd,
+    target: &ContainerdTarget,
+    layout: &Path,
+    info: &ImageInfo,
+    names: &[String],
+) {
+    let release = release_for(layout, info, REF);
     let from_release =
         ImageToImport::from_release(&release, |d| layout.join("blobs/sha256").join(d.hex()));
     assert_eq!(from_release.names().unwrap(), names);
@@ -316,7 +361,7 @@ async fn import_is_seen_by_the_cri_unpacked_runnable_and_idempotent() {
         0,
         "{third:?}"
     );
-    for (name, _, labels) in images(&ctd) {
+    for (name, _, labels) in images(ctd) {
         assert!(
             labels.contains("io.blobswarm.lineage=") && labels.contains("io.blobswarm.sequence=1"),
             "{name}: {labels}"
@@ -324,19 +369,25 @@ async fn import_is_seen_by_the_cri_unpacked_runnable_and_idempotent() {
     }
     let again = target.import(&from_release).await.unwrap();
     assert!(again.changed_nothing(), "{again:?}");
-    assert!(our_leases(&ctd).is_empty());
+    assert!(our_leases(ctd).is_empty());
+}
 
-    // Pinning later only adds the label to the existing records.
+/// Pinning later only adds the label to the existing records.
+async fn pinning_later_only_adds_the_label(
+    ctd: &Containerd,
+    image: &ImageToImport,
+    info: &ImageInfo,
+) {
     let pinned = ContainerdTarget::connect(ContainerdConfig {
         pin: true,
-        ..config(&ctd)
+        ..config(ctd)
     })
     .await
     .unwrap();
-    let fourth = pinned.import(&image).await.unwrap();
+    let fourth = pinned.import(image).await.unwrap();
     assert_eq!(fourth.records_updated, 3, "{fourth:?}");
     assert_eq!(fourth.content_written + fourth.snapshots_created, 0);
-    for (name, digest, labels) in images(&ctd) {
+    for (name, digest, labels) in images(ctd) {
         assert_eq!(digest, info.manifest_digest, "{name}");
         assert!(
             labels.contains("io.cri-containerd.pinned=pinned")
@@ -348,13 +399,16 @@ async fn import_is_seen_by_the_cri_unpacked_runnable_and_idempotent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_or_unsupported_layers_are_refused_without_leftovers() {
-    if !ready() {
+    let Some(Fixture {
+        tmp,
+        ctd,
+        layout,
+        info,
+        image: intact,
+    }) = Fixture::start(1 << 20, 12)
+    else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let ctd = Containerd::start(tmp.path());
-    let layout = tmp.path().join("oci");
-    let info = build_test_image(&layout, "v1", 1 << 20, 12);
+    };
     let target = ContainerdTarget::connect(config(&ctd)).await.unwrap();
 
     // A foreign layer: refused before anything is written.
@@ -429,10 +483,7 @@ async fn corrupt_or_unsupported_layers_are_refused_without_leftovers() {
     );
 
     // The intact image still imports (nothing of the failed attempts gets in the way).
-    let image = ImageToImport::from_oci_layout(&layout, "v1")
-        .unwrap()
-        .with_reference(REF);
-    let report = target.import(&image).await.unwrap();
+    let report = target.import(&intact).await.unwrap();
     eprintln!("intact import: {report}");
     assert_eq!(images(&ctd).len(), 3);
 }
@@ -549,16 +600,16 @@ fn ingest_bytes(root: &Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_interrupted_by_a_containerd_crash_completes_on_rerun() {
-    if !ready() {
+    let Some(Fixture {
+        tmp: _tmp,
+        mut ctd,
+        info,
+        image,
+        ..
+    }) = Fixture::start(128 << 20, 13)
+    else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let mut ctd = Containerd::start(tmp.path());
-    let layout = tmp.path().join("oci");
-    let info = build_test_image(&layout, "v1", 128 << 20, 13);
-    let image = ImageToImport::from_oci_layout(&layout, "v1")
-        .unwrap()
-        .with_reference(REF);
+    };
     let target = ContainerdTarget::connect(config(&ctd)).await.unwrap();
 
     let task = {
@@ -633,13 +684,16 @@ fn content_file(ctd: &Containerd, digest: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_pinned_release_unpins_the_older_one_which_gc_then_reclaims() {
-    if !ready() {
+    let Some(Fixture {
+        tmp: _tmp,
+        ctd,
+        layout,
+        info: v1,
+        ..
+    }) = Fixture::start(2 << 20, 21)
+    else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let ctd = Containerd::start(tmp.path());
-    let layout = tmp.path().join("oci");
-    let v1 = build_test_image(&layout, "v1", 2 << 20, 21);
+    };
     let v2 = build_test_image(&layout, "v2", 2 << 20, 22);
     let seeder = libp2p_identity::Keypair::ed25519_from_bytes([3u8; 32])
         .unwrap()
@@ -669,19 +723,13 @@ async fn a_newer_pinned_release_unpins_the_older_one_which_gc_then_reclaims() {
         format!("{REPO}@{}", v2.manifest_digest),
         v2.config.digest.clone(),
     ];
-    let labels_of = |name: &str| {
-        images(&ctd)
-            .into_iter()
-            .find(|r| r.0 == name)
-            .unwrap_or_else(|| panic!("{name} not in ctr images ls"))
-    };
     let pinned = "io.cri-containerd.pinned=pinned";
 
     let first = target.import(&image1).await.unwrap();
     eprintln!("v1 (sequence 1): {first}");
     assert!(first.unpinned.is_empty(), "{first:?}");
     for name in &v1_names {
-        let (_, _, labels) = labels_of(name);
+        let (_, _, labels) = record(&ctd, name);
         assert!(labels.contains(pinned), "{name}: {labels}");
         assert!(
             labels.contains(&format!("io.blobswarm.lineage={lineage}")),
@@ -703,7 +751,7 @@ async fn a_newer_pinned_release_unpins_the_older_one_which_gc_then_reclaims() {
         "{second}"
     );
     for name in &v1_names {
-        let (_, _, labels) = labels_of(name);
+        let (_, _, labels) = record(&ctd, name);
         assert!(
             !labels.contains("io.cri-containerd.pinned"),
             "{name}: {labels}"
@@ -714,7 +762,7 @@ async fn a_newer_pinned_release_unpins_the_older_one_which_gc_then_reclaims() {
         );
     }
     for name in &v2_names {
-        let (_, digest, labels) = labels_of(name);
+        let (_, digest, labels) = record(&ctd, name);
         assert_eq!(digest, v2.manifest_digest, "{name}");
         assert!(labels.contains(pinned), "{name}: {labels}");
         assert!(
@@ -728,46 +776,64 @@ async fn a_newer_pinned_release_unpins_the_older_one_which_gc_then_reclaims() {
     eprintln!("v1 again: {replay}");
     assert_eq!(replay.records_kept_newer, [REF.to_owned()], "{replay:?}");
     for name in &v2_names {
-        let (_, digest, labels) = labels_of(name);
+        let (_, digest, labels) = record(&ctd, name);
         assert_eq!(digest, v2.manifest_digest, "{name}");
         assert!(labels.contains(pinned), "{name}: {labels}");
     }
     for name in &v1_names {
-        let (_, _, labels) = labels_of(name);
+        let (_, _, labels) = record(&ctd, name);
         assert!(
             !labels.contains("io.cri-containerd.pinned"),
             "{name}: {labels}"
         );
     }
-    // The kubelet's image GC removes unpinned records; containerd's GC then reclaims
-    // v1's own content (manifest, config, its layers) and snapshots, not v2's.
+    gc_reclaims_v1_but_not_v2(&ctd, &layout, [&v1, &v2], &v1_names);
+}
+
+/// `(name, target digest, labels column)` of the image record `name`.
+fn record(ctd: &Containerd, name: &str) -> (String, String, String) {
+    images(ctd)
+        .into_iter()
+        .find(|r| r.0 == name)
+        .unwrap_or_else(|| panic!("{name} not in ctr images ls"))
+}
+
+/// The kubelet's image GC removes unpinned records (`v1_names`); containerd's GC then
+/// reclaims v1's own content (manifest, config, its layers) and snapshots, not v2's;
+/// and v2 still runs.
+fn gc_reclaims_v1_but_not_v2(
+    ctd: &Containerd,
+    layout: &Path,
+    [v1, v2]: [&ImageInfo; 2],
+    v1_names: &[String],
+) {
     let v2_blobs: Vec<String> = v2.blobs().into_iter().map(|b| b.digest).collect();
     let v1_only: Vec<String> = std::iter::once(v1.manifest_digest.clone())
         .chain(v1.blobs().into_iter().map(|b| b.digest))
         .filter(|d| !v2_blobs.contains(d))
         .collect();
     assert!(v1_only.len() >= 3, "{v1_only:?}");
-    let (_, v1_chains) = chain_ids(&layout, &v1);
-    let (_, v2_chains) = chain_ids(&layout, &v2);
+    let (_, v1_chains) = chain_ids(layout, v1);
+    let (_, v2_chains) = chain_ids(layout, v2);
     for d in &v1_only {
-        assert!(has_content(&ctd, d), "{d} not imported");
-        assert!(content_file(&ctd, d).is_file(), "{d} has no blob file");
+        assert!(has_content(ctd, d), "{d} not imported");
+        assert!(content_file(ctd, d).is_file(), "{d} has no blob file");
     }
     let mut rm = vec!["images", "rm", "--sync"];
     rm.extend(v1_names.iter().map(String::as_str));
     ctd.ctr_ok(&rm);
     for d in &v1_only {
-        assert!(!has_content(&ctd, d), "{d} of v1 survived GC");
+        assert!(!has_content(ctd, d), "{d} of v1 survived GC");
         // The bytes go too (containerd may delete the files just after answering).
         blobswarm_testkit::wait_until(Duration::from_secs(10), "v1 blob file removed", || {
-            !content_file(&ctd, d).exists()
+            !content_file(ctd, d).exists()
         });
     }
     for d in v2_blobs.iter().chain([&v2.manifest_digest]) {
-        assert!(has_content(&ctd, d), "{d} of v2 was collected");
-        assert!(content_file(&ctd, d).is_file(), "{d} of v2 lost its file");
+        assert!(has_content(ctd, d), "{d} of v2 was collected");
+        assert!(content_file(ctd, d).is_file(), "{d} of v2 lost its file");
     }
-    let snapshots = committed_snapshots(&ctd);
+    let snapshots = committed_snapshots(ctd);
     let v1_top = v1_chains.last().unwrap();
     assert!(!v2_chains.contains(v1_top));
     assert!(!snapshots.contains(v1_top), "v1's snapshot survived GC");
@@ -785,16 +851,11 @@ async fn a_newer_pinned_release_unpins_the_older_one_which_gc_then_reclaims() {
 
     // v2 still runs.
     let id = format!("bsw-sup-{}", std::process::id());
-    let out = ctd.ctr_ok(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        ctd.snapshotter(),
+    let out = ctr_run(
+        ctd,
         REF,
         &id,
-        "/bin/busybox",
-        "cat",
-        "/etc/blobswarm-test",
-    ]);
+        &["/bin/busybox", "cat", "/etc/blobswarm-test"],
+    );
     assert!(out.contains("blobswarm test image v2, seed 22"), "{out}");
 }

@@ -9,6 +9,9 @@ use blobswarm_containerd_import::containerd::{ImageToImport, ImportReport};
 use blobswarm_containerd_import::{ImportTarget, TargetConfig, connect};
 use blobswarm_testkit::{build_test_image, require_tools};
 
+#[cfg(feature = "containerd")]
+mod support;
+
 const REF: &str = "registry.local/blobswarm/conformance:v1";
 
 /// The image every target imports: umoci-built, busybox inside, one random layer.
@@ -94,7 +97,6 @@ async fn oci_layout_target_conforms() {
 #[cfg(feature = "containerd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_target_conforms() {
-    use blobswarm_containerd_import::containerd::ContainerdConfig;
     use blobswarm_testkit::{Containerd, require_containerd};
 
     if !(require_containerd() & require_tools(&["umoci", "busybox"])) {
@@ -103,12 +105,7 @@ async fn containerd_target_conforms() {
     let tmp = tempfile::tempdir().unwrap();
     let ctd = Containerd::start(tmp.path());
     let image = image(tmp.path());
-    let config = ContainerdConfig {
-        socket: ctd.socket(),
-        snapshotter: ctd.snapshotter().to_owned(),
-        ..ContainerdConfig::default()
-    };
-    let target = connect(TargetConfig::Containerd(config), None)
+    let target = connect(TargetConfig::Containerd(support::config(&ctd)), None)
         .await
         .unwrap();
     assert_eq!(target.kind(), "containerd");
@@ -123,17 +120,7 @@ async fn containerd_target_conforms() {
     assert!(record.contains(&image.root.digest.to_string()), "{record}");
     // And a container runs from it.
     let id = format!("bsw-conf-{}", std::process::id());
-    let out = ctd.ctr_ok(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        ctd.snapshotter(),
-        REF,
-        &id,
-        "/bin/busybox",
-        "echo",
-        "OK",
-    ]);
+    let out = support::ctr_run(&ctd, REF, &id, &["/bin/busybox", "echo", "OK"]);
     assert_eq!(out.trim(), "OK");
 }
 
