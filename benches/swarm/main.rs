@@ -240,28 +240,52 @@ fn today() -> String {
     .unwrap_or_default()
 }
 
+/// What to measure, from the arguments and their `--smoke` defaults.
+struct Plan {
+    nodes: Vec<usize>,
+    /// Bytes of the image's random layer.
+    size: u64,
+    /// Bytes of the loopback image; 0 skips that run.
+    lo_size: u64,
+    rate: netns::Rate,
+    out: PathBuf,
+}
+
+impl Plan {
+    fn new(args: &Args) -> anyhow::Result<Self> {
+        let nodes = args.nodes.clone().unwrap_or_else(|| {
+            if args.smoke {
+                vec![4]
+            } else {
+                vec![4, 8, 16, 32]
+            }
+        });
+        if nodes.is_empty() || nodes.iter().any(|&n| n == 0 || n > 200) {
+            bail!("--nodes must list numbers between 1 and 200");
+        }
+        let default_size = if args.smoke { "64MiB" } else { "256MiB" };
+        let size = parse_size(args.size.as_deref().unwrap_or(default_size))?;
+        let default_lo = if args.smoke { "256MiB" } else { "4GiB" };
+        let lo_size = parse_size(args.loopback_size.as_deref().unwrap_or(default_lo))?;
+        let rate = netns::Rate::parse(&args.rate)?;
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-swarm"));
+        Ok(Self {
+            nodes,
+            size,
+            lo_size,
+            rate,
+            out,
+        })
+    }
+}
+
 fn run(args: &Args) -> anyhow::Result<bool> {
     let wall = Instant::now();
-    let nodes = args.nodes.clone().unwrap_or_else(|| {
-        if args.smoke {
-            vec![4]
-        } else {
-            vec![4, 8, 16, 32]
-        }
-    });
-    if nodes.is_empty() || nodes.iter().any(|&n| n == 0 || n > 200) {
-        bail!("--nodes must list numbers between 1 and 200");
-    }
-    let default_size = if args.smoke { "64MiB" } else { "256MiB" };
-    let size = parse_size(args.size.as_deref().unwrap_or(default_size))?;
-    let default_lo = if args.smoke { "256MiB" } else { "4GiB" };
-    let lo_size = parse_size(args.loopback_size.as_deref().unwrap_or(default_lo))?;
-    let rate = netns::Rate::parse(&args.rate)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-swarm"));
-    std::fs::create_dir_all(&out)?;
+    let plan = Plan::new(args)?;
+    std::fs::create_dir_all(&plan.out)?;
     report::load_font()?;
 
     install_signal_handler()?;
@@ -279,10 +303,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     eprintln!("single-core sha256: {:.0} MiB/s", sha / 1048576.0);
     eprintln!(
         "building the image ({} MiB random layer) with umoci",
-        size >> 20
+        plan.size >> 20
     );
     let layout = work.join("image");
-    let info = blobswarm_testkit::build_test_image(&layout, "v1", size, 7);
+    let info = blobswarm_testkit::build_test_image(&layout, "v1", plan.size, 7);
     let blobs: Vec<(String, u64)> = info
         .blobs()
         .iter()
@@ -290,13 +314,13 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .collect();
     let image_bytes: u64 = blobs.iter().map(|(_, s)| s).sum();
 
-    let max_n = nodes.iter().copied().max().unwrap_or(1);
+    let max_n = plan.nodes.iter().copied().max().unwrap_or(1);
     eprintln!(
         "creating {} namespaces, links shaped to {}",
         max_n + 2,
-        rate.tc
+        plan.rate.tc
     );
-    let mut net = netns::Net::new(rate.clone())?;
+    let mut net = netns::Net::new(plan.rate.clone())?;
     let reg_node = net.add("reg", "198.18.0.2")?;
     let seeder = net.add("seed", "198.18.0.3")?;
     let agents = (0..max_n)
@@ -305,9 +329,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let registry = images::Registry::start(reg_node, &work.join("registry"))?;
     registry.push(&layout)?;
     // Worst case: the baseline's N pulls share the registry's link; allow 3× that.
-    let worst = 3.0 * (max_n as f64) * image_bytes as f64 / rate.bytes_per_sec;
+    let worst = 3.0 * (max_n as f64) * image_bytes as f64 / plan.rate.bytes_per_sec;
     let bench = runs::Bench {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_blobswarm")),
+        bin: bench_bin(),
         work: work.clone(),
         registry,
         seeder,
@@ -315,9 +339,41 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         blobs,
         timeout: Duration::from_secs_f64(worst.max(120.0)),
     };
+    let rows = measure(&bench, &plan.nodes, args.skip_baseline)?;
+    drop(bench);
+    let loopback = if plan.lo_size > 0 {
+        Some(loopback(&mut net, &work, plan.lo_size)?)
+    } else {
+        None
+    };
+    net.teardown();
+
+    let mut results = Results {
+        date: today(),
+        machine: machine(),
+        revision: revision(),
+        smoke: args.smoke,
+        rate: plan.rate.tc.clone(),
+        rate_bytes_per_sec: plan.rate.bytes_per_sec,
+        latency_note: "no added latency: this kernel has no netem".into(),
+        image_bytes,
+        sha256_single_core_bytes_per_sec: sha,
+        loopback_vs_sha256: loopback.as_ref().map(|l| l.throughput_bytes_per_sec / sha),
+        loopback,
+        rows,
+        checks: Vec::new(),
+        wall_secs: 0.0,
+    };
+    results.checks = checks(&results);
+    results.wall_secs = wall.elapsed().as_secs_f64();
+    write_results(&mut results, &plan.out)
+}
+
+/// One row per N: the baseline's direct pulls (unless skipped), then blobswarm.
+fn measure(bench: &runs::Bench, nodes: &[usize], skip_baseline: bool) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for &n in &nodes {
-        let baseline = if args.skip_baseline {
+    for &n in nodes {
+        let baseline = if skip_baseline {
             None
         } else {
             eprintln!("N={n}: baseline ({n} direct pulls)");
@@ -337,40 +393,25 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             blobswarm,
         });
     }
-    drop(bench);
-    let loopback = if lo_size > 0 {
-        let ns = net.add_isolated("lo")?;
-        let big = work.join("big");
-        eprintln!("loopback: writing a {} MiB OCI layout", lo_size >> 20);
-        let bytes = images::write_big_layout(&big, lo_size)?;
-        eprintln!("loopback: seeder + 1 agent on 127.0.0.1");
-        let l = runs::loopback(&bench_bin(), &ns, &big, bytes, &work.join("loopback"))?;
-        std::fs::remove_dir_all(&big)?;
-        Some(l)
-    } else {
-        None
-    };
-    net.teardown();
+    Ok(rows)
+}
 
-    let mut results = Results {
-        date: today(),
-        machine: machine(),
-        revision: revision(),
-        smoke: args.smoke,
-        rate: rate.tc.clone(),
-        rate_bytes_per_sec: rate.bytes_per_sec,
-        latency_note: "no added latency: this kernel has no netem".into(),
-        image_bytes,
-        sha256_single_core_bytes_per_sec: sha,
-        loopback_vs_sha256: loopback.as_ref().map(|l| l.throughput_bytes_per_sec / sha),
-        loopback,
-        rows,
-        checks: Vec::new(),
-        wall_secs: 0.0,
-    };
-    results.checks = checks(&results);
-    results.wall_secs = wall.elapsed().as_secs_f64();
-    // Numbers first, so a plotting problem cannot lose a long run.
+/// A seeder and one agent moving a `size`-byte image over 127.0.0.1 in an isolated
+/// namespace.
+fn loopback(net: &mut netns::Net, work: &Path, size: u64) -> anyhow::Result<runs::Loopback> {
+    let ns = net.add_isolated("lo")?;
+    let big = work.join("big");
+    eprintln!("loopback: writing a {} MiB OCI layout", size >> 20);
+    let bytes = images::write_big_layout(&big, size)?;
+    eprintln!("loopback: seeder + 1 agent on 127.0.0.1");
+    let l = runs::loopback(&bench_bin(), &ns, &big, bytes, &work.join("loopback"))?;
+    std::fs::remove_dir_all(&big)?;
+    Ok(l)
+}
+
+/// Writes `results.json` (numbers first, so a plotting problem cannot lose a long run),
+/// the plot and `results.md` to `out`, and prints them; true if every check passed.
+fn write_results(results: &mut Results, out: &Path) -> anyhow::Result<bool> {
     std::fs::write(
         out.join("results.json"),
         serde_json::to_string_pretty(&results)?,

@@ -126,24 +126,17 @@ impl Results {
         s
     }
 
-    /// Time to all vs N for both, as a PNG.
-    pub(crate) fn plot(&self, path: &Path) -> anyhow::Result<()> {
-        let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
-        root.fill(&WHITE)?;
-        // x is log2(N), so 4, 8, 16, 32 are evenly spaced; only whole powers get labels.
-        let log2 = |n: usize| (n as f64).log2();
-        let lo = self
-            .rows
-            .iter()
-            .map(|r| log2(r.nodes))
-            .fold(f64::MAX, f64::min);
-        let hi = self
-            .rows
-            .iter()
-            .map(|r| log2(r.nodes))
-            .fold(f64::MIN, f64::max);
-        let max_y = self
-            .rows
+    /// The smallest and largest log2(N) of the rows.
+    fn log2_nodes_range(&self) -> (f64, f64) {
+        let log2 = self.rows.iter().map(|r| (r.nodes as f64).log2());
+        let lo = log2.clone().fold(f64::MAX, f64::min);
+        let hi = log2.fold(f64::MIN, f64::max);
+        (lo, hi)
+    }
+
+    /// The longest time to all of any row (at least 1 s).
+    fn max_secs(&self) -> f64 {
+        self.rows
             .iter()
             .map(|r| {
                 r.baseline
@@ -152,7 +145,16 @@ impl Results {
                     .max(r.blobswarm.max_secs)
             })
             .fold(1.0, f64::max)
-            * 1.1;
+    }
+
+    /// Time to all vs N for both, as a PNG.
+    pub(crate) fn plot(&self, path: &Path) -> anyhow::Result<()> {
+        let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
+        root.fill(&WHITE)?;
+        // x is log2(N), so 4, 8, 16, 32 are evenly spaced; only whole powers get labels.
+        let log2 = |n: usize| (n as f64).log2();
+        let (lo, hi) = self.log2_nodes_range();
+        let max_y = self.max_secs() * 1.1;
         let caption = format!(
             "Time until every node has the image ({:.0} MiB, {} links, no added latency)",
             self.image_bytes as f64 / MIB,
@@ -179,32 +181,7 @@ impl Results {
             .light_line_style(WHITE)
             .label_style(("sans-serif", 16))
             .draw()?;
-        // The median is drawn wide and light under the max, so both show where they meet.
-        type Value = Box<dyn Fn(&Row) -> Option<f64>>;
-        let series: [(&str, RGBColor, u32, bool, Value); 3] = [
-            (
-                "blobswarm: median agent done",
-                RGBColor(150, 190, 245),
-                8,
-                false,
-                Box::new(|r: &Row| Some(r.blobswarm.p50_secs)),
-            ),
-            (
-                "baseline: N direct pulls, last done",
-                RGBColor(200, 40, 40),
-                3,
-                true,
-                Box::new(|r: &Row| r.baseline.as_ref().map(|b| b.time_to_all_secs)),
-            ),
-            (
-                "blobswarm: seeder + N agents, last done",
-                RGBColor(20, 70, 180),
-                3,
-                true,
-                Box::new(|r: &Row| Some(r.blobswarm.max_secs)),
-            ),
-        ];
-        for (label, color, width, values, value) in series {
+        for (label, color, width, values, value) in series() {
             let points: Vec<(f64, f64)> = self
                 .rows
                 .iter()
@@ -242,6 +219,38 @@ impl Results {
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(())
     }
+}
+
+/// How one series reads its value from a row.
+type Value = Box<dyn Fn(&Row) -> Option<f64>>;
+
+/// The plotted series: label, colour, line width, whether points are labelled with
+/// their value, and the value. The median is drawn wide and light under the max, so
+/// both show where they meet.
+fn series() -> [(&'static str, RGBColor, u32, bool, Value); 3] {
+    [
+        (
+            "blobswarm: median agent done",
+            RGBColor(150, 190, 245),
+            8,
+            false,
+            Box::new(|r: &Row| Some(r.blobswarm.p50_secs)),
+        ),
+        (
+            "baseline: N direct pulls, last done",
+            RGBColor(200, 40, 40),
+            3,
+            true,
+            Box::new(|r: &Row| r.baseline.as_ref().map(|b| b.time_to_all_secs)),
+        ),
+        (
+            "blobswarm: seeder + N agents, last done",
+            RGBColor(20, 70, 180),
+            3,
+            true,
+            Box::new(|r: &Row| Some(r.blobswarm.max_secs)),
+        ),
+    ]
 }
 
 /// Registers the TrueType font plotters draws its text with (no fontconfig involved).

@@ -1,13 +1,15 @@
 //! `blobswarm demo`: a seeder and N peers in one process over loopback, moving a generated
 //! image into N OCI layouts, with progress bars and a closing summary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use blobswarm_core::ReleaseId;
 use blobswarm_peer::{AgentConfig, AgentHandle, AgentStatus, TargetConfig};
-use blobswarm_seeder::source::{Source, SourceOptions};
+use blobswarm_seeder::IngestedBlob;
+use blobswarm_seeder::source::{ResolvedImage, Source, SourceOptions};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use libp2p::identity::Keypair;
 use sha2::{Digest as _, Sha256};
@@ -64,18 +66,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 
     // 1. Generate the image.
     let source_dir = root.join("source");
-    let gen_bar = multi.add(
-        ProgressBar::new(args.size)
-            .with_style(bar_style())
-            .with_prefix("generate"),
-    );
-    let started = Instant::now();
-    {
-        let (dir, size, seed, bar) = (source_dir.clone(), args.size, args.seed, gen_bar.clone());
-        tokio::task::spawn_blocking(move || generate(&dir, size, seed, move |n| bar.inc(n)))
-            .await??;
-    }
-    gen_bar.finish_with_message(format!("{:.1}s", started.elapsed().as_secs_f64()));
+    generate_image(&multi, &args, &source_dir).await?;
 
     // 2. Seeder: ingest once, sign, publish.
     let seeder_key = Keypair::generate_ed25519();
@@ -85,31 +76,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     cfg.node = cfg.node.with_super_seed(!args.no_super_seed);
     let (seeder, _seeder_task) = blobswarm_peer::spawn(cfg).await?;
     let seeder_addr = seeder.listen_addrs().await?[0].clone();
-    let source = Source::parse(
-        &format!("oci-layout:{}:{DEMO_TAG}", source_dir.display()),
-        SourceOptions::default(),
-    )?;
-    let image = source
-        .resolve()
-        .await
-        .context("resolving the generated image")?;
-    let total: u64 = image.blobs.iter().map(|b| b.size).sum();
-    let ingest_bar = multi.add(
-        ProgressBar::new(total)
-            .with_style(bar_style())
-            .with_prefix("ingest"),
-    );
-    let started = Instant::now();
-    let store = Arc::clone(seeder.store());
-    let blobs =
-        blobswarm_seeder::ingest(&source, &image, &store, chunk_size, &|n| ingest_bar.inc(n))
-            .await?;
-    let ingest_secs = started.elapsed().as_secs_f64();
-    ingest_bar.finish_with_message(format!(
-        "{ingest_secs:.1}s, {}",
-        units::rate(total, ingest_secs)
-    ));
-    let source_read: u64 = blobs.iter().map(|b| b.bytes_read).sum();
+    let Ingested {
+        image,
+        blobs,
+        total,
+        source_read,
+        secs: ingest_secs,
+    } = ingest(&multi, &seeder, &source_dir, chunk_size).await?;
     let signed = blobswarm_seeder::sign_release(&image, &blobs, &seeder_key, 1, None)?;
     let local = blobswarm_seeder::service::local_blobs(blobs);
 
@@ -136,45 +109,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let release_id = seeder.publish(local, signed).await?;
 
     // 4. Watch until every peer has imported.
-    let mut done: Vec<Option<f64>> = vec![None; peers.len()];
-    let deadline = started + Duration::from_secs(600);
-    while done.iter().any(Option::is_none) {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "demo did not finish within 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        for (i, (handle, bar, _)) in peers.iter().enumerate() {
-            let s = handle.status().borrow().clone();
-            let Some(r) = s.releases.iter().find(|r| r.id == release_id) else {
-                continue;
-            };
-            bar.set_position(r.have_bytes);
-            if let Some(e) = &r.import_error {
-                anyhow::bail!("peer-{i} failed to import: {e}");
-            }
-            if r.imported && done[i].is_none() {
-                let secs = started.elapsed().as_secs_f64();
-                done[i] = Some(secs);
-                bar.finish_with_message(format!("{secs:.1}s, {} peers", s.peers));
-            }
-        }
-    }
+    let done = watch(&peers, release_id, started).await?;
     let wall = started.elapsed().as_secs_f64();
 
     // 5. Independent check: re-hash every blob each peer wrote and compare with its digest.
     let verify_started = Instant::now();
-    let mut checks = Vec::new();
-    for (_, _, layout) in &peers {
-        let layout = layout.clone();
-        let digests: Vec<_> = image.blobs.iter().map(|b| b.digest).collect();
-        checks.push(tokio::task::spawn_blocking(move || {
-            verify_layout(&layout, &digests)
-        }));
-    }
-    for c in checks {
-        c.await??;
-    }
+    verify_layouts(&peers, &image).await?;
     let verify_secs = verify_started.elapsed().as_secs_f64();
 
     multi.clear().ok();
@@ -194,6 +134,133 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         release: release_id,
         blobs: image.blobs.len(),
     });
+    Ok(())
+}
+
+/// Generates the demo image into `source_dir`, with a progress bar.
+async fn generate_image(
+    multi: &MultiProgress,
+    args: &Args,
+    source_dir: &Path,
+) -> anyhow::Result<()> {
+    let gen_bar = multi.add(
+        ProgressBar::new(args.size)
+            .with_style(bar_style())
+            .with_prefix("generate"),
+    );
+    let started = Instant::now();
+    let (dir, size, seed, bar) = (
+        source_dir.to_path_buf(),
+        args.size,
+        args.seed,
+        gen_bar.clone(),
+    );
+    tokio::task::spawn_blocking(move || generate(&dir, size, seed, move |n| bar.inc(n))).await??;
+    gen_bar.finish_with_message(format!("{:.1}s", started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+/// The generated image as the seeder ingested it into its store.
+struct Ingested {
+    image: ResolvedImage,
+    blobs: Vec<IngestedBlob>,
+    /// Bytes of all blobs.
+    total: u64,
+    /// Bytes read from the source (the image once, if all goes well).
+    source_read: u64,
+    secs: f64,
+}
+
+/// Reads the generated image from `source_dir` once into the seeder's store, hashing its
+/// chunks, with a progress bar.
+async fn ingest(
+    multi: &MultiProgress,
+    seeder: &AgentHandle,
+    source_dir: &Path,
+    chunk_size: u32,
+) -> anyhow::Result<Ingested> {
+    let source = Source::parse(
+        &format!("oci-layout:{}:{DEMO_TAG}", source_dir.display()),
+        SourceOptions::default(),
+    )?;
+    let image = source
+        .resolve()
+        .await
+        .context("resolving the generated image")?;
+    let total: u64 = image.blobs.iter().map(|b| b.size).sum();
+    let ingest_bar = multi.add(
+        ProgressBar::new(total)
+            .with_style(bar_style())
+            .with_prefix("ingest"),
+    );
+    let started = Instant::now();
+    let store = Arc::clone(seeder.store());
+    let blobs =
+        blobswarm_seeder::ingest(&source, &image, &store, chunk_size, &|n| ingest_bar.inc(n))
+            .await?;
+    let secs = started.elapsed().as_secs_f64();
+    ingest_bar.finish_with_message(format!("{secs:.1}s, {}", units::rate(total, secs)));
+    let source_read: u64 = blobs.iter().map(|b| b.bytes_read).sum();
+    Ok(Ingested {
+        image,
+        blobs,
+        total,
+        source_read,
+        secs,
+    })
+}
+
+/// Follows every peer's status until each has imported `release` (its bar at its bytes),
+/// failing on the first import error or after 10 minutes; returns each peer's seconds
+/// from `started` to its import.
+async fn watch(
+    peers: &[(AgentHandle, ProgressBar, PathBuf)],
+    release: ReleaseId,
+    started: Instant,
+) -> anyhow::Result<Vec<Option<f64>>> {
+    let mut done: Vec<Option<f64>> = vec![None; peers.len()];
+    let deadline = started + Duration::from_secs(600);
+    while done.iter().any(Option::is_none) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "demo did not finish within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (i, (handle, bar, _)) in peers.iter().enumerate() {
+            let s = handle.status().borrow().clone();
+            let Some(r) = s.releases.iter().find(|r| r.id == release) else {
+                continue;
+            };
+            bar.set_position(r.have_bytes);
+            if let Some(e) = &r.import_error {
+                anyhow::bail!("peer-{i} failed to import: {e}");
+            }
+            if r.imported && done[i].is_none() {
+                let secs = started.elapsed().as_secs_f64();
+                done[i] = Some(secs);
+                bar.finish_with_message(format!("{secs:.1}s, {} peers", s.peers));
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Re-hashes every blob of `image` in each peer's layout, all layouts at once.
+async fn verify_layouts(
+    peers: &[(AgentHandle, ProgressBar, PathBuf)],
+    image: &ResolvedImage,
+) -> anyhow::Result<()> {
+    let mut checks = Vec::new();
+    for (_, _, layout) in peers {
+        let layout = layout.clone();
+        let digests: Vec<_> = image.blobs.iter().map(|b| b.digest).collect();
+        checks.push(tokio::task::spawn_blocking(move || {
+            verify_layout(&layout, &digests)
+        }));
+    }
+    for c in checks {
+        c.await??;
+    }
     Ok(())
 }
 
@@ -235,7 +302,7 @@ struct Summary<'a> {
     seeder: &'a AgentStatus,
     peers: &'a [AgentStatus],
     done: &'a [Option<f64>],
-    release: blobswarm_core::ReleaseId,
+    release: ReleaseId,
     blobs: usize,
 }
 
