@@ -68,13 +68,8 @@ pub(crate) struct Args {
 /// Parses link rates like `1Gbit`, `200Mbit`, `500kbit` into bytes per second.
 fn parse_rate(s: &str) -> Result<f64, String> {
     let lower = s.trim().to_ascii_lowercase();
-    let split = lower
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(lower.len());
-    let (num, unit) = lower.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a rate (examples: 1Gbit, 200Mbit)"))?;
+    let (n, unit): (f64, _) = super::units::number_and_unit(&lower, true)
+        .ok_or_else(|| format!("{s:?} is not a rate (examples: 1Gbit, 200Mbit)"))?;
     let bits = match unit {
         "gbit" | "g" => 1e9,
         "mbit" | "m" => 1e6,

@@ -1,13 +1,20 @@
 //! Human-friendly sizes, durations and rates for flags and summaries.
 
+/// Splits `s` before its first character that cannot be part of the number (digits, and
+/// a decimal point where `decimal`) and parses that number; `None` if it does not parse.
+pub(crate) fn number_and_unit<T: std::str::FromStr>(s: &str, decimal: bool) -> Option<(T, &str)> {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || (decimal && c == '.')))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    Some((num.parse().ok()?, unit))
+}
+
 /// Parses sizes like `256MiB`, `4M`, `1GiB`, `4096` (bytes).
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 4MiB, 256MiB, 1GiB)"))?;
+    let (n, unit): (u64, _) = number_and_unit(s, false)
+        .ok_or_else(|| format!("{s:?} is not a size (examples: 4096, 4MiB, 256MiB, 1GiB)"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -26,11 +33,8 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
 /// Parses `90`, `90s`, `10m`, `1h`, `365d` for `--timeout` and `enroll --valid-for`.
 pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (examples: 90s, 10m, 1h)"))?;
+    let (n, unit): (u64, _) = number_and_unit(s, false)
+        .ok_or_else(|| format!("{s:?} is not a duration (examples: 90s, 10m, 1h)"))?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
