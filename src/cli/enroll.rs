@@ -109,16 +109,13 @@ pub(crate) fn agent_cert(
 ) -> anyhow::Result<Option<NodeCert>> {
     let cert = match (cert_file, key_file) {
         (Some(path), _) => {
-            let len = std::fs::metadata(path)
-                .with_context(|| format!("reading enrolment certificate {}", path.display()))?
-                .len();
-            anyhow::ensure!(
-                len <= MAX_CERT_FILE,
-                "enrolment certificate {} is {len} bytes, not a certificate",
-                path.display()
-            );
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading enrolment certificate {}", path.display()))?;
+            let text = super::keys::read_bounded(
+                path,
+                MAX_CERT_FILE,
+                "enrolment certificate",
+                "certificate",
+                |p| std::fs::read_to_string(p),
+            )?;
             NodeCert::from_text(&text)
                 .with_context(|| format!("enrolment certificate {}", path.display()))?
         }

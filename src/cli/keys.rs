@@ -23,17 +23,30 @@ pub(crate) fn load_or_create(path: &Path) -> anyhow::Result<Keypair> {
 
 /// Loads an existing keypair.
 pub(crate) fn load(path: &Path) -> anyhow::Result<Keypair> {
-    let len = fs::metadata(path)
-        .with_context(|| format!("reading key file {}", path.display()))?
-        .len();
-    anyhow::ensure!(
-        len <= MAX_KEY_FILE,
-        "key file {} is {len} bytes, not a key",
-        path.display()
-    );
-    let bytes = fs::read(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let bytes = read_bounded(path, MAX_KEY_FILE, "key file", "key", |p| fs::read(p))?;
     Keypair::from_protobuf_encoding(&bytes)
         .with_context(|| format!("key file {} does not hold a libp2p keypair", path.display()))
+}
+
+/// Reads a small secret or certificate file with `read`, refusing one over `max` bytes
+/// before reading it, so a wrong path cannot make the command read a huge file. `what`
+/// names the file in errors ("swarm key file"), `holds` what it should hold ("swarm key").
+pub(crate) fn read_bounded<T>(
+    path: &Path,
+    max: u64,
+    what: &str,
+    holds: &str,
+    read: fn(&Path) -> std::io::Result<T>,
+) -> anyhow::Result<T> {
+    let len = fs::metadata(path)
+        .with_context(|| format!("reading {what} {}", path.display()))?
+        .len();
+    anyhow::ensure!(
+        len <= max,
+        "{what} {} is {len} bytes, not a {holds}",
+        path.display()
+    );
+    read(path).with_context(|| format!("reading {what} {}", path.display()))
 }
 
 /// Writes a new key file, refusing to overwrite one.

@@ -14,16 +14,9 @@ const MAX_KEY_FILE: u64 = 4096;
 
 /// Loads the swarm key at `path`.
 pub(crate) fn load(path: &Path) -> anyhow::Result<PreSharedKey> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("reading swarm key file {}", path.display()))?
-        .len();
-    anyhow::ensure!(
-        len <= MAX_KEY_FILE,
-        "swarm key file {} is {len} bytes, not a swarm key",
-        path.display()
-    );
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading swarm key file {}", path.display()))?;
+    let text = super::keys::read_bounded(path, MAX_KEY_FILE, "swarm key file", "swarm key", |p| {
+        std::fs::read_to_string(p)
+    })?;
     let key: PreSharedKey = text.parse().map_err(|e| {
         anyhow::anyhow!(
             "swarm key file {} is not a /key/swarm/psk/1.0.0/ /base16/ key: {e}",
