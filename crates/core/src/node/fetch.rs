@@ -43,28 +43,10 @@ impl<P: PeerKey> Node<P> {
                 Outstanding::Chunk {
                     peer, blob, index, ..
                 },
-                Response::Error(ErrorCode::Busy),
+                Response::Error(code @ (ErrorCode::Busy | ErrorCode::Overloaded)),
             ) => {
-                // Not a failure: the peer wants this chunk fetched elsewhere (super-seeding).
                 self.release_slot(id, Some(&peer), &blob, index);
-                let until = now + self.config.busy_backoff;
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.declined.insert((blob, index), until);
-                    self.decline_expiries.push_back(until);
-                }
-            }
-            (
-                Outstanding::Chunk {
-                    peer, blob, index, ..
-                },
-                Response::Error(ErrorCode::Overloaded),
-            ) => {
-                // Not a failure: the peer is at its upload limit; give it a moment.
-                self.release_slot(id, Some(&peer), &blob, index);
-                let until = now + self.config.overload_backoff;
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.unavailable_until = Some(p.unavailable_until.map_or(until, |t| t.max(until)));
-                }
+                self.chunk_declined(&peer, blob, index, code, now);
             }
             (out @ Outstanding::Chunk { .. }, _) => {
                 // A chunk answer without a payload (e.g. NotFound): try elsewhere.
@@ -73,6 +55,30 @@ impl<P: PeerKey> Node<P> {
             _ => {}
         }
         self.after_input(now);
+    }
+
+    /// `peer` declined a chunk request without failing it: `Busy` means it wants this
+    /// chunk fetched elsewhere (super-seeding), `Overloaded` that it is at its upload
+    /// limit, so it is given a moment.
+    fn chunk_declined(
+        &mut self,
+        peer: &P,
+        blob: Digest,
+        index: u32,
+        code: ErrorCode,
+        now: Instant,
+    ) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if code == ErrorCode::Busy {
+            let until = now + self.config.busy_backoff;
+            p.declined.insert((blob, index), until);
+            self.decline_expiries.push_back(until);
+        } else {
+            let until = now + self.config.overload_backoff;
+            p.unavailable_until = Some(p.unavailable_until.map_or(until, |t| t.max(until)));
+        }
     }
 
     /// Which chunk request `id` is for, so the driver can verify the payload.
