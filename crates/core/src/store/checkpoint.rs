@@ -250,17 +250,44 @@ mod tests {
             .unwrap();
     }
 
-    #[test]
-    fn a_checkpoint_resumes_only_what_it_recorded() {
+    /// A store in a fresh directory with the map of a blob of `chunks` chunks and the
+    /// chunks `written` on disk; `have` marks those chunks.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        store: FsStore,
+        data: Vec<u8>,
+        map: ChunkMap,
+        have: Bitfield,
+    }
+
+    fn fixture(chunks: u32, written: impl IntoIterator<Item = u32>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).unwrap();
-        let (data, map) = blob_of(5);
+        let (data, map) = blob_of(chunks);
         store.save_map(&map).unwrap();
         let mut have = Bitfield::new(map.count());
-        for i in [0, 3] {
+        for i in written {
             write(&store, &map, &data, i);
             have.set(i);
         }
+        Fixture {
+            dir,
+            store,
+            data,
+            map,
+            have,
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_resumes_only_what_it_recorded() {
+        let Fixture {
+            dir,
+            store,
+            data,
+            map,
+            have,
+        } = fixture(5, [0, 3]);
         store.checkpoint(&map.blob(), &have).unwrap();
         // Written after the checkpoint, as if the process died before the next one.
         write(&store, &map, &data, 1);
@@ -276,15 +303,13 @@ mod tests {
 
     #[test]
     fn a_corrupted_chunk_on_disk_is_dropped_not_resumed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsStore::open(dir.path()).unwrap();
-        let (data, map) = blob_of(4);
-        store.save_map(&map).unwrap();
-        let mut have = Bitfield::new(map.count());
-        for i in 0..3 {
-            write(&store, &map, &data, i);
-            have.set(i);
-        }
+        let Fixture {
+            dir: _dir,
+            store,
+            data,
+            map,
+            mut have,
+        } = fixture(4, 0..3);
         // A bit marked as held for a chunk never written (a lying or stale checkpoint).
         have.set(3);
         store.checkpoint(&map.blob(), &have).unwrap();
@@ -301,13 +326,9 @@ mod tests {
 
     #[test]
     fn complete_blobs_resume_in_full_and_bad_state_files_are_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsStore::open(dir.path()).unwrap();
-        let (data, map) = blob_of(2);
-        store.save_map(&map).unwrap();
-        for i in 0..2 {
-            write(&store, &map, &data, i);
-        }
+        let Fixture {
+            dir, store, map, ..
+        } = fixture(2, 0..2);
         store.checkpoint(&map.blob(), &Bitfield::full(2)).unwrap();
         store.finalize(&map.blob(), map.size()).unwrap();
         assert!(
