@@ -285,11 +285,7 @@ mod tests {
             format!(r#"{{"schemaVersion":2,"layer":"{}"}}"#, Digest::of(layer)).into_bytes();
         Release {
             reference: reference.into(),
-            root: Document {
-                digest: Digest::of(&manifest),
-                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                bytes: manifest,
-            },
+            root: Document::of(blobswarm_core::oci::media_type::OCI_MANIFEST, manifest),
             manifests: vec![],
             blobs: vec![ReleaseBlob {
                 digest: Digest::of(layer),
@@ -305,14 +301,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn import_writes_blobs_and_retags() {
+    /// A layout target at `<dir>/oci` and the layers `one` and `two` as blob files in
+    /// `<dir>/src`, named by their hex digests.
+    fn target_and_layers() -> (tempfile::TempDir, PathBuf, OciLayoutTarget) {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         fs::create_dir_all(&src).unwrap();
         let target = OciLayoutTarget::open(dir.path().join("oci")).unwrap();
-        for (i, layer) in [b"one".as_slice(), b"two"].iter().enumerate() {
+        for layer in [b"one".as_slice(), b"two"] {
             fs::write(src.join(Digest::of(layer).hex()), layer).unwrap();
+        }
+        (dir, src, target)
+    }
+
+    #[test]
+    fn import_writes_blobs_and_retags() {
+        let (dir, src, target) = target_and_layers();
+        for (i, layer) in [b"one".as_slice(), b"two"].iter().enumerate() {
             let r = release("reg.local/app:v1", layer);
             target.import(&r, |d| src.join(d.hex())).unwrap();
             let index: Value =
@@ -330,14 +335,8 @@ mod tests {
 
     #[test]
     fn second_import_changes_nothing_and_a_new_root_updates_the_tag() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        fs::create_dir_all(&src).unwrap();
-        let target = OciLayoutTarget::open(dir.path().join("oci")).unwrap();
+        let (dir, src, target) = target_and_layers();
         let index = dir.path().join("oci/index.json");
-        for layer in [b"one".as_slice(), b"two"] {
-            fs::write(src.join(Digest::of(layer).hex()), layer).unwrap();
-        }
         let image = |layer: &[u8]| {
             ImageToImport::from_release(&release("reg.local/app:v1", layer), |d| src.join(d.hex()))
         };

@@ -154,11 +154,7 @@ impl Release {
         let manifest = br#"{"schemaVersion":2}"#.to_vec();
         Self {
             reference: reference.into(),
-            root: Document {
-                digest: Digest::of(&manifest),
-                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                bytes: manifest,
-            },
+            root: Document::of(crate::oci::media_type::OCI_MANIFEST, manifest),
             manifests: vec![],
             blobs,
             seeder: seeder.to_bytes(),

@@ -165,21 +165,9 @@ mod tests {
     }
 
     fn signed(key: &libp2p::identity::Keypair, reference: &str, sequence: u64) -> SignedRelease {
-        let manifest = br#"{"schemaVersion":2}"#.to_vec();
-        let r = blobswarm_core::Release {
-            reference: reference.into(),
-            root: blobswarm_core::Document {
-                digest: blobswarm_core::Digest::of(&manifest),
-                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                bytes: manifest,
-            },
-            manifests: vec![],
-            blobs: vec![],
-            seeder: key.public().to_peer_id().to_bytes(),
-            sequence,
-            created_unix_ms: sequence,
-            expires_unix_ms: 0,
-        };
+        let mut r = blobswarm_core::Release::minimal(reference, vec![], &key.public().to_peer_id());
+        r.sequence = sequence;
+        r.created_unix_ms = sequence;
         SignedRelease::sign(&r, key).unwrap()
     }
 

@@ -21,6 +21,18 @@ pub struct Document {
     pub bytes: Vec<u8>,
 }
 
+impl Document {
+    /// A document whose digest is computed from `bytes`: for documents made here (minimal
+    /// releases, tests), not for ones received with a digest, which must be checked.
+    pub fn of(media_type: &str, bytes: Vec<u8>) -> Self {
+        Self {
+            digest: Digest::of(&bytes),
+            media_type: media_type.into(),
+            bytes,
+        }
+    }
+}
+
 impl fmt::Debug for Document {
     /// Prints the length instead of the bytes: documents can be megabytes.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
