@@ -14,7 +14,7 @@ use blobswarm_core::oci::{
 
 use super::{
     BlobDescriptor, BlobStream, DocumentStore, MAX_DOCUMENT_BYTES, Platform, ResolvedImage,
-    SourceError, complete, exact_size, media_type, verify_document,
+    SourceError, complete, exact_size, fetch_described, media_type,
 };
 
 /// Buffer size of blob streams read from disk.
@@ -230,20 +230,11 @@ impl LayoutSource {
                 media_type: entry.media_type,
             });
         }
-        if entry.size > MAX_DOCUMENT_BYTES {
-            return Err(SourceError::ManifestTooLarge {
-                reference: format!("{name} ({})", entry.digest),
-                limit: MAX_DOCUMENT_BYTES,
-                size: Some(entry.size),
-            });
-        }
-        let (bytes, _) = self.fetch_document(&entry.digest).await?;
-        let (root, parsed) = verify_document(
-            Some(&entry.digest),
-            Some(entry.size),
-            bytes,
-            Some(&entry.media_type),
-        )?;
+        let (root, parsed) =
+            fetch_described(self, &entry.digest, entry.size, &entry.media_type, || {
+                format!("{name} ({})", entry.digest)
+            })
+            .await?;
         complete(self, name, root, parsed, self.platform.as_ref()).await
     }
 

@@ -270,6 +270,27 @@ pub(crate) trait DocumentStore {
     ) -> Result<(Vec<u8>, Option<String>), SourceError>;
 }
 
+/// Fetches the document a descriptor (`digest`, `size`, `media_type`) names, refusing
+/// one declared over [`MAX_DOCUMENT_BYTES`] before fetching it (reported as `name()`),
+/// and verifies it against the descriptor.
+async fn fetch_described(
+    store: &impl DocumentStore,
+    digest: &Digest,
+    size: u64,
+    media_type: &str,
+    name: impl FnOnce() -> String,
+) -> Result<(Document, Body), SourceError> {
+    if size > MAX_DOCUMENT_BYTES {
+        return Err(SourceError::ManifestTooLarge {
+            reference: name(),
+            limit: MAX_DOCUMENT_BYTES,
+            size: Some(size),
+        });
+    }
+    let (bytes, _announced) = store.fetch_document(digest).await?;
+    verify_document(Some(digest), Some(size), bytes, Some(media_type))
+}
+
 /// Fetches and verifies the child manifest an index entry names.
 async fn fetch_child(
     store: &impl DocumentStore,
@@ -282,20 +303,11 @@ async fn fetch_child(
             media_type: entry.media_type.clone(),
         });
     }
-    if entry.size > MAX_DOCUMENT_BYTES {
-        return Err(SourceError::ManifestTooLarge {
-            reference: entry.digest.to_string(),
-            limit: MAX_DOCUMENT_BYTES,
-            size: Some(entry.size),
-        });
-    }
-    let (bytes, _announced) = store.fetch_document(&entry.digest).await?;
-    let (doc, parsed) = verify_document(
-        Some(&entry.digest),
-        Some(entry.size),
-        bytes,
-        Some(&entry.media_type),
-    )?;
+    let (doc, parsed) =
+        fetch_described(store, &entry.digest, entry.size, &entry.media_type, || {
+            entry.digest.to_string()
+        })
+        .await?;
     match parsed {
         Body::Manifest(m) => Ok((doc, blob(&m.config), m.layers.iter().map(blob).collect())),
         Body::Index(_) => Err(SourceError::InvalidDocument {
