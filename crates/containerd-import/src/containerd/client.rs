@@ -59,13 +59,7 @@ impl Conn {
                 Ok(Ok(c)) => c,
             };
         let conn = Self { channel, config };
-        conn.call(
-            "version",
-            &"",
-            conn.timeout(),
-            VersionClient::new(conn.channel.clone()).version(conn.request((), Lease::None)),
-        )
-        .await?;
+        conn.ping().await?;
         conn.check_snapshotter().await?;
         Ok(conn)
     }
@@ -135,16 +129,18 @@ impl Conn {
             .map_err(|s| self.status_err(op, subject, &s))
     }
 
-    /// [`Self::call`] with NotFound as `None`.
-    pub(crate) async fn call_found<T>(
+    /// [`Self::call`] with a status of `code` (the outcome the caller expects besides
+    /// success, such as NotFound or AlreadyExists) as `None`.
+    pub(crate) async fn call_unless<T>(
         &self,
         op: &'static str,
         subject: &(dyn Display + Sync),
+        code: Code,
         fut: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<Option<T>, ContainerdError> {
         match self.call_status(op, self.timeout(), fut).await? {
             Ok(v) => Ok(Some(v)),
-            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) if s.code() == code => Ok(None),
             Err(s) => Err(self.status_err(op, subject, &s)),
         }
     }
@@ -277,14 +273,10 @@ fn is_transport_failure(s: &Status) -> bool {
 
 /// The error and its sources on one line.
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-        cur = src.source();
-    }
-    one_line(&s)
+    let chain: Vec<String> = std::iter::successors(Some(e), |e| e.source())
+        .map(ToString::to_string)
+        .collect();
+    one_line(&chain.join(": "))
 }
 
 fn one_line(s: &str) -> String {

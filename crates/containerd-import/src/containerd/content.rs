@@ -118,9 +118,10 @@ pub(crate) async fn info(
     digest: Digest,
 ) -> Result<Option<Info>, ContainerdError> {
     Ok(conn
-        .call_found(
+        .call_unless(
             "content info",
             &digest,
+            Code::NotFound,
             ContentClient::new(conn.channel.clone()).info(conn.request(
                 InfoRequest {
                     digest: digest.to_string(),
@@ -174,24 +175,21 @@ fn ingest_ref(digest: Digest) -> String {
     format!("blobswarm-{digest}")
 }
 
+/// Drops the ingest of `digest`; none there counts as dropped.
 async fn abort(conn: &Conn, lease: &str, digest: Digest) -> Result<(), ContainerdError> {
-    let r = conn
-        .call_status(
-            "content abort",
-            conn.timeout(),
-            ContentClient::new(conn.channel.clone()).abort(conn.request(
-                AbortRequest {
-                    r#ref: ingest_ref(digest),
-                },
-                Lease::Id(lease),
-            )),
-        )
-        .await?;
-    match r {
-        Ok(()) => Ok(()),
-        Err(s) if s.code() == Code::NotFound => Ok(()),
-        Err(s) => Err(conn.status_err("content abort", &digest, &s)),
-    }
+    conn.call_unless(
+        "content abort",
+        &digest,
+        Code::NotFound,
+        ContentClient::new(conn.channel.clone()).abort(conn.request(
+            AbortRequest {
+                r#ref: ingest_ref(digest),
+            },
+            Lease::Id(lease),
+        )),
+    )
+    .await?;
+    Ok(())
 }
 
 enum WriteError {

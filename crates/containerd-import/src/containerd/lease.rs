@@ -15,6 +15,7 @@ use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::{
     AddResourceRequest, CreateRequest, DeleteRequest, ListRequest, Resource,
 };
+
 use containerd_client::tonic::Code;
 
 use super::ContainerdError;
@@ -134,25 +135,22 @@ fn forget(id: &str) {
     }
 }
 
+/// Deletes lease `id`; one already gone counts as deleted.
 async fn delete(conn: &Conn, id: &str) -> Result<(), ContainerdError> {
-    let r = conn
-        .call_status(
-            "lease delete",
-            conn.timeout(),
-            LeasesClient::new(conn.channel.clone()).delete(conn.request(
-                DeleteRequest {
-                    id: id.to_owned(),
-                    sync: false,
-                },
-                Lease::None,
-            )),
-        )
-        .await?;
-    match r {
-        Ok(()) => Ok(()),
-        Err(s) if s.code() == Code::NotFound => Ok(()),
-        Err(s) => Err(conn.status_err("lease delete", &id, &s)),
-    }
+    conn.call_unless(
+        "lease delete",
+        &id,
+        Code::NotFound,
+        LeasesClient::new(conn.channel.clone()).delete(conn.request(
+            DeleteRequest {
+                id: id.to_owned(),
+                sync: false,
+            },
+            Lease::None,
+        )),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Adds an existing resource (`content` by digest, `snapshots/<snapshotter>` by name) to

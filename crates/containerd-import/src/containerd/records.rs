@@ -66,9 +66,10 @@ pub(crate) async fn ensure(
     let want = descriptor(target);
     let images = || ImagesClient::new(conn.channel.clone());
     let existing = conn
-        .call_found(
+        .call_unless(
             "image get",
             &name,
+            Code::NotFound,
             images().get(conn.request(
                 GetImageRequest {
                     name: name.to_owned(),

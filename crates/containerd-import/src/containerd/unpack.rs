@@ -64,9 +64,10 @@ async fn snapshot_exists(conn: &Conn, lease: &str, name: &str) -> Result<bool, C
     let kind = format!("snapshots/{}", conn.config.snapshotter);
     super::lease::hold(conn, lease, &kind, name).await?;
     Ok(conn
-        .call_found(
+        .call_unless(
             "snapshot stat",
             &name,
+            Code::NotFound,
             snapshots(conn).stat(conn.request(
                 StatSnapshotRequest {
                     snapshotter: conn.config.snapshotter.clone(),
@@ -96,27 +97,27 @@ async fn apply(
         KEY_COUNTER.fetch_add(1, Ordering::Relaxed),
         layer.chain_id
     );
-    let prepared = conn
-        .call_status(
-            "snapshot prepare",
-            conn.timeout(),
-            snapshots(conn).prepare(conn.request(
-                PrepareSnapshotRequest {
-                    snapshotter: conn.config.snapshotter.clone(),
-                    key: key.clone(),
-                    parent: parent.to_owned(),
-                    labels: labels.clone(),
-                },
-                Lease::Id(lease),
-            )),
-        )
-        .await?;
-    let mounts: Vec<Mount> = match prepared {
-        Ok(r) => r.mounts,
-        // A remote snapshotter (or a racing unpacker) already has it.
-        Err(s) if s.code() == Code::AlreadyExists => return Ok(true),
-        Err(s) => return Err(conn.status_err("snapshot prepare", &layer.chain_id, &s)),
+    let request = PrepareSnapshotRequest {
+        snapshotter: conn.config.snapshotter.clone(),
+        key: key.clone(),
+        parent: parent.to_owned(),
+        labels: labels.clone(),
     };
+    let mut client = snapshots(conn);
+    let prepare = client.prepare(conn.request(request, Lease::Id(lease)));
+    let Some(prepared) = conn
+        .call_unless(
+            "snapshot prepare",
+            &layer.chain_id,
+            Code::AlreadyExists,
+            prepare,
+        )
+        .await?
+    else {
+        // A remote snapshotter (or a racing unpacker) already has it.
+        return Ok(true);
+    };
+    let mounts: Vec<Mount> = prepared.mounts;
     let result = apply_and_commit(conn, lease, layer, &key, mounts, labels).await;
     if !matches!(result, Ok(false)) {
         // The active snapshot is of no use now; the lease would keep it until expiry.
@@ -163,26 +164,24 @@ async fn apply_and_commit(
             actual: applied,
         });
     }
+    let request = CommitSnapshotRequest {
+        snapshotter: conn.config.snapshotter.clone(),
+        name: layer.chain_id.clone(),
+        key: key.to_owned(),
+        labels,
+    };
+    let mut client = snapshots(conn);
+    let commit = client.commit(conn.request(request, Lease::Id(lease)));
+    // None: another unpacker committed the same snapshot first.
     let committed = conn
-        .call_status(
+        .call_unless(
             "snapshot commit",
-            conn.timeout(),
-            snapshots(conn).commit(conn.request(
-                CommitSnapshotRequest {
-                    snapshotter: conn.config.snapshotter.clone(),
-                    name: layer.chain_id.clone(),
-                    key: key.to_owned(),
-                    labels,
-                },
-                Lease::Id(lease),
-            )),
+            &layer.chain_id,
+            Code::AlreadyExists,
+            commit,
         )
         .await?;
-    match committed {
-        Ok(()) => Ok(false),
-        Err(s) if s.code() == Code::AlreadyExists => Ok(true),
-        Err(s) => Err(conn.status_err("snapshot commit", &layer.chain_id, &s)),
-    }
+    Ok(committed.is_none())
 }
 
 /// Best effort: an error here must not hide the error that caused the removal.
