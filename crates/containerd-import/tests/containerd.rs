@@ -31,26 +31,25 @@ fn ready() -> bool {
     require_containerd() & require_tools(&["umoci", "busybox"])
 }
 
-/// A private containerd and the test image `v1` in an OCI layout next to it.
-///
-/// Bind `tmp` (or `tmp: _tmp`) when destructuring: a field left to `..` is dropped at
-/// once, and the directory must outlive containerd.
+/// A private containerd, the test image `v1` in an OCI layout next to it, and a target
+/// connected to that containerd.
 struct Fixture {
-    /// Holds containerd's directories and the layout; bind it first, so that it is
-    /// removed after containerd has stopped.
-    tmp: TempDir,
+    target: ContainerdTarget,
+    /// Declared before `tmp`, so containerd stops before its directory is removed.
     ctd: Containerd,
     /// `<tmp>/oci`.
     layout: PathBuf,
     info: ImageInfo,
     /// `v1` from the layout, named [`REF`].
     image: ImageToImport,
+    /// Holds containerd's directories and the layout.
+    tmp: TempDir,
 }
 
 impl Fixture {
-    /// Starts containerd and builds `v1` with `random_layer_bytes` of random data from
+    /// Starts containerd, builds `v1` with `random_layer_bytes` of random data from
     /// `seed`; `None` (the test skips) where containerd or the image tools are missing.
-    fn start(random_layer_bytes: u64, seed: u64) -> Option<Self> {
+    async fn start(random_layer_bytes: u64, seed: u64) -> Option<Self> {
         if !ready() {
             return None;
         }
@@ -58,17 +57,24 @@ impl Fixture {
         let ctd = Containerd::start(tmp.path());
         let layout = tmp.path().join("oci");
         let info = build_test_image(&layout, "v1", random_layer_bytes, seed);
-        let image = ImageToImport::from_oci_layout(&layout, "v1")
-            .unwrap()
-            .with_reference(REF);
+        let image = layout_image(&layout);
+        let target = ContainerdTarget::connect(config(&ctd)).await.unwrap();
         Some(Self {
-            tmp,
+            target,
             ctd,
             layout,
             info,
             image,
+            tmp,
         })
     }
+}
+
+/// The image tagged `v1` in the OCI layout at `layout`, to be recorded as [`REF`].
+fn layout_image(layout: &Path) -> ImageToImport {
+    ImageToImport::from_oci_layout(layout, "v1")
+        .unwrap()
+        .with_reference(REF)
 }
 
 fn blob_path(layout: &Path, digest: &str) -> PathBuf {
@@ -192,51 +198,41 @@ fn copy_layout(from: &Path, to: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_is_seen_by_the_cri_unpacked_runnable_and_idempotent() {
-    let Some(Fixture {
-        tmp: _tmp,
-        ctd,
-        layout,
-        info,
-        image,
-    }) = Fixture::start(4 << 20, 11)
-    else {
+    let Some(fx) = Fixture::start(4 << 20, 11).await else {
         return;
     };
     let reported = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = reported.clone();
-    let target = ContainerdTarget::connect(config(&ctd))
-        .await
-        .unwrap()
-        .with_progress(Progress::new(move |n| {
-            counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        }));
+    let target = fx.target.clone().with_progress(Progress::new(move |n| {
+        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }));
 
-    let first = target.import(&image).await.unwrap();
+    let first = target.import(&fx.image).await.unwrap();
     eprintln!("first import: {first}");
     let content_bytes: u64 =
-        image.blobs.iter().map(|b| b.size).sum::<u64>() + image.root.bytes.len() as u64;
+        fx.image.blobs.iter().map(|b| b.size).sum::<u64>() + fx.image.root.bytes.len() as u64;
     assert_eq!(
         reported.swap(0, std::sync::atomic::Ordering::Relaxed),
         content_bytes,
         "progress reports every content byte once"
     );
-    let blobs = info.layers.len() + 1;
+    let blobs = fx.info.layers.len() + 1;
     assert_eq!(first.content_written, blobs + 1, "config, layers, manifest");
     assert_eq!(first.content_present, 0);
-    assert_eq!(first.snapshots_created, info.layers.len());
+    assert_eq!(first.snapshots_created, fx.info.layers.len());
     assert_eq!(first.records_created, 3);
     assert!(!first.changed_nothing());
     let names = vec![
         REF.to_owned(),
-        format!("{REPO}@{}", info.manifest_digest),
-        info.config.digest.clone(),
+        format!("{REPO}@{}", fx.info.manifest_digest),
+        fx.info.config.digest.clone(),
     ];
     assert_eq!(first.names, names);
-    assert_cri_records(&ctd, &names, &info);
-    assert_unpacked_labelled_and_runnable(&ctd, &layout, &info);
+    assert_cri_records(&fx.ctd, &names, &fx.info);
+    assert_unpacked_labelled_and_runnable(&fx.ctd, &fx.layout, &fx.info);
 
     // Second import: a no-op.
-    let second = target.import(&image).await.unwrap();
+    let second = target.import(&fx.image).await.unwrap();
     eprintln!("second import: {second}");
     assert_eq!(
         reported.load(std::sync::atomic::Ordering::Relaxed),
@@ -245,18 +241,18 @@ async fn import_is_seen_by_the_cri_unpacked_runnable_and_idempotent() {
     );
     assert!(second.changed_nothing(), "{second:?}");
     assert_eq!(second.content_present, blobs + 1);
-    assert_eq!(second.snapshots_present, info.layers.len());
+    assert_eq!(second.snapshots_present, fx.info.layers.len());
     assert_eq!(second.records_unchanged, 3);
     assert_eq!(second.bytes_written, 0);
     eprintln!(
         "IMPORT-TIMING first={:.3}s second={:.3}s (image {} bytes)",
         first.elapsed.as_secs_f64(),
         second.elapsed.as_secs_f64(),
-        info.blobs().iter().map(|b| b.size).sum::<u64>()
+        fx.info.blobs().iter().map(|b| b.size).sum::<u64>()
     );
 
-    release_import_only_adds_labels(&ctd, &target, &layout, &info, &names).await;
-    pinning_later_only_adds_the_label(&ctd, &image, &info).await;
+    release_import_only_adds_labels(&fx.ctd, &target, &fx.layout, &fx.info, &names).await;
+    pinning_later_only_adds_the_label(&fx.ctd, &fx.image, &fx.info).await;
 }
 
 /// The CRI's view: all `names`, pointing at the manifest, managed by the CRI.
@@ -399,23 +395,15 @@ async fn pinning_later_only_adds_the_label(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_or_unsupported_layers_are_refused_without_leftovers() {
-    let Some(Fixture {
-        tmp,
-        ctd,
-        layout,
-        info,
-        image: intact,
-    }) = Fixture::start(1 << 20, 12)
-    else {
+    let Some(fx) = Fixture::start(1 << 20, 12).await else {
         return;
     };
-    let target = ContainerdTarget::connect(config(&ctd)).await.unwrap();
 
     // A foreign layer: refused before anything is written.
-    let foreign = tmp.path().join("foreign");
-    copy_layout(&layout, &foreign);
+    let foreign = fx.tmp.path().join("foreign");
+    copy_layout(&fx.layout, &foreign);
     let mut manifest: Value =
-        serde_json::from_slice(&fs::read(blob_path(&foreign, &info.manifest_digest)).unwrap())
+        serde_json::from_slice(&fs::read(blob_path(&foreign, &fx.info.manifest_digest)).unwrap())
             .unwrap();
     manifest["layers"][1]["mediaType"] =
         "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip".into();
@@ -431,40 +419,34 @@ async fn corrupt_or_unsupported_layers_are_refused_without_leftovers() {
         serde_json::to_vec(&index).unwrap(),
     )
     .unwrap();
-    let image = ImageToImport::from_oci_layout(&foreign, "v1")
-        .unwrap()
-        .with_reference(REF);
-    let err = target.import(&image).await.unwrap_err();
+    let err = fx.target.import(&layout_image(&foreign)).await.unwrap_err();
     eprintln!("foreign layer: {err}");
     match &err {
         ContainerdError::UnsupportedLayer {
             layer, media_type, ..
         } => {
-            assert_eq!(layer.to_string(), info.layers[1].digest);
+            assert_eq!(layer.to_string(), fx.info.layers[1].digest);
             assert!(media_type.contains("foreign"));
         }
         other => panic!("expected UnsupportedLayer, got {other:?}"),
     }
-    assert!(err.to_string().contains(&info.layers[1].digest));
+    assert!(err.to_string().contains(&fx.info.layers[1].digest));
     assert_eq!(
-        ctd.ctr_ok(&["content", "ls", "-q"]).trim(),
+        fx.ctd.ctr_ok(&["content", "ls", "-q"]).trim(),
         "",
         "content was written before the refusal"
     );
 
     // A layer whose bytes do not match its digest: containerd refuses it.
-    let corrupt = tmp.path().join("corrupt");
-    copy_layout(&layout, &corrupt);
-    let bad = &info.layers[1];
+    let corrupt = fx.tmp.path().join("corrupt");
+    copy_layout(&fx.layout, &corrupt);
+    let bad = &fx.info.layers[1];
     let path = blob_path(&corrupt, &bad.digest);
     let mut bytes = fs::read(&path).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     fs::write(&path, &bytes).unwrap();
-    let image = ImageToImport::from_oci_layout(&corrupt, "v1")
-        .unwrap()
-        .with_reference(REF);
-    let err = target.import(&image).await.unwrap_err();
+    let err = fx.target.import(&layout_image(&corrupt)).await.unwrap_err();
     eprintln!("corrupt layer: {err}");
     match &err {
         ContainerdError::DigestMismatch { digest, actual } => {
@@ -474,18 +456,18 @@ async fn corrupt_or_unsupported_layers_are_refused_without_leftovers() {
         other => panic!("expected DigestMismatch, got {other:?}"),
     }
     assert!(err.to_string().contains(&bad.digest));
-    assert!(images(&ctd).is_empty(), "{:?}", images(&ctd));
-    assert!(our_leases(&ctd).is_empty(), "{:?}", our_leases(&ctd));
-    let active = ctd.ctr_ok(&["content", "active"]);
+    assert!(images(&fx.ctd).is_empty(), "{:?}", images(&fx.ctd));
+    assert!(our_leases(&fx.ctd).is_empty(), "{:?}", our_leases(&fx.ctd));
+    let active = fx.ctd.ctr_ok(&["content", "active"]);
     assert!(
         !active.contains("blobswarm-"),
         "the bad ingest was kept: {active}"
     );
 
     // The intact image still imports (nothing of the failed attempts gets in the way).
-    let report = target.import(&intact).await.unwrap();
+    let report = fx.target.import(&fx.image).await.unwrap();
     eprintln!("intact import: {report}");
-    assert_eq!(images(&ctd).len(), 3);
+    assert_eq!(images(&fx.ctd).len(), 3);
 }
 
 #[tokio::test]
@@ -600,29 +582,21 @@ fn ingest_bytes(root: &Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_interrupted_by_a_containerd_crash_completes_on_rerun() {
-    let Some(Fixture {
-        tmp: _tmp,
-        mut ctd,
-        info,
-        image,
-        ..
-    }) = Fixture::start(128 << 20, 13)
-    else {
+    let Some(mut fx) = Fixture::start(128 << 20, 13).await else {
         return;
     };
-    let target = ContainerdTarget::connect(config(&ctd)).await.unwrap();
 
     let task = {
-        let (target, image) = (target.clone(), image.clone());
+        let (target, image) = (fx.target.clone(), fx.image.clone());
         tokio::spawn(async move { target.import(&image).await })
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while ingest_bytes(&ctd.root()) < 8 << 20 {
+    while ingest_bytes(&fx.ctd.root()) < 8 << 20 {
         assert!(!task.is_finished(), "import finished before the crash");
         assert!(Instant::now() < deadline, "no ingest grew past 8 MiB");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    ctd.kill();
+    fx.ctd.kill();
     let err = task
         .await
         .unwrap()
@@ -636,35 +610,36 @@ async fn import_interrupted_by_a_containerd_crash_completes_on_rerun() {
         "{err:?}"
     );
 
-    ctd.restart();
+    fx.ctd.restart();
     // Our lease survived the crash (we could not delete it then).
-    assert_eq!(our_leases(&ctd).len(), 1, "{:?}", our_leases(&ctd));
-    assert!(images(&ctd).is_empty());
+    assert_eq!(our_leases(&fx.ctd).len(), 1, "{:?}", our_leases(&fx.ctd));
+    assert!(images(&fx.ctd).is_empty());
 
     // The same target: the channel reconnects by itself.
-    let report: ImportReport = target.import(&image).await.unwrap();
+    let report: ImportReport = fx.target.import(&fx.image).await.unwrap();
     eprintln!("re-run: {report}");
     assert_eq!(report.stale_leases_removed, 1);
-    assert_eq!(report.snapshots_created, info.layers.len());
-    assert!(our_leases(&ctd).is_empty(), "{:?}", our_leases(&ctd));
-    assert_eq!(images(&ctd).len(), 3);
+    assert_eq!(report.snapshots_created, fx.info.layers.len());
+    assert!(our_leases(&fx.ctd).is_empty(), "{:?}", our_leases(&fx.ctd));
+    assert_eq!(images(&fx.ctd).len(), 3);
 
     // Content is consistent: every blob reads back and hashes to its digest.
-    let listed = ctd.ctr_ok(&["content", "ls", "-q"]);
-    for digest in info
+    let listed = fx.ctd.ctr_ok(&["content", "ls", "-q"]);
+    for digest in fx
+        .info
         .blobs()
         .iter()
         .map(|b| b.digest.clone())
-        .chain([info.manifest_digest.clone()])
+        .chain([fx.info.manifest_digest.clone()])
     {
         assert!(listed.contains(&digest), "{digest} not in content ls");
-        let out = ctd.ctr(&["content", "get", &digest]);
+        let out = fx.ctd.ctr(&["content", "get", &digest]);
         assert!(out.status.success());
         assert_eq!(sha256_digest(&out.stdout), digest);
     }
-    let active = ctd.ctr_ok(&["content", "active"]);
+    let active = fx.ctd.ctr_ok(&["content", "active"]);
     assert!(!active.contains("blobswarm-"), "ingest left: {active}");
-    let again = target.import(&image).await.unwrap();
+    let again = fx.target.import(&fx.image).await.unwrap();
     assert!(again.changed_nothing(), "{again:?}");
 }
 
@@ -684,33 +659,27 @@ fn content_file(ctd: &Containerd, digest: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_pinned_release_unpins_the_older_one_which_gc_then_reclaims() {
-    let Some(Fixture {
-        tmp: _tmp,
-        ctd,
-        layout,
-        info: v1,
-        ..
-    }) = Fixture::start(2 << 20, 21)
-    else {
+    let Some(fx) = Fixture::start(2 << 20, 21).await else {
         return;
     };
-    let v2 = build_test_image(&layout, "v2", 2 << 20, 22);
+    let (ctd, layout, v1) = (&fx.ctd, &fx.layout, &fx.info);
+    let v2 = build_test_image(layout, "v2", 2 << 20, 22);
     let seeder = libp2p_identity::Keypair::ed25519_from_bytes([3u8; 32])
         .unwrap()
         .public()
         .to_peer_id();
     let release = |info: &ImageInfo, sequence: u64| {
-        let mut r = release_for(&layout, info, REF);
+        let mut r = release_for(layout, info, REF);
         r.seeder = seeder.to_bytes();
         r.sequence = sequence;
         ImageToImport::from_release(&r, |d| layout.join("blobs/sha256").join(d.hex()))
     };
-    let (image1, image2) = (release(&v1, 1), release(&v2, 2));
+    let (image1, image2) = (release(v1, 1), release(&v2, 2));
     let lineage = format!("{seeder}/{REF}");
     assert_eq!(image1.release_line.as_ref().unwrap().lineage, lineage);
     let target = ContainerdTarget::connect(ContainerdConfig {
         pin: true,
-        ..config(&ctd)
+        ..config(ctd)
     })
     .await
     .unwrap();
@@ -729,7 +698,7 @@ async fn a_newer_pinned_release_unpins_the_older_one_which_gc_then_reclaims() {
     eprintln!("v1 (sequence 1): {first}");
     assert!(first.unpinned.is_empty(), "{first:?}");
     for name in &v1_names {
-        let (_, _, labels) = record(&ctd, name);
+        let (_, _, labels) = record(ctd, name);
         assert!(labels.contains(pinned), "{name}: {labels}");
         assert!(
             labels.contains(&format!("io.blobswarm.lineage={lineage}")),
@@ -751,7 +720,7 @@ async fn a_newer_pinned_release_unpins_the_older_one_which_gc_then_reclaims() {
         "{second}"
     );
     for name in &v1_names {
-        let (_, _, labels) = record(&ctd, name);
+        let (_, _, labels) = record(ctd, name);
         assert!(
             !labels.contains("io.cri-containerd.pinned"),
             "{name}: {labels}"
@@ -762,7 +731,7 @@ async fn a_newer_pinned_release_unpins_the_older_one_which_gc_then_reclaims() {
         );
     }
     for name in &v2_names {
-        let (_, digest, labels) = record(&ctd, name);
+        let (_, digest, labels) = record(ctd, name);
         assert_eq!(digest, v2.manifest_digest, "{name}");
         assert!(labels.contains(pinned), "{name}: {labels}");
         assert!(
@@ -776,18 +745,18 @@ async fn a_newer_pinned_release_unpins_the_older_one_which_gc_then_reclaims() {
     eprintln!("v1 again: {replay}");
     assert_eq!(replay.records_kept_newer, [REF.to_owned()], "{replay:?}");
     for name in &v2_names {
-        let (_, digest, labels) = record(&ctd, name);
+        let (_, digest, labels) = record(ctd, name);
         assert_eq!(digest, v2.manifest_digest, "{name}");
         assert!(labels.contains(pinned), "{name}: {labels}");
     }
     for name in &v1_names {
-        let (_, _, labels) = record(&ctd, name);
+        let (_, _, labels) = record(ctd, name);
         assert!(
             !labels.contains("io.cri-containerd.pinned"),
             "{name}: {labels}"
         );
     }
-    gc_reclaims_v1_but_not_v2(&ctd, &layout, [&v1, &v2], &v1_names);
+    gc_reclaims_v1_but_not_v2(ctd, layout, [v1, &v2], &v1_names);
 }
 
 /// `(name, target digest, labels column)` of the image record `name`.
