@@ -117,19 +117,21 @@ mod tests {
         }
     }
 
+    /// The plan that evicts nothing and leaves `used_after` bytes in use.
+    fn nothing_evicted(used_after: u64) -> Plan {
+        Plan {
+            evict: vec![],
+            used_after,
+        }
+    }
+
     #[test]
     fn under_the_cap_nothing_goes() {
         let c = [
             cand(1, "a", 1, true, 50, &[(1, 10)]),
             cand(2, "a", 2, true, 0, &[(2, 10)]),
         ];
-        assert_eq!(
-            plan(&c, 20),
-            Plan {
-                evict: vec![],
-                used_after: 20
-            }
-        );
+        assert_eq!(plan(&c, 20), nothing_evicted(20));
     }
 
     #[test]
@@ -156,12 +158,6 @@ mod tests {
             cand(1, "a", 1, false, 90, &[(1, 10)]), // superseded but still importing
             cand(2, "a", 2, false, 0, &[(2, 10)]),
         ];
-        assert_eq!(
-            plan(&c, 0),
-            Plan {
-                evict: vec![],
-                used_after: 20
-            }
-        );
+        assert_eq!(plan(&c, 0), nothing_evicted(20));
     }
 }
