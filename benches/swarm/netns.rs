@@ -6,9 +6,11 @@
 //! benchmarking range) and namespaces get no default route, so nothing can leave the box.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, bail};
+
+use crate::procs::run;
 
 /// Prefix of every namespace, link and bridge this harness creates.
 pub(crate) const PREFIX: &str = "bswb-";
@@ -19,22 +21,11 @@ pub(crate) const HOST_ADDR: &str = "198.18.0.1";
 /// Prefix length of the benchmark network: the whole 198.18.0.0/15.
 const PREFIX_LEN: u8 = 15;
 
-/// Runs a command and fails with its stderr when it fails.
+/// Runs `program` with `args`, failing with its output when it fails (see [`run`]).
 pub(crate) fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("starting {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    run(cmd)
 }
 
 /// A link rate as `tc` takes it (`250mbit`, `1gbit`), with its value in bytes per second.

@@ -276,6 +276,14 @@ pub(crate) fn loopback(
     let mut keygen = std::process::Command::new(bin);
     keygen.args(["keygen", "--out", key.to_str().context("key path")?]);
     let id = run(keygen)?;
+    // Each process is named "loopback <role>" and logs to <dir>/<role>.log.
+    let spawn = |role: &str, args: &[String]| {
+        Proc::start(
+            &format!("loopback {role}"),
+            in_ns(ns, bin, args),
+            &dir.join(format!("{role}.log")),
+        )
+    };
     let start = Instant::now();
     let seed_args = Bench::args(&[
         "seed",
@@ -287,11 +295,7 @@ pub(crate) fn loopback(
         "--listen",
         "/ip4/127.0.0.1/tcp/4001",
     ]);
-    let mut seeder = Proc::start(
-        "loopback seeder",
-        in_ns(ns, bin, &seed_args),
-        &dir.join("seeder.log"),
-    )?;
+    let mut seeder = spawn("seeder", &seed_args)?;
     seeder.wait_line("listening ", Duration::from_secs(30))?;
     let agent_args = Bench::args(&[
         "agent",
@@ -306,11 +310,7 @@ pub(crate) fn loopback(
         "--runtime",
         "oci-layout",
     ]);
-    let mut agent = Proc::start(
-        "loopback agent",
-        in_ns(ns, bin, &agent_args),
-        &dir.join("agent.log"),
-    )?;
+    let mut agent = spawn("agent", &agent_args)?;
     let timeout = Duration::from_secs(600);
     let (released, _) = seeder.wait_line("release ", timeout)?;
     let (imported, _) = agent.wait_line("imported ", timeout)?;
