@@ -131,58 +131,25 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_naming_the_field() {
-        for (c, word) in [
-            (
-                ContainerdConfig {
-                    namespace: "k8s io".into(),
-                    ..Default::default()
-                },
-                "namespace",
-            ),
-            (
-                ContainerdConfig {
-                    namespace: "agent--3".into(),
-                    ..Default::default()
-                },
-                "namespace",
-            ),
-            (
-                ContainerdConfig {
-                    namespace: "agent-3-".into(),
-                    ..Default::default()
-                },
-                "namespace",
-            ),
-            (
-                ContainerdConfig {
-                    namespace: String::new(),
-                    ..Default::default()
-                },
-                "namespace",
-            ),
-            (
-                ContainerdConfig {
-                    snapshotter: String::new(),
-                    ..Default::default()
-                },
-                "snapshotter",
-            ),
-            (
-                ContainerdConfig {
-                    socket: PathBuf::new(),
-                    ..Default::default()
-                },
-                "socket",
-            ),
-            (
-                ContainerdConfig {
-                    timeout: Duration::ZERO,
-                    ..Default::default()
-                },
-                "timeout",
-            ),
-        ] {
-            let e = c.validate().unwrap_err().to_string();
+        let refusal = |c: ContainerdConfig| c.validate().unwrap_err().to_string();
+        for ns in ["k8s io", "agent--3", "agent-3-", ""] {
+            let e = refusal(ContainerdConfig {
+                namespace: ns.into(),
+                ..Default::default()
+            });
+            assert!(e.contains("namespace"), "{e}");
+        }
+        // Each breaks one field of a valid config.
+        type Edit = fn(&mut ContainerdConfig);
+        let edits: [(Edit, &str); 3] = [
+            (|c| c.snapshotter = String::new(), "snapshotter"),
+            (|c| c.socket = PathBuf::new(), "socket"),
+            (|c| c.timeout = Duration::ZERO, "timeout"),
+        ];
+        for (edit, word) in edits {
+            let mut c = ContainerdConfig::default();
+            edit(&mut c);
+            let e = refusal(c);
             assert!(e.contains(word), "{e}");
         }
     }
