@@ -124,20 +124,32 @@ pub(crate) fn report(
     have: u64,
     age_ms: u64,
 ) {
-    file_report(agg, name, release, state, have, age_ms, true);
+    file_report(agg, name, progress(release, state, have), age_ms, true);
 }
 
 /// Files a report from a new node `name` that has no enrolment certificate.
 pub(crate) fn report_unenrolled(agg: &SharedAggregator, name: &str, release: ReleaseId) {
-    file_report(agg, name, release, ProgressState::Done, 100, 0, false);
+    let done = progress(release, ProgressState::Done, 100);
+    file_report(agg, name, done, 0, false);
 }
 
+/// A node's progress on `release` of 100 bytes: in `state`, `have` bytes held.
+fn progress(release: ReleaseId, state: ProgressState, have: u64) -> ReleaseProgress {
+    ReleaseProgress {
+        release,
+        state,
+        have_bytes: have,
+        total_bytes: 100,
+        rate: 7,
+    }
+}
+
+/// Files `progress` as the report of a new node `name` (enrolled or not), sent
+/// `age_ms` ago.
 fn file_report(
     agg: &SharedAggregator,
     name: &str,
-    release: ReleaseId,
-    state: ProgressState,
-    have: u64,
+    progress: ReleaseProgress,
     age_ms: u64,
     enrolled: bool,
 ) {
@@ -159,13 +171,7 @@ fn file_report(
         node_name: name.to_owned(),
         sent_ms: now_ms,
         peers: 2,
-        releases: vec![ReleaseProgress {
-            release,
-            state,
-            have_bytes: have,
-            total_bytes: 100,
-            rate: 7,
-        }],
+        releases: vec![progress],
         cert,
     };
     agg.lock()
