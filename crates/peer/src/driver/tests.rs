@@ -200,6 +200,24 @@ impl Sim {
         }
     }
 
+    /// Drops what was logged, hands the driver `request` from `peer` and returns the
+    /// responses it answered with.
+    fn ask(&mut self, peer: PeerId, reply: ReplyId, request: Request) -> Vec<Response> {
+        self.take();
+        self.handle(Event::Request {
+            peer,
+            reply,
+            request,
+        });
+        self.take()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Respond { response, .. } => Some(response),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Takes the logged outputs.
     fn take(&mut self) -> Vec<Output<PeerId>> {
         std::mem::take(&mut self.log)
@@ -621,17 +639,9 @@ fn a_superseded_release_is_not_imported_but_its_successor_is() {
     let v1_row = st.releases.iter().find(|r| r.id == v1.id()).unwrap();
     assert!(v1_row.imported, "a superseded release counts as settled");
     // A release sync answers with the newest only.
-    s.take();
-    s.handle(Event::Request {
-        peer: s.seeder,
-        reply: ReplyId(7),
-        request: Request::Releases,
-    });
-    let offered = s.take().into_iter().find_map(|o| match o {
-        Output::Respond {
-            response: Response::Releases(list),
-            ..
-        } => Some(list),
+    let answers = s.ask(s.seeder, ReplyId(7), Request::Releases);
+    let offered = answers.into_iter().find_map(|r| match r {
+        Response::Releases(list) => Some(list),
         _ => None,
     });
     assert_eq!(offered, Some(vec![v2]));
@@ -906,17 +916,9 @@ fn maintenance_syncs_releases_exchanges_peers_and_dials_what_it_learns() {
     // Its own peer list hands out connected peers with addresses, not the asker.
     let other = PeerId::random();
     s.handle(Event::Connected(other));
-    s.take();
-    s.handle(Event::Request {
-        peer: other,
-        reply: ReplyId(3),
-        request: Request::Peers,
-    });
-    let records = s.take().into_iter().find_map(|o| match o {
-        Output::Respond {
-            response: Response::Peers(r),
-            ..
-        } => Some(r),
+    let answers = s.ask(other, ReplyId(3), Request::Peers);
+    let records = answers.into_iter().find_map(|r| match r {
+        Response::Peers(r) => Some(r),
         _ => None,
     });
     assert_eq!(records, Some(vec![record(n, vec![b"addr-n".to_vec()])]));
