@@ -209,6 +209,11 @@ impl Sim {
             reply,
             request,
         });
+        self.responses()
+    }
+
+    /// Takes the logged outputs and keeps the responses among them, in order.
+    fn responses(&mut self) -> Vec<Response> {
         self.take()
             .into_iter()
             .filter_map(|o| match o {
@@ -824,14 +829,7 @@ fn peers_beyond_the_bound_get_discovery_only_then_leave_or_are_promoted() {
             request: req,
         });
     }
-    let answers: Vec<Response> = s
-        .take()
-        .into_iter()
-        .filter_map(|o| match o {
-            Output::Respond { response, .. } => Some(response),
-            _ => None,
-        })
-        .collect();
+    let answers = s.responses();
     assert!(matches!(answers[0], Response::Peers(_)));
     assert_eq!(answers[1], Response::Error(ErrorCode::Busy));
     // The neighbour leaves: the bootstrap-only peer takes its place.
