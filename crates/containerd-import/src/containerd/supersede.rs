@@ -126,7 +126,6 @@ mod grpc {
             .call(
                 "image list",
                 &line.lineage,
-                conn.timeout(),
                 images().list(conn.request(
                     ListImagesRequest {
                         filters: vec![format!("labels.\"{LABEL_LINEAGE}\"")],
@@ -141,7 +140,6 @@ mod grpc {
             conn.call(
                 "image unpin",
                 name,
-                conn.timeout(),
                 images().update(conn.request(
                     UpdateImageRequest {
                         // The label is absent from the image, so the masked path removes it.
@@ -187,6 +185,16 @@ mod tests {
             l.insert("io.cri-containerd.pinned".to_owned(), "pinned".to_owned());
         }
         l
+    }
+
+    /// Pinned records of `lineage`: `(name, sequence)` each.
+    fn pinned<'a>(
+        lineage: &str,
+        rows: &[(&'a str, &str)],
+    ) -> Vec<(&'a str, HashMap<String, String>)> {
+        rows.iter()
+            .map(|(name, seq)| (*name, labels(lineage, seq, true)))
+            .collect()
     }
 
     fn pick(line: &ReleaseLine, records: &[(&str, HashMap<String, String>)]) -> Vec<String> {
@@ -243,13 +251,11 @@ mod tests {
 
     #[test]
     fn a_late_older_release_unpins_itself_never_the_newer_one() {
-        let lin = line(1).lineage;
-        let records = [
-            ("app:v1", labels(&lin, "5", true)),
-            ("app@v5", labels(&lin, "5", true)),
-            // The replayed release's own digest records, just created.
-            ("app@v4", labels(&lin, "4", true)),
-        ];
+        // The replayed release's own digest record (app@v4) was just created.
+        let records = pinned(
+            &line(1).lineage,
+            &[("app:v1", "5"), ("app@v5", "5"), ("app@v4", "4")],
+        );
         assert_eq!(pick(&line(4), &records), ["app@v4"]);
         assert!(line(4).is_older_than(&records[0].1));
         assert!(!line(5).is_older_than(&records[0].1));
@@ -258,11 +264,7 @@ mod tests {
 
     #[test]
     fn the_newest_and_equal_sequences_stay_pinned() {
-        let lin = line(2).lineage;
-        let records = [
-            ("a", labels(&lin, "2", true)),
-            ("b", labels(&lin, "2", true)),
-        ];
+        let records = pinned(&line(2).lineage, &[("a", "2"), ("b", "2")]);
         assert!(pick(&line(2), &records).is_empty());
         assert!(pick(&line(1), &[]).is_empty());
     }
