@@ -69,7 +69,6 @@ impl Conn {
         self.call(
             "version",
             &"",
-            self.timeout(),
             VersionClient::new(self.channel.clone()).version(self.request((), Lease::None)),
         )
         .await?;
@@ -116,15 +115,14 @@ impl Conn {
         }
     }
 
-    /// [`Self::call_status`] with every status an error.
+    /// [`Self::call_status`] within the configured timeout, with every status an error.
     pub(crate) async fn call<T>(
         &self,
         op: &'static str,
         subject: &(dyn Display + Sync),
-        timeout: Duration,
         fut: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<T, ContainerdError> {
-        self.call_status(op, timeout, fut)
+        self.call_status(op, self.timeout(), fut)
             .await?
             .map_err(|s| self.status_err(op, subject, &s))
     }
@@ -176,7 +174,6 @@ impl Conn {
             .call(
                 "introspection plugins",
                 &SNAPSHOTTER_PLUGIN_TYPE,
-                self.timeout(),
                 IntrospectionClient::new(self.channel.clone())
                     .plugins(self.request(PluginsRequest { filters: vec![] }, Lease::None)),
             )

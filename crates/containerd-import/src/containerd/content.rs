@@ -153,7 +153,6 @@ pub(crate) async fn ensure_labels(
     conn.call(
         "content update",
         &digest,
-        conn.timeout(),
         ContentClient::new(conn.channel.clone()).update(conn.request(
             UpdateRequest {
                 info: Some(Info {

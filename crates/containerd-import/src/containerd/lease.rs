@@ -77,7 +77,6 @@ impl LeaseGuard {
             .call(
                 "lease create",
                 &id,
-                conn.timeout(),
                 LeasesClient::new(conn.channel.clone()).create(conn.request(
                     CreateRequest {
                         id: id.clone(),
@@ -167,7 +166,6 @@ pub(crate) async fn hold(
     conn.call(
         "lease add resource",
         &id,
-        conn.timeout(),
         LeasesClient::new(conn.channel.clone()).add_resource(conn.request(
             AddResourceRequest {
                 id: lease.to_owned(),
@@ -189,7 +187,6 @@ pub(crate) async fn remove_stale(conn: &Conn) -> Result<usize, ContainerdError> 
         .call(
             "lease list",
             &LEASE_LABEL,
-            conn.timeout(),
             LeasesClient::new(conn.channel.clone())
                 .list(conn.request(ListRequest { filters: vec![] }, Lease::None)),
         )

@@ -129,7 +129,6 @@ pub(crate) async fn ensure(
     conn.call(
         "image update",
         &name,
-        conn.timeout(),
         images().update(conn.request(
             UpdateImageRequest {
                 image: Some(Image {

@@ -134,10 +134,10 @@ async fn apply_and_commit(
     mounts: Vec<Mount>,
     labels: HashMap<String, String>,
 ) -> Result<bool, ContainerdError> {
+    // Applying decompresses and writes the whole layer: it may take longer than a call.
     let applied = conn
-        .call(
+        .call_status(
             "diff apply",
-            &layer.digest,
             conn.timeout() * UNPACK_TIMEOUT_FACTOR,
             DiffClient::new(conn.channel.clone()).apply(conn.request(
                 ApplyRequest {
@@ -154,6 +154,7 @@ async fn apply_and_commit(
             )),
         )
         .await?
+        .map_err(|s| conn.status_err("diff apply", &layer.digest, &s))?
         .applied
         .map(|d| d.digest)
         .unwrap_or_default();
