@@ -465,15 +465,15 @@ fn checks(r: &Results) -> Vec<Check> {
     let mut out = Vec::new();
     for row in &r.rows {
         let n = row.nodes;
-        let body = row.blobswarm.registry_http_bytes as f64 / img;
-        let wire = row.blobswarm.registry_wire_bytes as f64 / img;
+        let body = row.blobswarm.registry.http_bytes as f64 / img;
+        let wire = row.blobswarm.registry.wire_bytes as f64 / img;
         out.push(Check {
             name: format!("N={n}: blobswarm registry egress ≈ 1× image"),
             ok: (0.98..=1.02).contains(&body) && (0.98..=1.10).contains(&wire),
             detail: format!("body {body:.3}×, wire {wire:.3}×"),
         });
         if let Some(b) = &row.baseline {
-            let bbody = b.registry_http_bytes as f64 / img;
+            let bbody = b.registry.http_bytes as f64 / img;
             out.push(Check {
                 name: format!("N={n}: baseline registry egress ≈ {n}× image"),
                 ok: (bbody / n as f64 - 1.0).abs() < 0.02,

@@ -82,8 +82,8 @@ impl Results {
                     format!("{:.1}×", b.time_to_all_secs / w.max_secs),
                     format!(
                         "{:.2}× (body {:.2}×)",
-                        ratio(b.registry_wire_bytes, img),
-                        ratio(b.registry_http_bytes, img)
+                        ratio(b.registry.wire_bytes, img),
+                        ratio(b.registry.http_bytes, img)
                     ),
                 ),
                 None => ("—".into(), "—".into(), "—".into()),
@@ -95,8 +95,8 @@ impl Results {
                 w.p99_secs,
                 w.max_secs,
                 w.release_secs,
-                ratio(w.registry_wire_bytes, img),
-                ratio(w.registry_http_bytes, img),
+                ratio(w.registry.wire_bytes, img),
+                ratio(w.registry.http_bytes, img),
                 ratio(w.seeder_upload_bytes, img),
                 mean,
                 max_cpu,

@@ -31,12 +31,22 @@ pub(crate) struct Baseline {
     pub(crate) done_secs: Vec<f64>,
     /// Seconds until the last pull finished.
     pub(crate) time_to_all_secs: f64,
+    #[serde(flatten)]
+    pub(crate) registry: Egress,
+}
+
+/// What the registry served during one run (stored flat in `results.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Egress {
     /// Bytes the registry's namespace sent on its link (IP packets, headers included).
-    pub(crate) registry_wire_bytes: u64,
+    #[serde(rename = "registry_wire_bytes")]
+    pub(crate) wire_bytes: u64,
     /// Response body bytes of successful GETs in the registry's access log.
-    pub(crate) registry_http_bytes: u64,
+    #[serde(rename = "registry_http_bytes")]
+    pub(crate) http_bytes: u64,
     /// Blob GETs the registry served.
-    pub(crate) registry_blob_gets: usize,
+    #[serde(rename = "registry_blob_gets")]
+    pub(crate) blob_gets: usize,
 }
 
 /// Seeder + N agents.
@@ -50,9 +60,8 @@ pub(crate) struct Swarm {
     pub(crate) p50_secs: f64,
     pub(crate) p99_secs: f64,
     pub(crate) max_secs: f64,
-    pub(crate) registry_wire_bytes: u64,
-    pub(crate) registry_http_bytes: u64,
-    pub(crate) registry_blob_gets: usize,
+    #[serde(flatten)]
+    pub(crate) registry: Egress,
     /// Chunk bytes the seeder reports it uploaded.
     pub(crate) seeder_upload_bytes: u64,
     /// Bytes the seeder's namespace sent on its link.
@@ -134,15 +143,12 @@ impl Bench {
         done_secs.sort_by(f64::total_cmp);
         std::thread::sleep(Duration::from_millis(200));
         let wire = self.registry.node.tx_bytes()? - wire_before;
-        self.registry.settle_log();
-        let (http, gets) = self.registry.served_since(mark)?;
+        let registry = self.egress(wire, mark)?;
         std::fs::remove_dir_all(&dir)?;
         Ok(Baseline {
             time_to_all_secs: done_secs.last().copied().unwrap_or_default(),
             done_secs,
-            registry_wire_bytes: wire,
-            registry_http_bytes: http,
-            registry_blob_gets: gets,
+            registry,
         })
     }
 
@@ -225,8 +231,7 @@ impl Bench {
             a.terminate(Duration::from_secs(10));
         }
         self.check_layouts(&dir, n)?;
-        self.registry.settle_log();
-        let (http, gets) = self.registry.served_since(mark)?;
+        let registry = self.egress(reg_wire, mark)?;
         std::fs::remove_dir_all(&dir)?;
         let mut sorted = done_secs.clone();
         sorted.sort_by(f64::total_cmp);
@@ -236,12 +241,22 @@ impl Bench {
             p99_secs: percentile(&sorted, 0.99),
             max_secs: sorted.last().copied().unwrap_or_default(),
             done_secs: sorted,
-            registry_wire_bytes: reg_wire,
-            registry_http_bytes: http,
-            registry_blob_gets: gets,
+            registry,
             seeder_upload_bytes,
             seeder_wire_bytes: seeder_wire,
             agents: usages,
+        })
+    }
+
+    /// The registry's egress: `wire` bytes on its link, and what its access log shows
+    /// since `mark` once it has settled.
+    fn egress(&self, wire: u64, mark: u64) -> anyhow::Result<Egress> {
+        self.registry.settle_log();
+        let (http_bytes, blob_gets) = self.registry.served_since(mark)?;
+        Ok(Egress {
+            wire_bytes: wire,
+            http_bytes,
+            blob_gets,
         })
     }
 
