@@ -482,6 +482,17 @@ fn have_fixture() -> &'static HaveFixture {
     })
 }
 
+/// `peer` tells `node` it has `update` of `blob`; what the node answers is not checked.
+fn have_from(
+    node: &mut blobswarm_core::node::Node<libp2p_identity::PeerId>,
+    peer: &libp2p_identity::PeerId,
+    blob: Digest,
+    update: HaveUpdate,
+    now: std::time::Instant,
+) {
+    let _ = node.handle_request(peer, Request::Have { blob, update }, now);
+}
+
 /// Target `node_haves` (issue #18, finding 1): a node fed neighbours' have-information
 /// in any order with the moments its blobs become known: a local blob registered, a
 /// release accepted, a chunk map installed. The input is a list of operations, each one
@@ -532,15 +543,7 @@ pub fn node_haves(data: &[u8]) -> bool {
                     .for_each(|i| {
                         bits.set(i);
                     });
-                let update = HaveUpdate::Full(bits);
-                let _ = node.handle_request(
-                    peer,
-                    Request::Have {
-                        blob: blob_of(sel),
-                        update,
-                    },
-                    now,
-                );
+                have_from(&mut node, peer, blob_of(sel), HaveUpdate::Full(bits), now);
             }
             4 => {
                 let Some(&[sel, n]) = take(2) else { break };
@@ -551,13 +554,11 @@ pub fn node_haves(data: &[u8]) -> bool {
                     .chunks_exact(4)
                     .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
-                let update = HaveUpdate::Added(indices);
-                let _ = node.handle_request(
+                have_from(
+                    &mut node,
                     peer,
-                    Request::Have {
-                        blob: blob_of(sel),
-                        update,
-                    },
+                    blob_of(sel),
+                    HaveUpdate::Added(indices),
                     now,
                 );
             }
