@@ -5,6 +5,7 @@ use std::time::Duration;
 use blobswarm_core::wire::{PROTOCOL, RELEASE_TOPIC, REPORT_TOPIC, SWARM_TOPIC};
 use libp2p::core::Transport as _;
 use libp2p::core::upgrade::Version;
+use libp2p::gossipsub::{PeerScoreParams, PeerScoreThresholds, TopicScoreParams};
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
@@ -12,6 +13,7 @@ use libp2p::{
     request_response, tcp, yamux,
 };
 
+use crate::driver::{Topic, max_gossip_bytes};
 use crate::protocol::WireCodec;
 
 /// Stock behaviours only: they translate network events to core inputs and back.
@@ -94,21 +96,7 @@ fn behaviour(key: &Keypair, request_timeout: Duration) -> Result<Behaviour, BoxE
             .with_request_timeout(request_timeout)
             .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
     );
-    let gs_config = gossipsub::ConfigBuilder::default()
-        .max_transmit_size(blobswarm_core::MAX_RELEASE_BYTES + (64 << 10))
-        .validation_mode(gossipsub::ValidationMode::Strict)
-        .heartbeat_interval(Duration::from_millis(500))
-        .build()
-        .map_err(|e| format!("gossipsub config: {e}"))?;
-    let mut gossipsub = gossipsub::Behaviour::new(
-        gossipsub::MessageAuthenticity::Signed(key.clone()),
-        gs_config,
-    )
-    .map_err(|e| format!("gossipsub: {e}"))?;
-    gossipsub.subscribe(&gossipsub::IdentTopic::new(RELEASE_TOPIC))?;
-    gossipsub.subscribe(&gossipsub::IdentTopic::new(SWARM_TOPIC))?;
-    // Every node relays progress reports, so they reach the seeder across the mesh.
-    gossipsub.subscribe(&gossipsub::IdentTopic::new(REPORT_TOPIC))?;
+    let gossipsub = gossipsub(key)?;
     let identify = identify::Behaviour::new(identify::Config::new(
         "/blobswarm/id/1".into(),
         key.public(),
@@ -118,4 +106,122 @@ fn behaviour(key: &Keypair, request_timeout: Duration) -> Result<Behaviour, BoxE
         gossipsub,
         identify,
     })
+}
+
+/// Every gossip topic the agent subscribes to. Every node relays progress reports, so
+/// they reach the seeder across the mesh.
+const TOPICS: [Topic; 3] = [Topic::Release, Topic::Notice, Topic::Report];
+
+/// The gossipsub topic name of a driver topic.
+pub(crate) fn topic_name(topic: Topic) -> &'static str {
+    match topic {
+        Topic::Release => RELEASE_TOPIC,
+        Topic::Notice => SWARM_TOPIC,
+        Topic::Report => REPORT_TOPIC,
+    }
+}
+
+fn topic_hash(topic: Topic) -> gossipsub::TopicHash {
+    gossipsub::IdentTopic::new(topic_name(topic)).hash()
+}
+
+/// Gossipsub's envelope around a message's data (author, sequence number, signature,
+/// topic name, protobuf tags; about 200 bytes with an Ed25519 author): a topic's
+/// transmit limit is its data limit plus this.
+const GOSSIP_ENVELOPE_BYTES: usize = 1 << 10;
+
+/// Gossipsub with application validation (nothing is forwarded before the driver's
+/// verdict), a transmit limit per topic, and peer scoring.
+fn gossipsub(key: &Keypair) -> Result<gossipsub::Behaviour, BoxError> {
+    let mut config = gossipsub::ConfigBuilder::default();
+    config
+        // The whole-RPC limit: one release message with its envelope.
+        .max_transmit_size(max_gossip_bytes(Topic::Release) + GOSSIP_ENVELOPE_BYTES)
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .heartbeat_interval(Duration::from_millis(500));
+    for topic in TOPICS {
+        // Refused in gossipsub's decoder, before the message is even handed to us; the
+        // refusal counts as an invalid message against the peer that sent it.
+        config.max_transmit_size_for_topic(
+            max_gossip_bytes(topic) + GOSSIP_ENVELOPE_BYTES,
+            topic_hash(topic),
+        );
+    }
+    let config = config
+        .build()
+        .map_err(|e| format!("gossipsub config: {e}"))?;
+    let mut gossipsub =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+            .map_err(|e| format!("gossipsub: {e}"))?;
+    gossipsub
+        .with_peer_score(score_params(), score_thresholds())
+        .map_err(|e| format!("gossipsub peer score: {e}"))?;
+    for topic in TOPICS {
+        gossipsub.subscribe(&gossipsub::IdentTopic::new(topic_name(topic)))?;
+    }
+    Ok(gossipsub)
+}
+
+/// Weight of one topic's invalid-message counter (P4, applied squared): 1 invalid
+/// message costs 5, 2 cost 20, 4 cost 80 and the 5th (125) is past the graylist
+/// threshold. Honest nodes validate before forwarding, so only a message's author (or
+/// a node running a broken build) sends invalid ones; a single one, e.g. from version
+/// skew, leaves the peer above the gossip threshold.
+const INVALID_MESSAGE_WEIGHT: f64 = -5.0;
+/// How long an invalid message weighs: the counter decays to nothing over 10 minutes
+/// (about 3 minutes half-life), so a persistent attacker stays graylisted with about
+/// one message a minute getting through to be judged, while a one-off recovers.
+const INVALID_MESSAGE_MEMORY: Duration = Duration::from_secs(600);
+
+/// The peer-score parameters. Only penalties for things an honest node never does are
+/// on: invalid messages (P4, per topic) and gossipsub protocol misbehaviour (P7: GRAFT
+/// during backoff, IHAVE promises never followed up). Everything that measures how
+/// much or how fast a peer delivers is off (P1 time in mesh, P2 first deliveries, P3
+/// and P3b mesh delivery deficits, slow-peer penalties): our topics are sparse (a few
+/// releases per rollout, one heartbeat per seeder, one report per node every few
+/// seconds), so delivery counters would punish quiet and slow honest nodes, and
+/// positive credit would let an attacker bank score before misbehaving. The
+/// IP-colocation penalty (P6) is off too: agents behind one node IP (SNAT, or every
+/// agent on 127.0.0.1 in the tests) are normal here; connection limits bound them.
+fn score_params() -> PeerScoreParams {
+    let topic = TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.0,
+        first_message_deliveries_weight: 0.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: INVALID_MESSAGE_WEIGHT,
+        invalid_message_deliveries_decay: gossipsub::score_parameter_decay(INVALID_MESSAGE_MEMORY),
+        ..TopicScoreParams::default()
+    };
+    PeerScoreParams {
+        topics: TOPICS
+            .iter()
+            .map(|t| (topic_hash(*t), topic.clone()))
+            .collect(),
+        ip_colocation_factor_weight: 0.0,
+        // P7: more than 6 protocol offences start to cost; about 13 within a minute or
+        // so graylist. A loaded honest node may break the odd IWANT promise.
+        behaviour_penalty_weight: -2.0,
+        behaviour_penalty_threshold: 6.0,
+        behaviour_penalty_decay: gossipsub::score_parameter_decay(Duration::from_secs(60)),
+        slow_peer_weight: 0.0,
+        ..PeerScoreParams::default()
+    }
+}
+
+/// The libp2p defaults, which fit the weights above: below -10 (2 invalid messages)
+/// no gossip metadata is exchanged with the peer, below -50 (4) we do not publish to
+/// it, below -80 (5) everything it sends is dropped unread. Scores are never positive
+/// here (no reward parameters), so opportunistic grafting at 0 only replaces mesh
+/// peers when the mesh median went negative; peer exchange is off.
+fn score_thresholds() -> PeerScoreThresholds {
+    PeerScoreThresholds {
+        gossip_threshold: -10.0,
+        publish_threshold: -50.0,
+        graylist_threshold: -80.0,
+        accept_px_threshold: 10.0,
+        opportunistic_graft_threshold: 0.0,
+    }
 }

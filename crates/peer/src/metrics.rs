@@ -2,7 +2,7 @@
 //! event loop carries no metric code: the core counts, this module turns the counts into
 //! exported counters, gauges and a histogram.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use blobswarm_core::ReleaseId;
@@ -19,6 +19,8 @@ use crate::status::{AgentStatus, BanCounts};
 
 /// Labels of the ban counter, in the order of [`BanCounts`]' fields.
 const BAN_REASONS: [&str; 3] = ["bad_chunk", "bad_frame", "request_rate"];
+/// Labels of the denied-connection counter.
+const DENY_REASONS: [&str; 3] = ["limit", "banned_peer", "banned_address"];
 
 /// Where downloaded bytes came from.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,6 +31,13 @@ struct SourceLabel {
 /// Why a peer was banned.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
+    reason: String,
+}
+
+/// Which gossip topic, and why a message on it was rejected.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GossipLabel {
+    topic: String,
     reason: String,
 }
 
@@ -49,6 +58,9 @@ struct Last {
     bans: BanCounts,
     evicted: u64,
     imports_seen: HashSet<ReleaseId>,
+    gossip_rejected: BTreeMap<(&'static str, &'static str), u64>,
+    serves_cut: u64,
+    connections_denied: BTreeMap<&'static str, u64>,
 }
 
 /// The exported metrics; one per process, shared with the HTTP endpoint.
@@ -72,6 +84,9 @@ pub struct Metrics {
     peers_banned: Family<ReasonLabel, Counter>,
     peers_banned_now: Gauge,
     releases_evicted: Counter,
+    gossip_rejected: Family<GossipLabel, Counter>,
+    serves_cut: Family<ReasonLabel, Counter>,
+    connections_denied: Family<ReasonLabel, Counter>,
     last: Mutex<Last>,
 }
 
@@ -87,153 +102,217 @@ impl Default for Metrics {
     }
 }
 
+/// Registers a metric and hands it back (metrics are shared handles).
+fn reg<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// Creates the labelled series that must be visible at zero from the start.
+fn preset<L: EncodeLabelSet + Clone + Eq + std::hash::Hash, M: Default>(
+    family: &Family<L, M>,
+    labels: impl IntoIterator<Item = L>,
+) {
+    for l in labels {
+        let _ = family.get_or_create(&l);
+    }
+}
+
+fn reason(r: &str) -> ReasonLabel {
+    ReasonLabel { reason: r.into() }
+}
+
 impl Metrics {
     /// Registers every metric under the `blobswarm_` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("blobswarm");
-        let bytes_down = Family::<SourceLabel, Counter>::default();
-        registry.register(
-            "bytes_down",
-            "Chunk bytes verified and stored, by source (peer, seeder, registry)",
-            bytes_down.clone(),
+        let r = &mut registry;
+        let mut metrics = Self {
+            bytes_down: reg(
+                r,
+                "bytes_down",
+                "Chunk bytes verified and stored, by source (peer, seeder, registry)",
+                Family::default(),
+            ),
+            bytes_up: reg(
+                r,
+                "bytes_up",
+                "Chunk bytes served to other nodes",
+                Counter::default(),
+            ),
+            chunks_verified: reg(
+                r,
+                "chunks_verified",
+                "Chunks whose SHA-256 matched their chunk map and were stored",
+                Counter::default(),
+            ),
+            chunks_rejected: reg(
+                r,
+                "chunks_rejected",
+                "Chunks that failed verification and were dropped",
+                Counter::default(),
+            ),
+            requests_failed: reg(
+                r,
+                "requests_failed",
+                "Requests to peers that failed or timed out",
+                Counter::default(),
+            ),
+            releases_rejected: reg(
+                r,
+                "releases_rejected",
+                "Releases refused (untrusted, bad signature, expired, malformed, replayed)",
+                Counter::default(),
+            ),
+            haves_refused: reg(
+                r,
+                "haves_refused",
+                "Have-information from neighbours refused (wrong length, malformed, over the \
+                 per-neighbour bound for unknown blobs)",
+                Counter::default(),
+            ),
+            releases_replayed: reg(
+                r,
+                "releases_replayed",
+                "Of the releases refused, older releases of an image offered after a newer one",
+                Counter::default(),
+            ),
+            peers: reg(
+                r,
+                "peers_connected",
+                "Connected neighbours",
+                Gauge::default(),
+            ),
+            releases: reg(
+                r,
+                "releases",
+                "Releases on this node by state (in_progress, complete, failed)",
+                Family::default(),
+            ),
+            // 0.1 s .. ~410 s.
+            import_seconds: reg(
+                r,
+                "import_duration_seconds",
+                "Time to import a completed release into the runtime",
+                Histogram::new(exponential_buckets(0.1, 2.0, 13)),
+            ),
+            last: Mutex::new(Last::default()),
+            ..Self::new_cluster(r)
+        };
+        metrics.registry = registry;
+        preset(
+            &metrics.releases,
+            ["in_progress", "complete", "failed"].map(|s| StateLabel { state: s.into() }),
         );
-        let bytes_up = Counter::default();
-        registry.register(
-            "bytes_up",
-            "Chunk bytes served to other nodes",
-            bytes_up.clone(),
+        preset(
+            &metrics.bytes_down,
+            ["peer", "seeder", "registry"].map(|s| SourceLabel { source: s.into() }),
         );
-        let chunks_verified = Counter::default();
-        registry.register(
-            "chunks_verified",
-            "Chunks whose SHA-256 matched their chunk map and were stored",
-            chunks_verified.clone(),
-        );
-        let chunks_rejected = Counter::default();
-        registry.register(
-            "chunks_rejected",
-            "Chunks that failed verification and were dropped",
-            chunks_rejected.clone(),
-        );
-        let requests_failed = Counter::default();
-        registry.register(
-            "requests_failed",
-            "Requests to peers that failed or timed out",
-            requests_failed.clone(),
-        );
-        let releases_rejected = Counter::default();
-        registry.register(
-            "releases_rejected",
-            "Releases refused (untrusted, bad signature, expired, malformed, replayed)",
-            releases_rejected.clone(),
-        );
-        let haves_refused = Counter::default();
-        registry.register(
-            "haves_refused",
-            "Have-information from neighbours refused (wrong length, malformed, over the \
-             per-neighbour bound for unknown blobs)",
-            haves_refused.clone(),
-        );
-        let releases_replayed = Counter::default();
-        registry.register(
-            "releases_replayed",
-            "Of the releases refused, older releases of an image offered after a newer one",
-            releases_replayed.clone(),
-        );
-        let peers = Gauge::default();
-        registry.register("peers_connected", "Connected neighbours", peers.clone());
-        let releases = Family::<StateLabel, Gauge>::default();
-        registry.register(
-            "releases",
-            "Releases on this node by state (in_progress, complete, failed)",
-            releases.clone(),
-        );
-        // 0.1 s .. ~410 s.
-        let import_seconds = Histogram::new(exponential_buckets(0.1, 2.0, 13));
-        registry.register(
-            "import_duration_seconds",
-            "Time to import a completed release into the runtime",
-            import_seconds.clone(),
-        );
-        let registry_fetches = Counter::default();
-        registry.register(
-            "registry_fetches",
-            "Fetches from the registry (seeder: blobs; agent: herd-guard chunks)",
-            registry_fetches.clone(),
-        );
-        let nodes_reporting = Gauge::default();
-        registry.register(
-            "nodes_reporting",
-            "Nodes whose progress reports this seeder holds",
-            nodes_reporting.clone(),
-        );
-        // A gauge fed from the aggregator's own running count (it only grows).
-        let reports_ignored = Gauge::default();
-        registry.register(
-            "reports_ignored",
-            "Progress reports not counted since start (no or a bad enrolment certificate, \
-             node name held by another key)",
-            reports_ignored.clone(),
-        );
-        let report_nodes_dropped = Counter::default();
-        registry.register(
-            "report_nodes_dropped",
-            "Nodes the seeder forgot to stay within its bound of tracked nodes",
-            report_nodes_dropped.clone(),
-        );
-        let peers_banned = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "peers_banned",
-            "Peers banned for misbehaving, by reason (bad_chunk, bad_frame, request_rate)",
-            peers_banned.clone(),
-        );
-        let peers_banned_now = Gauge::default();
-        registry.register(
-            "peers_banned_now",
-            "Bans in force now",
-            peers_banned_now.clone(),
-        );
-        let releases_evicted = Counter::default();
-        registry.register(
-            "releases_evicted",
-            "Superseded releases evicted to keep the chunk store under its cap",
-            releases_evicted.clone(),
-        );
-        for reason in BAN_REASONS {
-            let _ = peers_banned.get_or_create(&ReasonLabel {
-                reason: reason.into(),
-            });
-        }
-        for state in ["in_progress", "complete", "failed"] {
-            let _ = releases.get_or_create(&StateLabel {
-                state: state.into(),
-            });
-        }
-        for source in ["peer", "seeder", "registry"] {
-            let _ = bytes_down.get_or_create(&SourceLabel {
-                source: source.into(),
-            });
-        }
+        metrics
+    }
+
+    /// The metrics about other nodes: reports, bans, gossip and connections refused.
+    /// The transfer metrics are placeholders for [`Metrics::new`] to fill.
+    fn new_cluster(r: &mut Registry) -> Self {
+        let m = Self {
+            registry_fetches: reg(
+                r,
+                "registry_fetches",
+                "Fetches from the registry (seeder: blobs; agent: herd-guard chunks)",
+                Counter::default(),
+            ),
+            nodes_reporting: reg(
+                r,
+                "nodes_reporting",
+                "Nodes whose progress reports this seeder holds",
+                Gauge::default(),
+            ),
+            // A gauge fed from the aggregator's own running count (it only grows).
+            reports_ignored: reg(
+                r,
+                "reports_ignored",
+                "Progress reports not counted since start (no or a bad enrolment certificate, \
+                 node name held by another key)",
+                Gauge::default(),
+            ),
+            report_nodes_dropped: reg(
+                r,
+                "report_nodes_dropped",
+                "Nodes the seeder forgot to stay within its bound of tracked nodes",
+                Counter::default(),
+            ),
+            peers_banned: reg(
+                r,
+                "peers_banned",
+                "Peers banned for misbehaving, by reason (bad_chunk, bad_frame, request_rate)",
+                Family::default(),
+            ),
+            peers_banned_now: reg(r, "peers_banned_now", "Bans in force now", Gauge::default()),
+            releases_evicted: reg(
+                r,
+                "releases_evicted",
+                "Superseded releases evicted to keep the chunk store under its cap",
+                Counter::default(),
+            ),
+            gossip_rejected: reg(
+                r,
+                "gossip_rejected",
+                "Gossip messages rejected before forwarding, by topic (release, notice, \
+                 report) and reason (too_large, undecodable, invalid, untrusted)",
+                Family::default(),
+            ),
+            serves_cut: reg(
+                r,
+                "serves_cut",
+                "Chunk answers cut off before they were sent, by reason (slow_reader: the \
+                 requester read below the minimum rate)",
+                Family::default(),
+            ),
+            connections_denied: reg(
+                r,
+                "connections_denied",
+                "Connections refused or closed at once, by reason (limit, banned_peer, \
+                 banned_address)",
+                Family::default(),
+            ),
+            ..Self::placeholder()
+        };
+        preset(&m.peers_banned, BAN_REASONS.map(reason));
+        preset(&m.serves_cut, [reason("slow_reader")]);
+        preset(&m.connections_denied, DENY_REASONS.map(reason));
+        m
+    }
+
+    /// Unregistered metrics, overwritten field by field by the constructors above.
+    fn placeholder() -> Self {
         Self {
-            registry,
-            bytes_down,
-            bytes_up,
-            chunks_verified,
-            chunks_rejected,
-            requests_failed,
-            releases_rejected,
-            releases_replayed,
-            haves_refused,
-            peers,
-            releases,
-            import_seconds,
-            registry_fetches,
-            nodes_reporting,
-            reports_ignored,
-            report_nodes_dropped,
-            peers_banned,
-            peers_banned_now,
-            releases_evicted,
+            registry: Registry::default(),
+            bytes_down: Family::default(),
+            bytes_up: Counter::default(),
+            chunks_verified: Counter::default(),
+            chunks_rejected: Counter::default(),
+            requests_failed: Counter::default(),
+            releases_rejected: Counter::default(),
+            releases_replayed: Counter::default(),
+            haves_refused: Counter::default(),
+            peers: Gauge::default(),
+            releases: Family::default(),
+            import_seconds: Histogram::new(exponential_buckets(0.1, 2.0, 1)),
+            registry_fetches: Counter::default(),
+            nodes_reporting: Gauge::default(),
+            reports_ignored: Gauge::default(),
+            report_nodes_dropped: Counter::default(),
+            peers_banned: Family::default(),
+            peers_banned_now: Gauge::default(),
+            releases_evicted: Counter::default(),
+            gossip_rejected: Family::default(),
+            serves_cut: Family::default(),
+            connections_denied: Family::default(),
             last: Mutex::new(Last::default()),
         }
     }
@@ -328,6 +407,7 @@ impl Metrics {
         last.stats = s.stats.clone();
         last.uploaded = s.uploaded_bytes;
         last.chunks_verified = s.chunks_verified;
+        self.observe_edge(s, &mut last);
 
         self.peers.set(i64::try_from(s.peers).unwrap_or(i64::MAX));
         let (mut in_progress, mut complete, mut failed) = (0, 0, 0);
@@ -358,6 +438,36 @@ impl Metrics {
                 })
                 .set(n);
         }
+    }
+
+    /// The network-edge counters: gossip rejected, serves cut, connections denied.
+    fn observe_edge(&self, s: &AgentStatus, last: &mut Last) {
+        for (&(topic, why), &n) in &s.gossip_rejected {
+            let before = last
+                .gossip_rejected
+                .get(&(topic, why))
+                .copied()
+                .unwrap_or(0);
+            let label = GossipLabel {
+                topic: topic.into(),
+                reason: why.into(),
+            };
+            self.gossip_rejected
+                .get_or_create(&label)
+                .inc_by(n.saturating_sub(before));
+        }
+        last.gossip_rejected.clone_from(&s.gossip_rejected);
+        self.serves_cut
+            .get_or_create(&reason("slow_reader"))
+            .inc_by(s.serves_cut.saturating_sub(last.serves_cut));
+        last.serves_cut = s.serves_cut;
+        for (&why, &n) in &s.connections_denied {
+            let before = last.connections_denied.get(why).copied().unwrap_or(0);
+            self.connections_denied
+                .get_or_create(&reason(why))
+                .inc_by(n.saturating_sub(before));
+        }
+        last.connections_denied.clone_from(&s.connections_denied);
     }
 
     /// The Prometheus text exposition.

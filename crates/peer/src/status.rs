@@ -1,5 +1,6 @@
 //! Snapshots of an agent's state for progress bars, summaries and (later) status reports.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use blobswarm_core::ReleaseId;
@@ -36,6 +37,15 @@ pub struct AgentStatus {
     pub banned: Vec<Ban>,
     /// Releases evicted to keep the store under its cap.
     pub releases_evicted: u64,
+    /// Gossip messages rejected by validation since start, by (topic, reason) label;
+    /// exported as `blobswarm_gossip_rejected_total`.
+    pub gossip_rejected: BTreeMap<(&'static str, &'static str), u64>,
+    /// Chunk answers cut off because the requester read too slowly (upload slot freed);
+    /// exported as `blobswarm_serves_cut_total{reason="slow_reader"}`.
+    pub serves_cut: u64,
+    /// Connections refused or closed at once since start, by reason label (`limit`,
+    /// `banned_peer`, `banned_address`); exported as `blobswarm_connections_denied_total`.
+    pub connections_denied: BTreeMap<&'static str, u64>,
 }
 
 /// Bans since start by offence, and how many are in force now.

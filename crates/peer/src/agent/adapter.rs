@@ -1,15 +1,16 @@
 //! The select loop: swarm events, commands from `AgentHandle`, results of blocking work
 //! and the driver's deadline become driver events; driver outputs become swarm calls and
-//! blocking tasks. The topic allow-list and gossip size limits are enforced here, at the
-//! edge; request and response frames are bounded by the codec (`protocol`).
+//! blocking tasks. Gossip is handed to the driver and forwarded only on its verdict
+//! (gossipsub also drops messages over a topic's limit in its decoder); request and
+//! response frames are bounded by the codec (`protocol`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use blobswarm_core::Release;
 use blobswarm_core::store::FsStore;
-use blobswarm_core::wire::{MAX_ADDRS_PER_PEER, MAX_REPORT_BYTES, Request, Response};
-use blobswarm_core::{MAX_RELEASE_BYTES, Release};
+use blobswarm_core::wire::{MAX_ADDRS_PER_PEER, Request, Response};
 use bytes::Bytes;
 use futures::StreamExt;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
@@ -20,19 +21,11 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::{Command, now};
-use crate::behaviour::{Behaviour, BehaviourEvent};
-use crate::driver::{Driver, Event, OutId, ReplyId, Snapshot, Topic};
+use crate::behaviour::{Behaviour, BehaviourEvent, topic_name};
+use crate::driver::{Driver, Event, GossipId, OutId, ReplyId, Snapshot, Topic};
 use crate::status::AgentStatus;
 
 mod exec;
-
-/// Largest gossip message accepted per topic (gossipsub's own cap is the release one).
-fn max_gossip_bytes(topic: Topic) -> usize {
-    match topic {
-        Topic::Release | Topic::Notice => MAX_RELEASE_BYTES + (64 << 10),
-        Topic::Report => MAX_REPORT_BYTES,
-    }
-}
 
 /// What `spawn` hands the loop.
 pub(super) struct Parts {
@@ -70,6 +63,11 @@ pub(super) struct EventLoop {
     /// Inbound requests whose answer may still end (sent or failed): swarm id to driver id.
     reply_of: HashMap<InboundRequestId, ReplyId>,
     next_reply: u64,
+    /// Gossip messages awaiting the driver's verdict: gossipsub's id and the peer that
+    /// relayed it. The driver answers every message while handling it, so this holds
+    /// one entry at a time.
+    gossip_ids: HashMap<GossipId, (gossipsub::MessageId, PeerId)>,
+    next_gossip: u64,
     listen_addrs: Vec<Multiaddr>,
     /// The checkpoint pass running, if any: passes run one at a time.
     checkpoint: Option<JoinHandle<()>>,
@@ -94,6 +92,8 @@ impl EventLoop {
             channels: HashMap::new(),
             reply_of: HashMap::new(),
             next_reply: 0,
+            gossip_ids: HashMap::new(),
+            next_gossip: 0,
             listen_addrs: Vec::new(),
             checkpoint: None,
         }
@@ -192,10 +192,11 @@ impl EventLoop {
                 ..
             })) => self.on_identify(peer_id, info.listen_addrs),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
                 message,
-                ..
             })) => {
-                let Some(ev) = gossip_event(message) else {
+                let Some(ev) = self.gossip_event(propagation_source, message_id, message) else {
                     return;
                 };
                 ev
@@ -285,6 +286,39 @@ impl EventLoop {
         }
     }
 
+    /// A gossip message on one of the agent's topics, for the driver to judge. Gossipsub
+    /// only delivers messages on subscribed topics; anything else is ignored here.
+    fn gossip_event(
+        &mut self,
+        relayed_by: PeerId,
+        message_id: gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) -> Option<Event<PeerId>> {
+        let Some(topic) = [Topic::Release, Topic::Notice, Topic::Report]
+            .into_iter()
+            .find(|t| message.topic == gossipsub::IdentTopic::new(topic_name(*t)).hash())
+        else {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(
+                    &message_id,
+                    &relayed_by,
+                    gossipsub::MessageAcceptance::Ignore,
+                );
+            return None;
+        };
+        self.next_gossip += 1;
+        let id = GossipId(self.next_gossip);
+        self.gossip_ids.insert(id, (message_id, relayed_by));
+        Some(Event::Gossip {
+            id,
+            topic,
+            source: message.source,
+            data: message.data,
+        })
+    }
+
     fn publish_status(&self, s: Snapshot) {
         self.status.send_replace(AgentStatus {
             peer_id: Some(*self.swarm.local_peer_id()),
@@ -300,34 +334,10 @@ impl EventLoop {
             bans: s.bans,
             banned: s.banned,
             releases_evicted: s.releases_evicted,
+            gossip_rejected: s.gossip_rejected,
+            serves_cut: s.serves_cut,
+            connections_denied: s.connections_denied,
         });
-    }
-}
-
-/// A gossip message on one of the agent's topics and within its size limit; None (with
-/// a log line for an oversized one) otherwise.
-fn gossip_event(message: gossipsub::Message) -> Option<Event<PeerId>> {
-    let topic = [Topic::Release, Topic::Notice, Topic::Report]
-        .into_iter()
-        .find(|t| message.topic == gossipsub::IdentTopic::new(topic_name(*t)).hash())?;
-    if message.data.len() > max_gossip_bytes(topic) {
-        warn!(source = ?message.source, bytes = message.data.len(), ?topic, "oversized gossip message dropped");
-        return None;
-    }
-    Some(Event::Gossip {
-        topic,
-        source: message.source,
-        data: message.data,
-    })
-}
-
-/// The gossipsub topic name of a driver topic.
-fn topic_name(topic: Topic) -> &'static str {
-    use blobswarm_core::wire::{RELEASE_TOPIC, REPORT_TOPIC, SWARM_TOPIC};
-    match topic {
-        Topic::Release => RELEASE_TOPIC,
-        Topic::Notice => SWARM_TOPIC,
-        Topic::Report => REPORT_TOPIC,
     }
 }
 

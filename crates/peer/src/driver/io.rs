@@ -1,5 +1,6 @@
 //! The driver's inputs and outputs: everything that crosses between it and an adapter.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use blobswarm_core::wire::{ProgressReport, Request, Response};
 use blobswarm_core::{Bitfield, ChunkMap, Digest, Release, ReleaseId, SignedRelease};
 use bytes::Bytes;
 
-use super::{OutId, ReplyId, Topic};
+use super::{GossipId, OutId, ReplyId, Topic, Verdict};
 use crate::status::{BanCounts, ReleaseStatus};
 
 /// An input to the driver.
@@ -25,8 +26,11 @@ pub(crate) enum Event<P> {
         /// Its addresses.
         addrs: Vec<Vec<u8>>,
     },
-    /// A gossip message on one of the agent's topics (size-checked by the adapter).
+    /// A gossip message on one of the agent's topics; answer it with
+    /// [`Output::GossipVerdict`] (gossipsub holds it, unforwarded, until then).
     Gossip {
+        /// Names the message for the verdict.
+        id: GossipId,
         /// Its topic.
         topic: Topic,
         /// Its signed author, when the message carries one.
@@ -192,6 +196,13 @@ pub(crate) enum Output<P> {
         /// Byte range within the blob.
         range: Range<u64>,
     },
+    /// Report the verdict on a received gossip message to gossipsub.
+    GossipVerdict {
+        /// The message.
+        id: GossipId,
+        /// Accept (forward), reject (drop, penalise its sender) or ignore (drop).
+        verdict: Verdict,
+    },
     /// Publish `data` on `topic`.
     Gossip {
         /// The topic.
@@ -261,4 +272,10 @@ pub(crate) struct Snapshot {
     pub(crate) banned: Vec<crate::status::Ban>,
     /// Releases evicted to keep the store under its cap.
     pub(crate) releases_evicted: u64,
+    /// Gossip messages rejected since start, by (topic, reason) label.
+    pub(crate) gossip_rejected: BTreeMap<(&'static str, &'static str), u64>,
+    /// Chunk answers cut off for a slow reader.
+    pub(crate) serves_cut: u64,
+    /// Connections refused since start, by reason label.
+    pub(crate) connections_denied: BTreeMap<&'static str, u64>,
 }

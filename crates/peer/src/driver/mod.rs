@@ -19,6 +19,7 @@
 mod bans;
 mod checkpoint;
 mod evict;
+mod gossip;
 mod hooks;
 mod io;
 mod net;
@@ -82,7 +83,7 @@ pub(crate) struct OutId(pub(crate) u64);
 pub(crate) struct ReplyId(pub(crate) u64);
 
 /// The gossip topics the agent uses; the adapter drops messages on any other topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Topic {
     /// Signed releases.
     Release,
@@ -91,6 +92,15 @@ pub(crate) enum Topic {
     /// Progress reports.
     Report,
 }
+
+/// Names a received gossip message until the driver's [`Verdict`] on it; allocated by
+/// the adapter, which keeps the transport's message id and relaying peer under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct GossipId(pub(crate) u64);
+
+#[cfg(test)]
+pub(crate) use gossip::MAX_NOTICE_BYTES;
+pub(crate) use gossip::{RejectReason, Verdict, max_gossip_bytes};
 
 /// A blob the local node holds in full (seeder side).
 #[derive(Debug, Clone)]
@@ -179,6 +189,12 @@ pub(crate) struct Driver<P> {
     addr_book: BTreeMap<P, Vec<Vec<u8>>>,
     releases: HashMap<ReleaseId, ReleaseTiming>,
     refused: HashSet<ReleaseId>,
+    /// Gossip messages rejected since start, by topic and reason (a metric).
+    gossip_rejected: BTreeMap<(Topic, RejectReason), u64>,
+    /// Chunk answers cut off because the requester read too slowly (a metric).
+    serves_cut: u64,
+    /// Connections refused since start, by reason label (a metric).
+    connections_denied: BTreeMap<&'static str, u64>,
     /// Chunk serves in progress, to free their upload slots when they end.
     serving: HashMap<ReplyId, P>,
     /// Inbound peers beyond `max_peers`, served discovery only, then disconnected.
@@ -223,6 +239,9 @@ impl<P: PeerIdentity> Driver<P> {
             addr_book: BTreeMap::new(),
             releases: HashMap::new(),
             refused: HashSet::new(),
+            gossip_rejected: BTreeMap::new(),
+            serves_cut: 0,
+            connections_denied: BTreeMap::new(),
             serving: HashMap::new(),
             bootstrap_only: overlay::BootstrapOnly::default(),
             bans: bans::Bans::new(config.node.ban_duration),
@@ -253,10 +272,11 @@ impl<P: PeerIdentity> Driver<P> {
                 self.addr_book.insert(peer, addrs);
             }
             Event::Gossip {
+                id,
                 topic,
                 source,
                 data,
-            } => self.on_gossip(topic, source, &data, now),
+            } => self.on_gossip(id, topic, source, &data, now),
             Event::Request {
                 peer,
                 reply,
@@ -350,6 +370,13 @@ impl<P: PeerIdentity> Driver<P> {
             bans: self.bans.counts(now),
             banned: self.bans.list(now),
             releases_evicted: self.store_cap.evicted,
+            gossip_rejected: self
+                .gossip_rejected
+                .iter()
+                .map(|((t, r), n)| ((t.label(), r.label()), *n))
+                .collect(),
+            serves_cut: self.serves_cut,
+            connections_denied: self.connections_denied.clone(),
         }
     }
 

@@ -1,17 +1,14 @@
 //! The driver's side of the network: neighbours and their bound, inbound requests,
 //! answers, peer exchange, release sync and gossip.
 
-use blobswarm_core::codec;
 use blobswarm_core::node::{ChunkOutcome, Inbound, RequestId};
-use blobswarm_core::wire::{
-    ErrorCode, MAX_PEER_RECORDS, PeerRecord, ProgressReport, Request, Response, SwarmNotice,
-};
+use blobswarm_core::wire::{ErrorCode, MAX_PEER_RECORDS, PeerRecord, Request, Response};
 use blobswarm_core::{Digest, SignedRelease};
 use bytes::Bytes;
 use rand::Rng;
 use tracing::{debug, info, warn};
 
-use super::{Driver, Now, Origin, OutId, Output, PeerIdentity, ReplyId, Topic, overlay};
+use super::{Driver, Now, Origin, OutId, Output, PeerIdentity, ReplyId, overlay};
 use crate::status::BanKind;
 
 impl<P: PeerIdentity> Driver<P> {
@@ -45,39 +42,6 @@ impl<P: PeerIdentity> Driver<P> {
         {
             debug!(peer = %next, "bootstrap-only peer promoted to neighbour");
             self.node.handle_peer_connected(next, now.at);
-        }
-    }
-
-    pub(super) fn on_gossip(&mut self, topic: Topic, source: Option<P>, data: &[u8], now: Now) {
-        match topic {
-            Topic::Notice => {
-                let notice = codec::decode::<SwarmNotice>(data)
-                    .map_err(|e| e.to_string())
-                    .and_then(|n| n.validate().map(|()| n).map_err(|e| e.to_string()));
-                match (notice, source) {
-                    (Ok(notice), Some(from)) => self.node.handle_notice(&from, notice, now.at),
-                    (Err(e), source) => {
-                        warn!(source = ?source, error = %e, "malformed swarm notice");
-                    }
-                    (Ok(_), None) => {}
-                }
-            }
-            Topic::Report => self.receive_report(source, data),
-            Topic::Release => match codec::decode::<SignedRelease>(data) {
-                Ok(signed) => self.accept_release(signed, now),
-                Err(e) => warn!(source = ?source, error = %e, "malformed release on gossip"),
-            },
-        }
-    }
-
-    /// Keeps a neighbour's progress report when this node aggregates them (seeders).
-    fn receive_report(&mut self, source: Option<P>, data: &[u8]) {
-        let Some(from) = source.filter(|_| self.config.collect_reports) else {
-            return;
-        };
-        match ProgressReport::decode(data) {
-            Ok(report) => self.outputs.push_back(Output::KeepReport { from, report }),
-            Err(e) => warn!(%from, error = %e, "malformed progress report"),
         }
     }
 

@@ -10,8 +10,9 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, gossipsub};
 use tracing::{debug, warn};
 
-use super::{EventLoop, import_release, topic_name};
-use crate::driver::{Event, Output, ReplyId, Topic};
+use super::{EventLoop, import_release};
+use crate::behaviour::topic_name;
+use crate::driver::{Event, GossipId, Output, ReplyId, Topic, Verdict};
 
 impl EventLoop {
     /// Drains and executes every driver output (executing one may feed the driver).
@@ -81,6 +82,7 @@ impl EventLoop {
                 range,
             } => self.fetch_registry(id, reference, blob, index, range),
             Output::Gossip { topic, data } => self.gossip(topic, data),
+            Output::GossipVerdict { id, verdict } => self.report_verdict(id, verdict),
             Output::KeepReport { from, report } => {
                 if let Some(agg) = &self.aggregator {
                     agg.lock()
@@ -209,6 +211,22 @@ impl EventLoop {
             Err(e) if topic == Topic::Notice => debug!(error = %e, "swarm notice not sent"),
             Err(e) => debug!(error = %e, "progress report not sent"),
         }
+    }
+
+    /// Tells gossipsub whether to forward a message (and how to score its relayer).
+    fn report_verdict(&mut self, id: GossipId, verdict: Verdict) {
+        let Some((message_id, relayed_by)) = self.gossip_ids.remove(&id) else {
+            return;
+        };
+        let acceptance = match verdict {
+            Verdict::Accept => gossipsub::MessageAcceptance::Accept,
+            Verdict::Reject(_) => gossipsub::MessageAcceptance::Reject,
+            Verdict::Ignore => gossipsub::MessageAcceptance::Ignore,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&message_id, &relayed_by, acceptance);
     }
 
     /// Dials a peer from peer exchange at the addresses that parse.
