@@ -1,6 +1,7 @@
 //! Frames blobswarm wire messages onto libp2p request-response streams.
 
 use std::io;
+use std::time::Duration;
 
 use blobswarm_core::codec::{self, PREFIX_LEN};
 use blobswarm_core::wire::{Request, Response};
@@ -12,6 +13,41 @@ use libp2p::request_response;
 /// The request-response codec: one frame per request and per response.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WireCodec;
+
+/// Time every answer gets whatever its size: a few round trips, Yamux window growth and
+/// a receiver that is briefly busy (hashing the previous chunk, a GC pause).
+pub(crate) const ANSWER_GRACE: Duration = Duration::from_secs(4);
+/// The slowest rate a requester may read an answer at, in bytes per second. A full
+/// 4 MiB chunk gets 8 s (an effective 512 KiB/s); an honest node with its 8 chunk
+/// requests in flight needs about 4 MiB/s (32 Mbit/s) of download for none of them to
+/// be cut, far below any cluster link. A slow reader holds an upload slot at most
+/// that long instead of the 30 s request timeout.
+pub(crate) const MIN_READ_RATE: u64 = 1 << 20;
+
+/// How long writing an answer of `bytes` may take before it is cut off.
+pub(crate) fn answer_deadline(bytes: usize) -> Duration {
+    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+    ANSWER_GRACE + Duration::from_millis(bytes.saturating_mul(1000) / MIN_READ_RATE)
+}
+
+/// The requester read an answer below [`MIN_READ_RATE`]: the answer was cut off and
+/// its upload slot freed. Carried inside the `io::Error` the write fails with, so the
+/// adapter can tell it from other failures.
+#[derive(Debug, thiserror::Error)]
+#[error("requester read {bytes} bytes too slowly: not sent within {deadline:?}")]
+pub(crate) struct SlowReader {
+    /// Size of the answer.
+    pub(crate) bytes: usize,
+    /// The deadline it missed.
+    pub(crate) deadline: Duration,
+}
+
+impl SlowReader {
+    /// Whether a stream error is this one.
+    pub(crate) fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<Self>())
+    }
+}
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
@@ -102,6 +138,46 @@ impl request_response::Codec for WireCodec {
         T: AsyncWrite + Unpin + Send,
     {
         let header = codec::encode(&resp).map_err(invalid)?;
-        write_frame(io, &header, &payload).await
+        let bytes = PREFIX_LEN + header.len() + payload.len();
+        let deadline = answer_deadline(bytes);
+        // Dropping the write on timeout drops the stream: its Yamux window and the
+        // payload go with it, and request-response reports an inbound failure, which
+        // frees the upload slot.
+        match tokio::time::timeout(deadline, write_frame(io, &header, &payload)).await {
+            Ok(written) => written,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                SlowReader { bytes, deadline },
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_get_a_grace_plus_their_size_at_the_minimum_rate() {
+        assert_eq!(answer_deadline(0), Duration::from_secs(4));
+        assert_eq!(answer_deadline(1 << 20), Duration::from_secs(5));
+        assert_eq!(answer_deadline(4 << 20), Duration::from_secs(8));
+        assert_eq!(answer_deadline(512 << 10), Duration::from_millis(4500));
+        // Never overflows, and stays below the request timeout for any chunk.
+        assert!(answer_deadline(usize::MAX) > Duration::from_secs(4));
+        assert!(answer_deadline(blobswarm_core::MAX_CHUNK_SIZE as usize) < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_slow_reader_error_is_told_from_other_timeouts() {
+        let cut = io::Error::new(
+            io::ErrorKind::TimedOut,
+            SlowReader {
+                bytes: 1,
+                deadline: ANSWER_GRACE,
+            },
+        );
+        assert!(SlowReader::is(&cut));
+        assert!(!SlowReader::is(&io::Error::from(io::ErrorKind::TimedOut)));
     }
 }

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use super::{Command, now};
 use crate::behaviour::{Behaviour, BehaviourEvent, topic_name};
 use crate::driver::{Driver, Event, GossipId, OutId, ReplyId, Snapshot, Topic};
+use crate::protocol::SlowReader;
 use crate::status::AgentStatus;
 
 mod exec;
@@ -278,6 +279,7 @@ impl EventLoop {
                 peer,
                 reply: self.reply_of.remove(&request_id),
                 violation: matches!(&error, request_response::InboundFailure::Io(e) if is_protocol_violation(e)),
+                slow_reader: matches!(&error, request_response::InboundFailure::Io(e) if SlowReader::is(e)),
                 error: error.to_string(),
             }),
             request_response::Event::ResponseSent { request_id, .. } => {

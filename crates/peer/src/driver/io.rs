@@ -77,6 +77,8 @@ pub(crate) enum Event<P> {
         error: String,
         /// The peer sent a frame our codec refuses.
         violation: bool,
+        /// The answer was cut off: the peer read it below the minimum rate.
+        slow_reader: bool,
     },
     /// An answer was sent, or could not be (the requester is gone): either way it ended.
     ReplyEnded(ReplyId),

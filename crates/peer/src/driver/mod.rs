@@ -41,6 +41,7 @@ use blobswarm_core::wire::Request;
 use blobswarm_core::{ChunkMap, ReleaseError, ReleaseId, SignedRelease, TrustedSeeders};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use tracing::info;
 
 pub use hooks::{Hooks, NoHooks};
 pub(crate) use io::{CheckpointBlob, Event, Output, Snapshot};
@@ -298,7 +299,14 @@ impl<P: PeerIdentity> Driver<P> {
                 reply,
                 error,
                 violation,
-            } => self.on_inbound_failed(peer, reply, &error, violation, now),
+                slow_reader,
+            } => {
+                if slow_reader {
+                    self.serves_cut += 1;
+                    info!(%peer, %error, "answer cut off: the peer reads too slowly");
+                }
+                self.on_inbound_failed(peer, reply, &error, violation, now);
+            }
             Event::ReplyEnded(reply) => self.finish_upload(reply, now),
             Event::ChunkRead {
                 reply,

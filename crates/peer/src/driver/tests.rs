@@ -432,6 +432,7 @@ fn upload_slots_are_freed_when_a_serve_ends_however_it_ends() {
         reply: Some(ReplyId(2)),
         error: "timeout".into(),
         violation: false,
+        slow_reader: false,
     });
     s.advance(Duration::from_secs(5));
     assert!(ask(&mut s, 101, 0));
