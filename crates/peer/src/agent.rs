@@ -291,6 +291,7 @@ fn start_swarm(
         config.keypair.clone(),
         config.node.request_timeout,
         config.swarm_key,
+        config.max_peers,
     )?;
     for addr in &config.listen {
         swarm

@@ -9,16 +9,20 @@ use libp2p::gossipsub::{PeerScoreParams, PeerScoreThresholds, TopicScoreParams};
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    StreamProtocol, Swarm, SwarmBuilder, gossipsub, identify, identity::Keypair, noise,
-    request_response, tcp, yamux,
+    StreamProtocol, Swarm, SwarmBuilder, connection_limits, gossipsub, identify, identity::Keypair,
+    noise, request_response, tcp, yamux,
 };
 
 use crate::driver::{Topic, max_gossip_bytes};
+use crate::ip_limit::{IpLimit, MAX_INBOUND_PER_IP};
 use crate::protocol::WireCodec;
 
-/// Stock behaviours only: they translate network events to core inputs and back.
+/// Stock behaviours (and one small limit): they translate network events to core inputs
+/// and back. The limits come first, so a refused connection reaches no other behaviour.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) ip_limit: IpLimit,
     pub(crate) rr: request_response::Behaviour<WireCodec>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) identify: identify::Behaviour,
@@ -40,6 +44,27 @@ pub enum SwarmError {
     Behaviour(#[source] BoxError),
 }
 
+/// Connections to one peer: one each way while two dials race is normal, more is not.
+const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+/// Connections mid-handshake (pnet, Noise, Yamux) each way: bounds the CPU and memory a
+/// flood of half-open connections costs, while a seeder taking a rollout's first wave
+/// of agents completes 64 handshakes at a time.
+const MAX_PENDING: u32 = 64;
+/// Established connections at least: neighbours, peers served discovery only (agents
+/// dialling a full seeder, disconnected after a grace) and racing duplicates. Raised
+/// to four per configured neighbour for a large `max_peers`.
+const MIN_MAX_ESTABLISHED: u32 = 256;
+
+/// The connection limits for a node keeping `max_peers` neighbours.
+fn connection_limits(max_peers: usize) -> connection_limits::ConnectionLimits {
+    let neighbours = u32::try_from(max_peers).unwrap_or(u32::MAX);
+    connection_limits::ConnectionLimits::default()
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+        .with_max_pending_incoming(Some(MAX_PENDING))
+        .with_max_pending_outgoing(Some(MAX_PENDING))
+        .with_max_established(Some(MIN_MAX_ESTABLISHED.max(neighbours.saturating_mul(4))))
+}
+
 /// Time allowed for a connection's upgrades (pnet, Noise, Yamux).
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -50,6 +75,7 @@ pub(crate) fn build_swarm(
     keypair: Keypair,
     request_timeout: Duration,
     swarm_key: Option<PreSharedKey>,
+    max_peers: usize,
 ) -> Result<Swarm<Behaviour>, SwarmError> {
     let builder = SwarmBuilder::with_existing_identity(keypair).with_tokio();
     let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(120));
@@ -61,7 +87,7 @@ pub(crate) fn build_swarm(
                 yamux::Config::default,
             )
             .map_err(|e| SwarmError::Transport(e.into()))?
-            .with_behaviour(|key| behaviour(key, request_timeout))
+            .with_behaviour(|key| behaviour(key, request_timeout, max_peers))
             .map_err(|e| SwarmError::Behaviour(e.into()))?
             .with_swarm_config(idle)
             .build(),
@@ -78,7 +104,7 @@ pub(crate) fn build_swarm(
                 )
             })
             .map_err(|e| SwarmError::Transport(e.into()))?
-            .with_behaviour(|key| behaviour(key, request_timeout))
+            .with_behaviour(|key| behaviour(key, request_timeout, max_peers))
             .map_err(|e| SwarmError::Behaviour(e.into()))?
             .with_swarm_config(idle)
             .build(),
@@ -86,7 +112,11 @@ pub(crate) fn build_swarm(
     Ok(swarm)
 }
 
-fn behaviour(key: &Keypair, request_timeout: Duration) -> Result<Behaviour, BoxError> {
+fn behaviour(
+    key: &Keypair,
+    request_timeout: Duration,
+    max_peers: usize,
+) -> Result<Behaviour, BoxError> {
     let rr = request_response::Behaviour::new(
         [(
             StreamProtocol::new(PROTOCOL),
@@ -102,6 +132,8 @@ fn behaviour(key: &Keypair, request_timeout: Duration) -> Result<Behaviour, BoxE
         key.public(),
     ));
     Ok(Behaviour {
+        limits: connection_limits::Behaviour::new(connection_limits(max_peers)),
+        ip_limit: IpLimit::new(MAX_INBOUND_PER_IP),
         rr,
         gossipsub,
         identify,

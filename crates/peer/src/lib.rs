@@ -14,6 +14,7 @@ mod driver;
 mod error;
 mod fallback;
 pub mod hostile;
+mod ip_limit;
 mod metrics;
 mod ops_http;
 mod protocol;

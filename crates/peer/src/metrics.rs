@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use crate::status::{AgentStatus, BanCounts};
 
 /// Labels of the ban counter, in the order of [`BanCounts`]' fields.
-const BAN_REASONS: [&str; 3] = ["bad_chunk", "bad_frame", "request_rate"];
+const BAN_REASONS: [&str; 4] = ["bad_chunk", "bad_frame", "request_rate", "banned_address"];
 /// Labels of the denied-connection counter.
 const DENY_REASONS: [&str; 3] = ["limit", "banned_peer", "banned_address"];
 
@@ -249,7 +249,8 @@ impl Metrics {
             peers_banned: reg(
                 r,
                 "peers_banned",
-                "Peers banned for misbehaving, by reason (bad_chunk, bad_frame, request_rate)",
+                "Peers banned for misbehaving, by reason (bad_chunk, bad_frame, request_rate, \
+                 banned_address)",
                 Family::default(),
             ),
             peers_banned_now: reg(r, "peers_banned_now", "Bans in force now", Gauge::default()),
@@ -391,6 +392,11 @@ impl Metrics {
             (BAN_REASONS[0], s.bans.bad_chunk, last.bans.bad_chunk),
             (BAN_REASONS[1], s.bans.bad_frame, last.bans.bad_frame),
             (BAN_REASONS[2], s.bans.request_rate, last.bans.request_rate),
+            (
+                BAN_REASONS[3],
+                s.bans.banned_address,
+                last.bans.banned_address,
+            ),
         ] {
             self.peers_banned
                 .get_or_create(&ReasonLabel {

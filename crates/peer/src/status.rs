@@ -57,6 +57,8 @@ pub struct BanCounts {
     pub bad_frame: u64,
     /// Sent requests above the rate limit.
     pub request_rate: u64,
+    /// A new identity at the listen address of a banned peer.
+    pub banned_address: u64,
     /// Bans in force now.
     pub active: usize,
 }
@@ -87,15 +89,19 @@ pub enum BanKind {
     BadFrame,
     /// Sent requests above the rate limit.
     RequestRate,
+    /// Came back under a new identity at a banned peer's listen address.
+    BannedAddress,
 }
 
 impl BanKind {
-    /// The label operators read: bad_chunk, bad_frame or request_rate (as in the metric).
+    /// The label operators read: bad_chunk, bad_frame, request_rate or banned_address
+    /// (as in the metric).
     pub fn label(self) -> &'static str {
         match self {
             Self::BadChunk => "bad_chunk",
             Self::BadFrame => "bad_frame",
             Self::RequestRate => "request_rate",
+            Self::BannedAddress => "banned_address",
         }
     }
 }
@@ -107,6 +113,7 @@ impl BanCounts {
             BanKind::BadChunk => self.bad_chunk += 1,
             BanKind::BadFrame => self.bad_frame += 1,
             BanKind::RequestRate => self.request_rate += 1,
+            BanKind::BannedAddress => self.banned_address += 1,
         }
     }
 }

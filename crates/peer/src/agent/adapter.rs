@@ -5,6 +5,7 @@
 //! response frames are bounded by the codec (`protocol`).
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,9 +14,12 @@ use blobswarm_core::store::FsStore;
 use blobswarm_core::wire::{MAX_ADDRS_PER_PEER, Request, Response};
 use bytes::Bytes;
 use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, multiaddr::Protocol};
+use libp2p::swarm::{ConnectionDenied, DialError, ListenError, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, connection_limits, gossipsub, identify, multiaddr::Protocol,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -23,6 +27,7 @@ use tracing::{debug, info, warn};
 use super::{Command, now};
 use crate::behaviour::{Behaviour, BehaviourEvent, topic_name};
 use crate::driver::{Driver, Event, GossipId, OutId, ReplyId, Snapshot, Topic};
+use crate::ip_limit::IpLimitExceeded;
 use crate::protocol::SlowReader;
 use crate::status::AgentStatus;
 
@@ -180,8 +185,33 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 num_established,
+                endpoint,
                 ..
-            } if num_established.get() == 1 => Event::Connected(peer_id),
+            } => {
+                if num_established.get() == 1 {
+                    self.driver.handle(Event::Connected(peer_id), now());
+                }
+                let (addr, dialled) = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => (address, true),
+                    ConnectedPoint::Listener { send_back_addr, .. } => (send_back_addr, false),
+                };
+                let Some(remote) = socket_addr(addr) else {
+                    return;
+                };
+                Event::Endpoint {
+                    peer: peer_id,
+                    remote,
+                    dialled,
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                error: ListenError::Denied { cause },
+                ..
+            }
+            | SwarmEvent::OutgoingConnectionError {
+                error: DialError::Denied { cause },
+                ..
+            } if is_limit(&cause) => Event::ConnectionDenied,
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
@@ -225,6 +255,7 @@ impl EventLoop {
         }
         Event::PeerAddrs {
             peer,
+            listen: addrs.iter().filter_map(socket_addr).collect(),
             addrs: addrs.iter().map(Multiaddr::to_vec).collect(),
         }
     }
@@ -341,6 +372,28 @@ impl EventLoop {
             connections_denied: s.connections_denied,
         });
     }
+}
+
+/// The IP and TCP/UDP port an address names, if it starts with them.
+fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut parts = addr.iter();
+    let ip = match parts.next()? {
+        Protocol::Ip4(ip) => IpAddr::V4(ip),
+        Protocol::Ip6(ip) => IpAddr::V6(ip),
+        _ => return None,
+    };
+    match parts.next()? {
+        Protocol::Tcp(port) | Protocol::Udp(port) => Some(SocketAddr::new(ip, port)),
+        _ => None,
+    }
+}
+
+/// Whether a connection was refused by one of the connection limits.
+fn is_limit(cause: &ConnectionDenied) -> bool {
+    cause
+        .downcast_ref::<connection_limits::Exceeded>()
+        .is_some()
+        || cause.downcast_ref::<IpLimitExceeded>().is_some()
 }
 
 /// Whether a stream error means the peer sent bytes our codec refuses (malformed or

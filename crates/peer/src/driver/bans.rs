@@ -133,6 +133,7 @@ impl<P: Copy + Hash + Eq> Bans<P> {
 impl<P: PeerIdentity> Driver<P> {
     /// Bans and disconnects `peer`, with one log line naming it and the reason.
     pub(super) fn ban_peer(&mut self, peer: P, kind: BanKind, reason: &str, now: Instant) {
+        self.addr_bans.ban(&peer, now);
         if self.bans.ban(peer, now) {
             self.bans.counts.add(kind);
             self.bans.record(peer, kind, reason);
@@ -152,6 +153,7 @@ impl<P: PeerIdentity> Driver<P> {
         if !self.bans.is_banned(&peer, now) {
             return false;
         }
+        self.count_denied("banned_peer");
         self.outputs.push_back(Output::Disconnect(peer));
         true
     }

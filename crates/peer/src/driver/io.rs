@@ -1,6 +1,7 @@
 //! The driver's inputs and outputs: everything that crosses between it and an adapter.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -25,7 +26,20 @@ pub(crate) enum Event<P> {
         peer: P,
         /// Its addresses.
         addrs: Vec<Vec<u8>>,
+        /// The IP and port of those that name one (the address-ban key).
+        listen: Vec<SocketAddr>,
     },
+    /// A connection to a peer is up (each one, after [`Event::Connected`] for the first).
+    Endpoint {
+        /// The peer.
+        peer: P,
+        /// Its IP and port on this connection.
+        remote: SocketAddr,
+        /// We dialled `remote`, so the peer listens there.
+        dialled: bool,
+    },
+    /// A connection was refused by a connection limit.
+    ConnectionDenied,
     /// A gossip message on one of the agent's topics; answer it with
     /// [`Output::GossipVerdict`] (gossipsub holds it, unforwarded, until then).
     Gossip {

@@ -16,6 +16,7 @@
 //! import work are outputs whose results come back as events, so the adapter can run
 //! them on blocking threads. `crate::agent` is the swarm adapter.
 
+mod addr_bans;
 mod bans;
 mod checkpoint;
 mod evict;
@@ -201,6 +202,8 @@ pub(crate) struct Driver<P> {
     /// Inbound peers beyond `max_peers`, served discovery only, then disconnected.
     bootstrap_only: overlay::BootstrapOnly<P>,
     bans: bans::Bans<P>,
+    /// Listen addresses of banned peers, against identity churn.
+    addr_bans: addr_bans::AddrBans<P>,
     checkpoints: checkpoint::Checkpoints,
     store_cap: evict::StoreCap,
     reporter: Option<crate::reports::Reporter>,
@@ -246,6 +249,7 @@ impl<P: PeerIdentity> Driver<P> {
             serving: HashMap::new(),
             bootstrap_only: overlay::BootstrapOnly::default(),
             bans: bans::Bans::new(config.node.ban_duration),
+            addr_bans: addr_bans::AddrBans::new(config.node.ban_duration),
             checkpoints: checkpoint::Checkpoints::default(),
             store_cap: evict::StoreCap::default(),
             reporter: config
@@ -269,9 +273,20 @@ impl<P: PeerIdentity> Driver<P> {
         match event {
             Event::Connected(peer) => self.on_connected(peer, now),
             Event::Disconnected(peer) => self.on_disconnected(peer, now),
-            Event::PeerAddrs { peer, addrs } => {
+            Event::PeerAddrs {
+                peer,
+                addrs,
+                listen,
+            } => {
                 self.addr_book.insert(peer, addrs);
+                self.on_listen_addrs(peer, &listen, now.at);
             }
+            Event::Endpoint {
+                peer,
+                remote,
+                dialled,
+            } => self.on_endpoint(peer, remote, dialled, now.at),
+            Event::ConnectionDenied => self.count_denied("limit"),
             Event::Gossip {
                 id,
                 topic,

@@ -31,6 +31,7 @@ impl<P: PeerIdentity> Driver<P> {
     pub(super) fn on_disconnected(&mut self, peer: P, now: Now) {
         self.connected.remove(&peer);
         self.addr_book.remove(&peer);
+        self.addr_bans.forget(&peer);
         if self.bootstrap_only.remove(&peer) {
             return;
         }

@@ -18,6 +18,7 @@ use libp2p::identity::Keypair;
 
 use super::*;
 
+mod addr_bans;
 mod gossip;
 
 const CHUNK: usize = MIN_CHUNK_SIZE as usize;
@@ -866,6 +867,7 @@ fn maintenance_syncs_releases_exchanges_peers_and_dials_what_it_learns() {
     s.handle(Event::PeerAddrs {
         peer: n,
         addrs: vec![b"addr-n".to_vec()],
+        listen: Vec::new(),
     });
     s.take();
     s.advance(MAINTAIN_EVERY);
