@@ -18,6 +18,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{FsStore, StoreError, io_err};
 use crate::{Bitfield, ChunkMap, Digest, codec};
@@ -51,8 +52,12 @@ pub struct ResumeScan {
 /// # Errors
 /// [`StoreError::Io`] naming the temp file or the target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    // A name of its own per write: the finalize of a blob and a checkpoint pass may save
+    // the same map at once, and a shared temporary file would be truncated under the
+    // other writer's rename. The `.tmp` suffix is what a restart sweeps away.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".{}.tmp", NEXT.fetch_add(1, Ordering::Relaxed)));
     let tmp = PathBuf::from(tmp);
     let mut file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
     let written = file
@@ -234,6 +239,27 @@ fn read_state<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, StoreErr
 mod tests {
     use super::*;
     use crate::{MIN_CHUNK_SIZE, chunk_map_of};
+
+    /// The finalize of a blob and a checkpoint pass may save its map at the same moment:
+    /// neither write may fail nor leave the file short (they once shared one temp file).
+    #[test]
+    fn concurrent_atomic_writes_of_one_file_all_succeed_and_leave_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("map");
+        let bytes = vec![7u8; 64 << 10];
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        write_atomic(&path, &bytes).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "temp files left behind: {left:?}");
+    }
 
     fn blob_of(chunks: u32) -> (Vec<u8>, ChunkMap) {
         let data: Vec<u8> = (0..(chunks as usize * MIN_CHUNK_SIZE as usize - 7))
