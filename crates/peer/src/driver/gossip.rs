@@ -36,7 +36,9 @@ pub(crate) enum RejectReason {
     Undecodable,
     /// Decodes but breaks a rule (a cap, a signature that does not verify, no author).
     Invalid,
-    /// A release signed by a key this node does not trust.
+    /// A release signed by a key this node does not trust. Counted like the others, but
+    /// the adapter reports it to gossipsub as ignored, not rejected: during a seeder key
+    /// rotation honest nodes may trust different keys, and must not score each other down.
     Untrusted,
 }
 

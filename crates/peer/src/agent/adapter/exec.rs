@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use super::{EventLoop, import_release};
 use crate::behaviour::topic_name;
-use crate::driver::{Event, GossipId, Output, ReplyId, Topic, Verdict};
+use crate::driver::{Event, GossipId, Output, RejectReason, ReplyId, Topic, Verdict};
 
 impl EventLoop {
     /// Drains and executes every driver output (executing one may feed the driver).
@@ -220,6 +220,9 @@ impl EventLoop {
         };
         let acceptance = match verdict {
             Verdict::Accept => gossipsub::MessageAcceptance::Accept,
+            // Counted, never forwarded, but no penalty for the relayer: while a seeder key
+            // is rotated, honest nodes may trust different keys and relay in good faith.
+            Verdict::Reject(RejectReason::Untrusted) => gossipsub::MessageAcceptance::Ignore,
             Verdict::Reject(_) => gossipsub::MessageAcceptance::Reject,
             Verdict::Ignore => gossipsub::MessageAcceptance::Ignore,
         };
