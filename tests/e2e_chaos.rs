@@ -17,6 +17,8 @@ use blobswarm_testkit::{
 };
 
 const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
+/// The misbehaving agent binary (a real agent with testkit's hostile hooks).
+const ROGUE: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm-rogue"));
 
 const AGENTS: usize = 12;
 const HOSTILE: [&str; 2] = ["corrupt", "oversized"];
@@ -44,7 +46,10 @@ impl Rng {
 
 fn start_agent(seeder: &Seeder, root: &Path, i: usize) -> Proc {
     let mut extra = vec!["--runtime", "oci-layout"];
+    let mut program = BLOBSWARM;
     if let Some(mode) = HOSTILE.get(i) {
+        // A real agent with testkit's hostile hooks.
+        program = ROGUE;
         extra.extend(["--hostile", mode, "--replay-old-releases"]);
     }
     // One log file per run of agent `i` (agent-i.0.log, agent-i.1.log, …), so a restart
@@ -62,7 +67,8 @@ fn start_agent(seeder: &Seeder, root: &Path, i: usize) -> Proc {
             })
             .count()
     ));
-    seeder.start_agent_logged(i, &extra, &log)
+    let name = format!("agent-{i}");
+    seeder.start_agent_of(program, &name, &root.join(&name), &extra, &log)
 }
 
 /// Asks the running seeder to seed `reference`; returns the release id.

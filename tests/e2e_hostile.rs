@@ -12,6 +12,8 @@ const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
 const IMAGE: TestImage = TestImage::new(24 << 20, 3, "test/hostile");
 const HOSTILE: [&str; 4] = ["corrupt", "oversized", "malformed", "flood"];
 const HONEST: usize = 3;
+/// The misbehaving agent binary (a real agent with testkit's hostile hooks).
+const ROGUE: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm-rogue"));
 
 #[test]
 fn honest_agents_ban_every_hostile_peer_and_complete_with_verified_images() {
@@ -26,7 +28,9 @@ fn honest_agents_ban_every_hostile_peer_and_complete_with_verified_images() {
         .iter()
         .enumerate()
         .map(|(i, mode)| {
-            let mut p = seeder.start_agent(i, &["--hostile", mode]);
+            let name = format!("agent-{i}");
+            let (dir, log) = (root.join(&name), root.join(format!("{name}.log")));
+            let mut p = seeder.start_agent_of(ROGUE, &name, &dir, &["--hostile", mode], &log);
             let id = p.wait_peer_id(Duration::from_secs(30));
             (p, id)
         })

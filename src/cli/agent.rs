@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use blobswarm_peer::hostile::ServeFault;
 use blobswarm_peer::{AgentConfig, TargetConfig};
 use libp2p::{Multiaddr, PeerId};
 
@@ -73,28 +72,6 @@ pub(crate) struct Args {
         conflicts_with = "enrollment_cert"
     )]
     enrollment_key: Option<PathBuf>,
-    /// Testing only: corrupt one byte of every chunk served (hostile-peer tests).
-    #[arg(long, hide = true)]
-    corrupt_serving: bool,
-    /// Testing only: misbehave this way (hostile-peer tests).
-    #[arg(long, hide = true, value_enum)]
-    hostile: Option<Hostile>,
-    /// Testing only: answer release syncs with old, superseded releases (replay attack).
-    #[arg(long, hide = true)]
-    replay_old_releases: bool,
-}
-
-/// Test-only hostile behaviours (see `ServeFault`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Hostile {
-    /// Flip a byte of every chunk served.
-    Corrupt,
-    /// Serve chunks longer than their chunk map says.
-    Oversized,
-    /// Answer chunk requests with frames the codec refuses.
-    Malformed,
-    /// Flood neighbours with requests above the rate limit.
-    Flood,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
@@ -136,11 +113,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .herd_config(config.keypair.public().to_peer_id().to_bytes());
     config.registry_fallback = args.fallback.fallback();
     config.node.validate()?;
-    let mut fault = None;
-    if args.corrupt_serving {
-        tracing::warn!("serving corrupted chunks (test mode)");
-        fault = Some(ServeFault::FlipByte);
-    }
     let node_name = super::ops_args::node_name(args.node_name);
     config.enrollment_cert = super::enroll::agent_cert(
         args.enrollment_cert.as_deref(),
@@ -149,20 +121,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         &node_name,
     )?;
     config.node_name = Some(node_name);
-    if let Some(h) = args.hostile {
-        tracing::warn!(mode = ?h, "misbehaving on purpose (test mode)");
-        fault = Some(match h {
-            Hostile::Corrupt => ServeFault::FlipByte,
-            Hostile::Oversized => ServeFault::Oversized,
-            Hostile::Malformed => ServeFault::Malformed,
-            Hostile::Flood => ServeFault::Flood,
-        });
-    }
-    if args.replay_old_releases {
-        tracing::warn!("replaying superseded releases to peers (test mode)");
-    }
-    let hooks = blobswarm_peer::hostile::hooks(fault, args.replay_old_releases);
-    let (agent, mut task) = blobswarm_peer::spawn_with_hooks(config, hooks).await?;
+    let (agent, mut task) = blobswarm_peer::spawn(config).await?;
     args.metrics.start(&agent, true).await?;
     for addr in agent.listen_addrs().await? {
         println!("listening {addr}");

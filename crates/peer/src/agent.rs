@@ -202,7 +202,7 @@ pub async fn spawn(
 
 /// [`spawn`] with `hooks` called by the agent's driver at the points a misbehaving agent
 /// acts differently: the hostile-peer and chaos tests start attackers this way (see
-/// `hostile`), while an operator's config has no way to make an agent misbehave.
+/// `blobswarm_testkit::hostile`), while an operator's config has no way to make an agent misbehave.
 ///
 /// # Errors
 /// As [`spawn`].

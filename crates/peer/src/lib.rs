@@ -13,7 +13,6 @@ mod dns_bootstrap;
 mod driver;
 mod error;
 mod fallback;
-pub mod hostile;
 mod ip_limit;
 mod metrics;
 mod ops_http;

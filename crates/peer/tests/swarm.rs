@@ -7,8 +7,8 @@ use blobswarm_core::store::FsStore;
 use blobswarm_core::{
     Digest, Document, MIN_CHUNK_SIZE, Release, SignedRelease, chunk_map_of, release_blob,
 };
-use blobswarm_peer::hostile::ServeFault;
 use blobswarm_peer::{AgentConfig, AgentHandle, AgentStatus, LocalBlob, TargetConfig};
+use blobswarm_testkit::hostile::{ServeFault, hooks as hostile_hooks};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 
@@ -86,7 +86,7 @@ async fn start_task(
     cfg.trusted = vec![trusted];
     cfg.bootstrap = bootstrap;
     cfg.target = Some(TargetConfig::OciLayout(dir.join("oci")));
-    let hooks = blobswarm_peer::hostile::hooks(fault, false);
+    let hooks = hostile_hooks(fault, false);
     blobswarm_peer::spawn_with_hooks(cfg, hooks).await.unwrap()
 }
 
@@ -95,7 +95,7 @@ async fn start_task(
 async fn start_replayer(dir: &Path, key: Keypair, trusted: PeerId) -> AgentHandle {
     let mut cfg = AgentConfig::new(key, dir.join("store"));
     cfg.trusted = vec![trusted];
-    let hooks = blobswarm_peer::hostile::hooks(None, true);
+    let hooks = hostile_hooks(None, true);
     blobswarm_peer::spawn_with_hooks(cfg, hooks)
         .await
         .unwrap()

@@ -19,10 +19,12 @@
 
 mod containerd;
 mod credentials;
+pub mod hostile;
 mod image;
 mod procs;
 mod pushed;
 mod registry;
+pub mod rogue;
 mod swarm;
 mod token_auth;
 

@@ -183,10 +183,23 @@ impl Seeder {
     /// Starts an agent of this swarm called `name` with data dir `dir`, `extra` flags
     /// appended, logging to `log`.
     pub fn start_agent_as(&self, name: &str, dir: &Path, extra: &[&str], log: &Path) -> Proc {
+        self.start_agent_of(self.bin, name, dir, extra, log)
+    }
+
+    /// [`Self::start_agent_as`] running another binary that takes `agent` and the same
+    /// flags: the `blobswarm-rogue` test agent ([`crate::rogue`]).
+    pub fn start_agent_of(
+        &self,
+        bin: Binary,
+        name: &str,
+        dir: &Path,
+        extra: &[&str],
+        log: &Path,
+    ) -> Proc {
         let mut args = self.agent_args(dir);
         args.extend(extra.iter().map(|&a| a.to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.bin.start(name, &args, log)
+        bin.start(name, &args, log)
     }
 
     /// Agents `0..n`, each started with [`Self::start_agent`] and `extra`.

@@ -1,7 +1,8 @@
-//! Test-only hostile agents, for the chaos and hostile-peer tests: [`Hooks`] that make
-//! an agent corrupt chunks, send unparseable answers, flood neighbours with requests, or
-//! hand out superseded releases. Started with `spawn_with_hooks`; `AgentConfig` knows
-//! nothing of them and `spawn` runs an honest agent.
+//! Hostile agents for the chaos, hostile-peer and rogue tests: [`Hooks`] that make a real
+//! agent corrupt chunks, send unparseable answers, flood neighbours with requests, or hand
+//! out superseded releases. Started with `blobswarm_peer::spawn_with_hooks` (in process,
+//! or by the `blobswarm-rogue` binary); the production agent cannot reach any of this:
+//! its crate holds only the `Hooks` seam and `NoHooks`.
 
 use std::collections::HashMap;
 
@@ -10,7 +11,7 @@ use blobswarm_core::wire::{Request, Response};
 use bytes::Bytes;
 use libp2p::PeerId;
 
-use crate::driver::{Hooks, NoHooks};
+use blobswarm_peer::{Hooks, NoHooks};
 
 /// Requests a flooding test agent keeps in flight per neighbour.
 const FLOOD_CHAINS: usize = 16;

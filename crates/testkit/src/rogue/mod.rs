@@ -1,0 +1,293 @@
+//! `blobswarm-rogue agent …`: a real blobswarm agent (`blobswarm_peer::spawn_with_hooks`)
+//! started with [`crate::hostile`]'s hooks, for the end-to-end tests that need a
+//! misbehaving node as a separate process. It takes the agent flags those tests pass to
+//! `blobswarm agent` plus its attack modes, and prints the same `listening` and
+//! `imported` lines. The production binary has no flag that makes an agent misbehave.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use blobswarm_core::enroll::{CertBody, EnrollError, NodeCert};
+use blobswarm_peer::{AgentConfig, AgentError, TargetConfig};
+use clap::Parser;
+use libp2p::identity::{DecodingError, Keypair};
+use libp2p::{Multiaddr, PeerId};
+use tracing_subscriber::EnvFilter;
+
+use crate::hostile::{self, ServeFault};
+
+/// Largest key file read; a real one is about 70 bytes.
+const MAX_KEY_FILE: u64 = 4096;
+/// How long a certificate the rogue issues itself at start is valid.
+const CERT_VALIDITY_MS: u64 = 24 * 3600 * 1000;
+
+/// The rogue binary's command line: `agent` and the agent's flags, as `blobswarm agent`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "blobswarm-rogue",
+    about = "A misbehaving blobswarm agent, for tests"
+)]
+pub enum Cli {
+    /// Runs a real agent with hostile hooks.
+    Agent(Args),
+}
+
+/// The flags of `blobswarm agent` the end-to-end tests use, and the attack modes.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// State directory: chunk store, OCI layout of completed images, identity key.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address to serve other peers on.
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+    listen: Vec<Multiaddr>,
+    /// Peers to dial at start (multiaddrs).
+    #[arg(long)]
+    bootstrap: Vec<Multiaddr>,
+    /// Seeder peer id whose signed releases are accepted; repeat for several.
+    #[arg(long, required = true)]
+    trust_seeder: Vec<PeerId>,
+    /// Accepted for symmetry with `blobswarm agent`: the rogue always writes an OCI layout.
+    #[arg(long, value_parser = ["oci-layout"], default_value = "oci-layout")]
+    runtime: String,
+    /// Name in progress reports (default: the hostname, as `blobswarm agent`).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Enrolment key to issue this node's certificate at start, as `blobswarm agent`.
+    #[arg(long)]
+    enrollment_key: Option<PathBuf>,
+    /// How to misbehave when serving.
+    #[arg(long, value_enum)]
+    hostile: Option<Hostile>,
+    /// Answer release syncs with old, superseded releases (the replay attack).
+    #[arg(long)]
+    replay_old_releases: bool,
+}
+
+/// The serving faults, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Hostile {
+    /// Flip a byte of every chunk served.
+    Corrupt,
+    /// Serve chunks longer than their chunk map says.
+    Oversized,
+    /// Answer chunk requests with frames the codec refuses.
+    Malformed,
+    /// Flood neighbours with requests above the rate limit.
+    Flood,
+}
+
+impl From<Hostile> for ServeFault {
+    fn from(h: Hostile) -> Self {
+        match h {
+            Hostile::Corrupt => Self::FlipByte,
+            Hostile::Oversized => Self::Oversized,
+            Hostile::Malformed => Self::Malformed,
+            Hostile::Flood => Self::Flood,
+        }
+    }
+}
+
+/// Why the rogue could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RogueError {
+    /// The identity key file could not be read or written.
+    #[error("key file {path}: {source}")]
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The identity key file holds no keypair.
+    #[error("key file {path} does not hold a libp2p keypair: {source}")]
+    KeyDecode {
+        /// The key file.
+        path: PathBuf,
+        /// Why it does not decode.
+        source: DecodingError,
+    },
+    /// An enrolment certificate could not be issued.
+    #[error("issuing a certificate for node {node}: {source}")]
+    Enroll {
+        /// The node name.
+        node: String,
+        /// Why.
+        source: Box<EnrollError>,
+    },
+    /// The agent refused to start or stopped.
+    #[error("agent: {0}")]
+    Agent(Box<AgentError>),
+    /// The async runtime could not start.
+    #[error("starting the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The binary's `main`: parses the command line, runs the rogue agent until SIGTERM.
+pub fn main() -> ExitCode {
+    let Cli::Agent(args) = Cli::parse();
+    let filter = EnvFilter::try_from_env("BLOBSWARM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,libp2p_gossipsub=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(RogueError::Runtime)
+        .and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl From<AgentError> for RogueError {
+    fn from(e: AgentError) -> Self {
+        Self::Agent(Box::new(e))
+    }
+}
+
+/// Runs the rogue agent until SIGTERM or until the agent stops.
+///
+/// # Errors
+/// When the key, the certificate or the agent cannot be set up, or the agent stops.
+pub async fn run(args: Args) -> Result<(), RogueError> {
+    let key = load_or_create_key(&args.data_dir.join("identity.key"))?;
+    let mut config = AgentConfig::new(key, args.data_dir.join("store"));
+    config.listen = args.listen;
+    config.bootstrap = args.bootstrap;
+    config.trusted = args.trust_seeder;
+    config.target = Some(TargetConfig::OciLayout(args.data_dir.join("oci")));
+    let node_name = args.node_name.unwrap_or_else(hostname);
+    if let Some(issuer) = &args.enrollment_key {
+        let issuer = load_key(issuer)?;
+        config.enrollment_cert = Some(issue_cert(&issuer, &node_name, &config.keypair.public())?);
+    }
+    config.node_name = Some(node_name);
+    let fault = args.hostile.map(ServeFault::from);
+    tracing::warn!(
+        ?fault,
+        replay = args.replay_old_releases,
+        "misbehaving on purpose (test agent)"
+    );
+    let hooks = hostile::hooks(fault, args.replay_old_releases);
+    let (agent, task) = blobswarm_peer::spawn_with_hooks(config, hooks).await?;
+    for addr in agent.listen_addrs().await? {
+        println!("listening {addr}");
+    }
+    print_imports(agent, task).await
+}
+
+/// Prints `imported <id> <reference>` once per imported release, like `blobswarm agent`,
+/// until SIGTERM or the agent stops.
+async fn print_imports(
+    agent: blobswarm_peer::AgentHandle,
+    mut task: tokio::task::JoinHandle<()>,
+) -> Result<(), RogueError> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(RogueError::Runtime)?;
+    let mut status = agent.status();
+    let mut announced = std::collections::HashSet::new();
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = &mut task => return Err(AgentError::Stopped.into()),
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let s = status.borrow_and_update().clone();
+                for r in s.releases.iter().filter(|r| r.imported) {
+                    if announced.insert(r.id) {
+                        println!("imported {} {}", r.id, r.reference);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// This machine's hostname, the name `blobswarm agent` reports under by default.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A certificate naming `node` for `key`, signed by `issuer`, valid from now.
+///
+/// # Errors
+/// When the certificate cannot be signed.
+pub fn issue_cert(
+    issuer: &Keypair,
+    node: &str,
+    key: &libp2p::identity::PublicKey,
+) -> Result<NodeCert, RogueError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let body = CertBody {
+        node_name: node.to_owned(),
+        peer: key.to_peer_id().to_bytes(),
+        issued_unix_ms: now,
+        expires_unix_ms: now.saturating_add(CERT_VALIDITY_MS),
+    };
+    NodeCert::issue(issuer, &body).map_err(|source| RogueError::Enroll {
+        node: node.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+/// The keypair at `path` (libp2p protobuf encoding, as `blobswarm keygen` writes).
+///
+/// # Errors
+/// When the file cannot be read or holds no keypair.
+pub fn load_key(path: &Path) -> Result<Keypair, RogueError> {
+    let file_err = |source| RogueError::KeyFile {
+        path: path.to_owned(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(file_err)?.len();
+    if len > MAX_KEY_FILE {
+        return Err(file_err(std::io::Error::other(format!(
+            "{len} bytes, not a key"
+        ))));
+    }
+    let bytes = std::fs::read(path).map_err(file_err)?;
+    Keypair::from_protobuf_encoding(&bytes).map_err(|source| RogueError::KeyDecode {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The keypair at `path`, created there first if the file does not exist.
+fn load_or_create_key(path: &Path) -> Result<Keypair, RogueError> {
+    if path.exists() {
+        return load_key(path);
+    }
+    let key = Keypair::generate_ed25519();
+    let file_err = |source| RogueError::KeyFile {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(file_err)?;
+    }
+    let bytes = key
+        .to_protobuf_encoding()
+        .map_err(|source| RogueError::KeyDecode {
+            path: path.to_owned(),
+            source,
+        })?;
+    std::fs::write(path, bytes).map_err(file_err)?;
+    Ok(key)
+}
