@@ -29,7 +29,7 @@ pub use behaviour::SwarmError;
 /// callers configure an agent without naming the import crate.
 pub use blobswarm_containerd_import::TargetConfig;
 pub use dns_bootstrap::{Bootstrap, BootstrapError, DnsBootstrap, Family as DnsFamily, NameError};
-pub use driver::{DriverError, Hooks, LocalBlob, NoHooks};
+pub use driver::{DriverError, Hooks, LocalBlob, NoHooks, Topic};
 pub use error::{AgentError, NotReady};
 pub use fallback::{FallbackError, RegistryFallback};
 pub use metrics::Metrics;

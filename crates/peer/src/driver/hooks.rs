@@ -6,6 +6,8 @@ use blobswarm_core::SignedRelease;
 use blobswarm_core::wire::{Request, Response};
 use bytes::Bytes;
 
+use super::Topic;
+
 /// Calls the driver makes at the points a hostile agent would act differently. Every
 /// method defaults to doing nothing.
 pub trait Hooks<P>: Send {
@@ -18,6 +20,12 @@ pub trait Hooks<P>: Send {
     /// The status tick: requests to send now, given the peers connected and whether this
     /// node holds a complete release. Their answers come back through [`Hooks::answered`].
     fn tick(&mut self, _connected: &[P], _holds_release: bool) -> Vec<(P, Request)> {
+        Vec::new()
+    }
+
+    /// The status tick: raw messages to publish now, as they are (a test agent's forged,
+    /// oversized or undecodable gossip, which the honest driver never builds).
+    fn gossip(&mut self) -> Vec<(Topic, Vec<u8>)> {
         Vec::new()
     }
 

@@ -85,8 +85,9 @@ pub(crate) struct OutId(pub(crate) u64);
 pub(crate) struct ReplyId(pub(crate) u64);
 
 /// The gossip topics the agent uses; the adapter drops messages on any other topic.
+/// Public for [`Hooks::gossip`], through which a test agent publishes raw messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Topic {
+pub enum Topic {
     /// Signed releases.
     Release,
     /// Swarm notices (seeder heartbeats, herd-guard claims).

@@ -320,5 +320,8 @@ impl<P: PeerIdentity> Driver<P> {
         for (to, request) in self.hooks.tick(&connected, holds) {
             self.send(to, request, Origin::Hook(to));
         }
+        for (topic, data) in self.hooks.gossip() {
+            self.outputs.push_back(Output::Gossip { topic, data });
+        }
     }
 }

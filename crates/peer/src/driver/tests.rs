@@ -1050,3 +1050,30 @@ fn the_driver_names_no_transport_and_spawns_nothing() {
     // The scan itself can fail: a line naming the swarm would be caught.
     assert!(include_str!("../agent/adapter.rs").contains("libp2p"));
 }
+
+/// Gossip a test hook returns is published as it is, on the status tick; the honest
+/// driver (`NoHooks`) publishes nothing of the kind.
+#[test]
+fn a_hook_publishes_raw_gossip_on_the_status_tick() {
+    struct Raw;
+    impl Hooks<PeerId> for Raw {
+        fn gossip(&mut self) -> Vec<(Topic, Vec<u8>)> {
+            vec![(Topic::Report, vec![0xff; 3])]
+        }
+    }
+    let published = |hooks: Box<dyn Hooks<PeerId>>| {
+        let cfg = config(key(2).public().to_peer_id(), key(1).public().to_peer_id());
+        let mut now = Now {
+            at: Instant::now(),
+            unix_ms: 1_000,
+        };
+        let mut d = Driver::new(cfg, hooks, Startup::default(), now).unwrap();
+        now.at += STATUS_EVERY * 2;
+        d.handle(Event::Timer, now);
+        std::iter::from_fn(|| d.poll_output())
+            .filter(|o| matches!(o, Output::Gossip { topic: Topic::Report, data } if data == &[0xff; 3]))
+            .count()
+    };
+    assert_eq!(published(Box::new(Raw)), 1);
+    assert_eq!(published(Box::new(NoHooks)), 0);
+}
