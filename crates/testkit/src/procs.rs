@@ -166,6 +166,11 @@ impl Proc {
         self.seen.iter().any(|l| l.starts_with(prefix))
     }
 
+    /// The process id (for /proc readings such as peak RSS).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGKILL now and reaps the process.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -16,6 +16,13 @@ use tracing_subscriber::EnvFilter;
 
 use crate::hostile::{self, ServeFault};
 
+mod attacks;
+mod churn;
+mod slow;
+
+pub use attacks::{Attacks, HOSTILE_NAME, Plan};
+pub use churn::Churn;
+
 /// Largest key file read; a real one is about 70 bytes.
 const MAX_KEY_FILE: u64 = 4096;
 /// How long a certificate the rogue issues itself at start is valid.
@@ -62,6 +69,29 @@ pub struct Args {
     /// Answer release syncs with old, superseded releases (the replay attack).
     #[arg(long)]
     replay_old_releases: bool,
+    /// Attack from inside the swarm (issue #18 findings 1-5, 8, 10; see `attacks`)
+    /// instead of serving badly.
+    #[arg(long, conflicts_with_all = ["hostile", "replay_old_releases"])]
+    attack: bool,
+    /// A blob digest of the coming release (wrong-length haves and claims); repeat.
+    #[arg(long, requires = "attack")]
+    blob: Vec<blobswarm_core::Digest>,
+    /// An honest node's certificate file, sent as the rogue's own, with `--stolen-name`.
+    #[arg(long, requires_all = ["attack", "stolen_name"])]
+    stolen_cert: Option<PathBuf>,
+    /// The node name the stolen certificate was issued for.
+    #[arg(long, requires = "stolen_cert")]
+    stolen_name: Option<String>,
+    /// Also read chunk answers from the first bootstrap peer slowly, from a second raw
+    /// identity (finding 6; see `slow`).
+    #[arg(long, requires = "attack")]
+    slow_reader: bool,
+    /// Fresh identities minted per churn lane (see `churn`); 0: none.
+    #[arg(long, default_value_t = 0)]
+    churn: usize,
+    /// Churn lanes running at once, each from its own listen address.
+    #[arg(long, default_value_t = 4)]
+    churn_lanes: usize,
 }
 
 /// The serving faults, as named on the command line.
@@ -91,8 +121,8 @@ impl From<Hostile> for ServeFault {
 /// Why the rogue could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RogueError {
-    /// The identity key file could not be read or written.
-    #[error("key file {path}: {source}")]
+    /// A key or certificate file could not be read or written.
+    #[error("file {path}: {source}")]
     KeyFile {
         /// The key file.
         path: PathBuf,
@@ -161,28 +191,63 @@ impl From<AgentError> for RogueError {
 pub async fn run(args: Args) -> Result<(), RogueError> {
     let key = load_or_create_key(&args.data_dir.join("identity.key"))?;
     let mut config = AgentConfig::new(key, args.data_dir.join("store"));
-    config.listen = args.listen;
-    config.bootstrap = args.bootstrap;
-    config.trusted = args.trust_seeder;
+    config.listen = args.listen.clone();
+    config.bootstrap = args.bootstrap.clone();
+    config.trusted = args.trust_seeder.clone();
     config.target = Some(TargetConfig::OciLayout(args.data_dir.join("oci")));
-    let node_name = args.node_name.unwrap_or_else(hostname);
+    let node_name = args.node_name.clone().unwrap_or_else(hostname);
     if let Some(issuer) = &args.enrollment_key {
         let issuer = load_key(issuer)?;
         config.enrollment_cert = Some(issue_cert(&issuer, &node_name, &config.keypair.public())?);
     }
-    config.node_name = Some(node_name);
-    let fault = args.hostile.map(ServeFault::from);
-    tracing::warn!(
-        ?fault,
-        replay = args.replay_old_releases,
-        "misbehaving on purpose (test agent)"
-    );
-    let hooks = hostile::hooks(fault, args.replay_old_releases);
+    // An attacking rogue sends only its forged reports (`attacks`), never an honest one.
+    config.node_name = (!args.attack).then_some(node_name);
+    let hooks = hooks(&args, &config.keypair)?;
     let (agent, task) = blobswarm_peer::spawn_with_hooks(config, hooks).await?;
     for addr in agent.listen_addrs().await? {
         println!("listening {addr}");
     }
+    if let (true, Some(seeder)) = (args.slow_reader, args.bootstrap.first()) {
+        tokio::spawn(slow::run(seeder.clone(), args.blob.clone()));
+    }
+    if args.churn > 0 {
+        tokio::spawn(churn::run(Churn {
+            bootstrap: args.bootstrap.clone(),
+            dir: args.data_dir.join("churn"),
+            per_lane: args.churn,
+            lanes: args.churn_lanes,
+        }));
+    }
     print_imports(agent, task).await
+}
+
+/// The rogue's hooks: the attacks, or serving faults.
+fn hooks(args: &Args, key: &Keypair) -> Result<Box<dyn blobswarm_peer::Hooks<PeerId>>, RogueError> {
+    if !args.attack {
+        let fault = args.hostile.map(ServeFault::from);
+        tracing::warn!(
+            ?fault,
+            replay = args.replay_old_releases,
+            "misbehaving on purpose (test agent)"
+        );
+        return Ok(hostile::hooks(fault, args.replay_old_releases));
+    }
+    let stolen = match (&args.stolen_cert, &args.stolen_name) {
+        (Some(path), Some(name)) => {
+            let text = std::fs::read_to_string(path).map_err(|source| RogueError::KeyFile {
+                path: path.clone(),
+                source,
+            })?;
+            Some((text, name.clone()))
+        }
+        _ => None,
+    };
+    tracing::warn!(blobs = args.blob.len(), "attacking the swarm (test agent)");
+    Ok(Box::new(Attacks::new(&Plan {
+        key: key.clone(),
+        blobs: args.blob.clone(),
+        stolen,
+    })))
 }
 
 /// Prints `imported <id> <reference>` once per imported release, like `blobswarm agent`,
