@@ -5,6 +5,7 @@
 //! floods requests, so its first identity is banned and the next ones come back from a
 //! banned address.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,9 +22,10 @@ use super::attacks::{HOSTILE_NAME, report};
 const CONNECT_WAIT: Duration = Duration::from_secs(3);
 /// How long a connected identity stays, gossiping its report every status tick.
 const STAY: Duration = Duration::from_millis(1200);
-/// Requests a flooding identity sends each neighbour per status tick: over the burst the
-/// rate limit allows, so it is banned within a second.
-const FLOOD_PER_TICK: usize = 300;
+/// Requests a flooding identity keeps in flight per neighbour, each answer sending the
+/// next (as `hostile`'s flood: a plain burst would be dropped by libp2p's stream cap
+/// before the victim counted it); far above the 200 a second that get a peer banned.
+const FLOOD_CHAINS: usize = 16;
 
 /// Where and how many identities to mint.
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ struct Minted {
     /// None, or a certificate from an issuer the seeder does not trust.
     cert: Option<NodeCert>,
     flood: bool,
+    /// Flood requests in flight per neighbour.
+    in_flight: HashMap<PeerId, usize>,
 }
 
 impl Hooks<PeerId> for Minted {
@@ -51,10 +55,25 @@ impl Hooks<PeerId> for Minted {
         if !self.flood {
             return Vec::new();
         }
-        connected
-            .iter()
-            .flat_map(|p| std::iter::repeat_n((*p, Request::Peers), FLOOD_PER_TICK))
-            .collect()
+        let mut out = Vec::new();
+        for peer in connected {
+            let n = self.in_flight.entry(*peer).or_default();
+            out.extend(std::iter::repeat_n(
+                (*peer, Request::Peers),
+                FLOOD_CHAINS - *n,
+            ));
+            *n = FLOOD_CHAINS;
+        }
+        out
+    }
+
+    fn answered(&mut self, peer: PeerId, ok: bool) -> Vec<(PeerId, Request)> {
+        if ok {
+            return vec![(peer, Request::Peers)];
+        }
+        let n = self.in_flight.entry(peer).or_default();
+        *n = n.saturating_sub(1);
+        Vec::new()
     }
 
     fn gossip(&mut self) -> Vec<(Topic, Vec<u8>)> {
@@ -100,6 +119,7 @@ async fn run_lane(churn: Churn, lane: usize) {
             name,
             cert,
             flood: lane == 0,
+            in_flight: HashMap::new(),
         });
         let Ok((agent, task)) = blobswarm_peer::spawn_with_hooks(config, hooks).await else {
             // The port may still be held by the identity before: try the next one.
@@ -112,7 +132,8 @@ async fn run_lane(churn: Churn, lane: usize) {
             tokio::time::timeout(CONNECT_WAIT, wait).await
         };
         if connected.is_ok() {
-            tokio::time::sleep(STAY).await;
+            // A flooder stays until well past the rate limit's burst.
+            tokio::time::sleep(if lane == 0 { STAY * 3 } else { STAY }).await;
         }
         task.abort();
         let _ = task.await;
