@@ -105,8 +105,8 @@ async fn run_lane(churn: Churn, lane: usize) {
     for n in 0..churn.per_lane {
         let key = Keypair::generate_ed25519();
         let name = format!("fake-{lane}-{n}{HOSTILE_NAME}");
-        // Every other identity carries a certificate from an issuer nobody trusts.
-        let cert = (n % 2 == 1)
+        // Identities of odd lanes carry a certificate from an issuer nobody trusts.
+        let cert = (lane % 2 == 1)
             .then(|| super::issue_cert(&Keypair::generate_ed25519(), &name, &key.public()).ok())
             .flatten();
         let dir = churn.dir.join(format!("lane-{lane}-{n}"));
