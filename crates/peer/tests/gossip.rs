@@ -3,13 +3,16 @@
 //! handful of rejections gossipsub's peer score graylists the sender. Two real agents
 //! and a raw libp2p gossipsub swarm as the attacker, over TCP on loopback.
 
+mod common;
+
+use common::raw_swarm;
 use std::time::{Duration, Instant};
 
 use blobswarm_core::wire::RELEASE_TOPIC;
 use blobswarm_peer::{AgentConfig, AgentHandle, AgentStatus};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::{Multiaddr, gossipsub, noise, tcp, yamux};
+use libp2p::{Multiaddr, gossipsub};
 
 async fn agent(dir: &std::path::Path, bootstrap: Vec<Multiaddr>) -> AgentHandle {
     let mut cfg = AgentConfig::new(Keypair::generate_ed25519(), dir.to_path_buf());
@@ -25,28 +28,16 @@ fn rejected(s: &AgentStatus) -> u64 {
 /// Publishes `count` undecodable "releases" to the agent at `addr`, 100 ms apart.
 async fn attack(addr: Multiaddr, count: usize) {
     let key = Keypair::generate_ed25519();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| {
-            let config = gossipsub::ConfigBuilder::default()
-                .heartbeat_interval(Duration::from_millis(500))
-                .build()
-                .unwrap();
-            gossipsub::Behaviour::<
-                gossipsub::IdentityTransform,
-                gossipsub::AllowAllSubscriptionFilter,
-            >::new(gossipsub::MessageAuthenticity::Signed(key), config)
-            .unwrap()
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let config = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let behaviour = gossipsub::Behaviour::<
+        gossipsub::IdentityTransform,
+        gossipsub::AllowAllSubscriptionFilter,
+    >::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+    .unwrap();
+    let mut swarm = raw_swarm(key, behaviour, Duration::from_secs(60));
     let topic = gossipsub::IdentTopic::new(RELEASE_TOPIC);
     swarm.behaviour_mut().subscribe(&topic).unwrap();
     swarm.dial(addr).unwrap();

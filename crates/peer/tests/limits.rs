@@ -1,6 +1,9 @@
 //! Connection limits on a real agent over loopback TCP: one identity cannot open more
 //! than its share of connections, and every refusal is counted.
 
+mod common;
+
+use common::raw_swarm;
 use std::time::{Duration, Instant};
 
 use blobswarm_peer::AgentConfig;
@@ -8,7 +11,6 @@ use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{SwarmEvent, dummy};
-use libp2p::{noise, tcp, yamux};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_identity_gets_two_connections_and_the_rest_are_denied_and_counted() {
@@ -17,18 +19,11 @@ async fn one_identity_gets_two_connections_and_the_rest_are_denied_and_counted()
     let (agent, _task) = blobswarm_peer::spawn(cfg).await.unwrap();
     let addr = agent.listen_addrs().await.unwrap()[0].clone();
 
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| dummy::Behaviour)
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = raw_swarm(
+        Keypair::generate_ed25519(),
+        dummy::Behaviour,
+        Duration::from_secs(60),
+    );
     // Dials without a peer id, so this side applies no per-peer condition of its own.
     for _ in 0..5 {
         let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();

@@ -4,19 +4,21 @@
 //! on one side, a raw libp2p swarm with a slow-reading codec on the other, over TCP on
 //! loopback.
 
+mod common;
+
+use common::{prepare, raw_swarm, wait_for};
 use std::io;
 use std::time::{Duration, Instant};
 
+use blobswarm_core::Digest;
 use blobswarm_core::codec::{self, PREFIX_LEN};
-use blobswarm_core::store::FsStore;
 use blobswarm_core::wire::{PROTOCOL, Request};
-use blobswarm_core::{Digest, Document, Release, SignedRelease, chunk_map_of, release_blob};
-use blobswarm_peer::{AgentConfig, AgentHandle, AgentStatus, LocalBlob};
+use blobswarm_peer::{AgentConfig, AgentHandle};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tokio::sync::mpsc;
 
 /// One chunk of 2 MiB: far more than a Yamux stream window, so the seeder's write
@@ -91,24 +93,16 @@ impl request_response::Codec for SlowCodec {
 /// Starts the slow reader, connected to `seeder`; requests sent on the returned channel
 /// go to the seeder.
 async fn slow_reader(seeder: PeerId, addr: Multiaddr) -> mpsc::Sender<Request> {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                SlowCodec,
-                [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Outbound)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(120)),
-            )
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
-        .build();
+    let behaviour = request_response::Behaviour::with_codec(
+        SlowCodec,
+        [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Outbound)],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(120)),
+    );
+    let mut swarm = raw_swarm(
+        Keypair::generate_ed25519(),
+        behaviour,
+        Duration::from_secs(120),
+    );
     swarm.dial(addr).unwrap();
     loop {
         if let SwarmEvent::ConnectionEstablished { .. } = swarm.select_next_some().await {
@@ -134,33 +128,14 @@ async fn seeder(dir: &std::path::Path) -> (AgentHandle, Digest) {
     let key = Keypair::generate_ed25519();
     let me = key.public().to_peer_id();
     let data: Vec<u8> = (0..2 * CHUNK as usize).map(|i| (i * 7) as u8).collect();
-    let store = FsStore::open(dir.join("store")).unwrap();
-    let map = chunk_map_of(&data, CHUNK).unwrap();
-    let mut w = store.blob_writer(&map.blob()).unwrap();
-    w.write(&data).unwrap();
-    w.finish().unwrap();
-    store.finalize(&map.blob(), map.size()).unwrap();
-    let blob = map.blob();
-    let local = LocalBlob {
-        map,
-        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-    };
-    let manifest = br#"{"schemaVersion":2}"#.to_vec();
-    let release = Release {
-        reference: "127.0.0.1/test/slow:v1".into(),
-        root: Document {
-            digest: Digest::of(&manifest),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            bytes: manifest,
-        },
-        manifests: vec![],
-        blobs: vec![release_blob(&local.map, &local.media_type)],
-        seeder: me.to_bytes(),
-        sequence: 1,
-        created_unix_ms: 0,
-        expires_unix_ms: 0,
-    };
-    let signed = SignedRelease::sign(&release, &key).unwrap();
+    let (local, signed) = prepare(
+        &dir.join("store"),
+        &key,
+        &[data],
+        CHUNK,
+        "127.0.0.1/test/slow:v1",
+    );
+    let blob = local[0].map.blob();
     let mut cfg = AgentConfig::new(key, dir.join("store"));
     cfg.trusted = vec![me];
     cfg.node.max_uploads = 1;
@@ -168,28 +143,8 @@ async fn seeder(dir: &std::path::Path) -> (AgentHandle, Digest) {
     // Far beyond the answer deadline: only the deadline can free the slot in time.
     cfg.node.request_timeout = Duration::from_secs(60);
     let (agent, _task) = blobswarm_peer::spawn(cfg).await.unwrap();
-    agent.publish(vec![local], signed).await.unwrap();
+    agent.publish(local, signed).await.unwrap();
     (agent, blob)
-}
-
-async fn wait_for(
-    agent: &AgentHandle,
-    what: &str,
-    timeout: Duration,
-    f: impl Fn(&AgentStatus) -> bool,
-) -> AgentStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = agent.status().borrow().clone();
-        if f(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last status {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

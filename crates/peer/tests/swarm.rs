@@ -1,12 +1,13 @@
 //! Agents over real libp2p TCP connections on loopback, in one process.
 
+mod common;
+
+use common::wait_for;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blobswarm_core::store::FsStore;
-use blobswarm_core::{
-    Digest, Document, MIN_CHUNK_SIZE, Release, SignedRelease, chunk_map_of, release_blob,
-};
+use blobswarm_core::{Digest, MIN_CHUNK_SIZE, SignedRelease, chunk_map_of};
 use blobswarm_peer::{AgentConfig, AgentHandle, AgentStatus, LocalBlob, TargetConfig};
 use blobswarm_testkit::hostile::{ServeFault, hooks as hostile_hooks};
 use libp2p::identity::Keypair;
@@ -30,38 +31,7 @@ fn blobs() -> Vec<Vec<u8>> {
 
 /// Stores `blobs` in a fresh seeder store and signs a release for them.
 fn prepare(store_dir: &Path, key: &Keypair, blobs: &[Vec<u8>]) -> (Vec<LocalBlob>, SignedRelease) {
-    let store = FsStore::open(store_dir).unwrap();
-    let mut local = Vec::new();
-    for b in blobs {
-        let map = chunk_map_of(b, CHUNK).unwrap();
-        let mut w = store.blob_writer(&map.blob()).unwrap();
-        w.write(b).unwrap();
-        w.finish().unwrap();
-        store.finalize(&map.blob(), map.size()).unwrap();
-        local.push(LocalBlob {
-            map,
-            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-        });
-    }
-    let manifest = br#"{"schemaVersion":2}"#.to_vec();
-    let release = Release {
-        reference: "127.0.0.1/test/app:v1".into(),
-        root: Document {
-            digest: Digest::of(&manifest),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            bytes: manifest,
-        },
-        manifests: vec![],
-        blobs: local
-            .iter()
-            .map(|b| release_blob(&b.map, &b.media_type))
-            .collect(),
-        seeder: key.public().to_peer_id().to_bytes(),
-        sequence: 1,
-        created_unix_ms: 0,
-        expires_unix_ms: 0,
-    };
-    (local, SignedRelease::sign(&release, key).unwrap())
+    common::prepare(store_dir, key, blobs, CHUNK, "127.0.0.1/test/app:v1")
 }
 
 async fn start(
@@ -123,26 +93,6 @@ async fn replayer_of(
     let replayer = start_replayer(&dir, Keypair::generate_ed25519(), trusted).await;
     replayer.publish(blobs, old.clone()).await.unwrap();
     replayer
-}
-
-async fn wait_for(
-    agent: &AgentHandle,
-    what: &str,
-    timeout: Duration,
-    f: impl Fn(&AgentStatus) -> bool,
-) -> AgentStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = agent.status().borrow().clone();
-        if f(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last status {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A running seeder agent holding the test blobs, with its release signed but unpublished.

@@ -5,7 +5,7 @@ use std::fmt::Debug;
 use std::ops::Range;
 
 use crate::wire::{Request, Response, SwarmNotice};
-use crate::{ChunkError, Digest, ReleaseId, SignedRelease};
+use crate::{ChunkError, ChunkMap, Digest, ReleaseId, SignedRelease};
 
 /// A peer identity the node can compare with the seeder bytes inside a release.
 pub trait PeerKey: Clone + Ord + Debug {
@@ -103,6 +103,25 @@ pub enum ChunkOutcome {
     Corrupt(ChunkError),
     /// Could not be stored locally (disk); not the sender's fault.
     LocalError(String),
+}
+
+impl ChunkOutcome {
+    /// Verifies `payload` as chunk `index` of `map` and only then stores it with `store`:
+    /// the one order every driver follows, so unverified bytes never reach a store.
+    pub fn verify_then_store<E: std::fmt::Display>(
+        map: &ChunkMap,
+        index: u32,
+        payload: &[u8],
+        store: impl FnOnce() -> Result<(), E>,
+    ) -> Self {
+        match map.verify(index, payload) {
+            Err(e) => Self::Corrupt(e),
+            Ok(()) => match store() {
+                Ok(()) => Self::Stored,
+                Err(e) => Self::LocalError(e.to_string()),
+            },
+        }
+    }
 }
 
 /// Counters a driver exposes as metrics and the demo prints.

@@ -166,11 +166,10 @@ impl Sim {
                     index,
                     payload,
                 } => {
-                    let outcome = match map.verify(index, &payload) {
-                        Err(e) => ChunkOutcome::Corrupt(e),
-                        Ok(()) if self.disk_full => ChunkOutcome::LocalError("disk full".into()),
-                        Ok(()) => ChunkOutcome::Stored,
-                    };
+                    let disk_full = self.disk_full;
+                    let outcome = ChunkOutcome::verify_then_store(&map, index, &payload, || {
+                        if disk_full { Err("disk full") } else { Ok(()) }
+                    });
                     let blob = map.blob();
                     self.d
                         .handle(Event::ChunkDone { id, blob, outcome }, self.now);

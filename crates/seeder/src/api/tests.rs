@@ -171,15 +171,7 @@ async fn every_v1_route_refuses_a_missing_or_wrong_token() {
 #[tokio::test]
 async fn trigger_seeds_and_answers_created_with_the_release() {
     let a = app(AutoSeed::default());
-    let (status, _, v) = call(
-        &a.router,
-        authed(
-            "POST",
-            "/v1/releases",
-            json!({ "image": "app" }).to_string(),
-        ),
-    )
-    .await;
+    let (status, v) = trigger(&a, "app").await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let id = v["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("sha256:"), "{v}");
@@ -234,15 +226,7 @@ async fn trigger_with_a_bad_body_is_400() {
 #[tokio::test]
 async fn failed_seeding_is_502_and_listed_as_failed() {
     let a = app(AutoSeed::default());
-    let (status, _, v) = call(
-        &a.router,
-        authed(
-            "POST",
-            "/v1/releases",
-            json!({ "image": "nope" }).to_string(),
-        ),
-    )
-    .await;
+    let (status, v) = trigger(&a, "nope").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     let want = "resolving nope: registry fake is unreachable: connection refused";
     assert_eq!(v, json!({ "error": want }));
@@ -398,8 +382,7 @@ async fn trigger_refuses_local_paths_and_registries_not_allowed() {
             "registry 169.254.169.254 is not allowed",
         ),
     ] {
-        let body = json!({ "image": image }).to_string();
-        let (status, _, v) = call(&a.router, authed("POST", "/v1/releases", body)).await;
+        let (status, v) = trigger(&a, image).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{image}");
         let msg = v["error"].as_str().unwrap();
         assert!(msg.contains(image) && msg.contains(why), "{image}: {msg}");
@@ -407,8 +390,7 @@ async fn trigger_refuses_local_paths_and_registries_not_allowed() {
     assert!(a.resolved.try_recv().is_err(), "nothing was seeded");
     // The notification registry and an allow-listed one are seeded.
     for image in ["reg:5000/team/app:v1", "app"] {
-        let body = json!({ "image": image }).to_string();
-        let (status, _, _) = call(&a.router, authed("POST", "/v1/releases", body)).await;
+        let (status, _) = trigger(&a, image).await;
         assert_eq!(status, StatusCode::CREATED, "{image}");
     }
 }
@@ -460,10 +442,16 @@ async fn the_dashboard_runs_only_its_own_script() {
     );
 }
 
+/// Asks the API to seed `image` (authorised); its status and JSON answer.
+async fn trigger(a: &App, image: &str) -> (StatusCode, Value) {
+    let body = json!({ "image": image }).to_string();
+    let (status, _, v) = call(&a.router, authed("POST", "/v1/releases", body)).await;
+    (status, v)
+}
+
 /// Seeds `app` through the API; returns its release id.
 async fn seeded(a: &App) -> String {
-    let body = json!({ "image": "app" }).to_string();
-    let (status, _, v) = call(&a.router, authed("POST", "/v1/releases", body)).await;
+    let (status, v) = trigger(a, "app").await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     v["id"].as_str().unwrap().to_owned()
 }

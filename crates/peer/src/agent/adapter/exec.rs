@@ -63,13 +63,9 @@ impl EventLoop {
             } => {
                 let (store, tx) = (self.store.clone(), self.internal_tx.clone());
                 tokio::task::spawn_blocking(move || {
-                    let outcome = match map.verify(index, &payload) {
-                        Err(e) => ChunkOutcome::Corrupt(e),
-                        Ok(()) => match store.write_chunk(&map, index, &payload) {
-                            Ok(()) => ChunkOutcome::Stored,
-                            Err(e) => ChunkOutcome::LocalError(e.to_string()),
-                        },
-                    };
+                    let outcome = ChunkOutcome::verify_then_store(&map, index, &payload, || {
+                        store.write_chunk(&map, index, &payload)
+                    });
                     let blob = map.blob();
                     let _ = tx.blocking_send(Event::ChunkDone { id, blob, outcome });
                 });
