@@ -1,20 +1,11 @@
-//! Progress reports: every agent gossips where each release stands on its node
-//! ([`Reporter`]); a seeder's agent hands the reports it receives to a [`ReportSink`]
-//! (the seeder crate's aggregator), so this crate sends reports but owns no aggregation.
+//! Progress reports received: a seeder's agent hands the reports it receives to a
+//! [`ReportSink`] (the seeder crate's aggregator), so this crate sends reports (the
+//! driver's `Reporter`) but owns no aggregation.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use blobswarm_core::ReleaseId;
-use blobswarm_core::enroll::NodeCert;
-use blobswarm_core::wire::{
-    MAX_NODE_NAME, MAX_REASON, MAX_REPORT_RELEASES, ProgressReport, ProgressState, ReleaseProgress,
-    truncate_utf8,
-};
+use blobswarm_core::wire::ProgressReport;
 use libp2p::PeerId;
-
-use crate::driver::Snapshot;
 
 /// Where a seeder's agent puts the progress reports it receives (set in
 /// [`crate::AgentConfig::report_sink`]). The agent only checks size and topic at the edge
@@ -38,109 +29,3 @@ pub trait ReportSink: Send + std::fmt::Debug {
 
 /// A report sink shared between the agent's event loop and its owner.
 pub type SharedReportSink = Arc<Mutex<dyn ReportSink>>;
-
-/// Sender side: turns status snapshots into reports with a per-release download rate.
-#[derive(Debug)]
-pub(crate) struct Reporter {
-    node_name: String,
-    cert: Option<NodeCert>,
-    last: HashMap<ReleaseId, (u64, Instant)>,
-}
-
-impl Reporter {
-    /// Reports as `node_name`, with the node's enrolment certificate when it has one
-    /// (without, the seeder lists its reports as ignored).
-    pub(crate) fn new(node_name: &str, cert: Option<NodeCert>) -> Self {
-        Self {
-            node_name: truncate_utf8(node_name, MAX_NODE_NAME),
-            cert,
-            last: HashMap::new(),
-        }
-    }
-
-    /// The report for `s`: the newest [`MAX_REPORT_RELEASES`] releases not yet done come
-    /// first, then done ones, so a node with many old releases still reports the current.
-    pub(crate) fn report(&mut self, s: &Snapshot, now: Instant, unix_ms: u64) -> ProgressReport {
-        let mut releases: Vec<ReleaseProgress> = s
-            .releases
-            .iter()
-            .map(|r| {
-                let rate = match self.last.get(&r.id) {
-                    Some((bytes, at)) if now > *at => {
-                        let secs = now.duration_since(*at).as_secs_f64();
-                        (r.have_bytes.saturating_sub(*bytes) as f64 / secs) as u64
-                    }
-                    _ => 0,
-                };
-                self.last.insert(r.id, (r.have_bytes, now));
-                let state = match r.state(s.import_target) {
-                    ProgressState::Failed(reason) => {
-                        ProgressState::Failed(truncate_utf8(&reason, MAX_REASON))
-                    }
-                    other => other,
-                };
-                ReleaseProgress {
-                    release: r.id,
-                    state,
-                    have_bytes: r.have_bytes,
-                    total_bytes: r.total_bytes,
-                    rate,
-                }
-            })
-            .collect();
-        self.last
-            .retain(|id, _| s.releases.iter().any(|r| r.id == *id));
-        releases.sort_by_key(|r| matches!(r.state, ProgressState::Done));
-        releases.truncate(MAX_REPORT_RELEASES);
-        ProgressReport {
-            node_name: self.node_name.clone(),
-            sent_ms: unix_ms,
-            peers: u32::try_from(s.peers).unwrap_or(u32::MAX),
-            releases,
-            cert: self.cert.clone(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::status::ReleaseStatus;
-    use blobswarm_core::Digest;
-    use std::time::Duration;
-
-    fn status(have: u64, error: Option<&str>) -> Snapshot {
-        Snapshot {
-            peers: 2,
-            import_target: true,
-            releases: vec![ReleaseStatus {
-                id: Digest::of(b"r"),
-                reference: "img".into(),
-                total_bytes: 1000,
-                have_bytes: have,
-                complete: have == 1000,
-                imported: false,
-                import_error: error.map(str::to_owned),
-                download_time: None,
-                import_time: None,
-            }],
-            ..Snapshot::default()
-        }
-    }
-
-    #[test]
-    fn reporter_computes_rate_and_states() {
-        let mut r = Reporter::new("node-a", None);
-        let t0 = Instant::now();
-        let a = r.report(&status(0, None), t0, 1);
-        assert_eq!(a.releases[0].state, ProgressState::Waiting);
-        let b = r.report(&status(500, None), t0 + Duration::from_secs(2), 2);
-        assert_eq!(b.releases[0].state, ProgressState::Downloading);
-        assert_eq!(b.releases[0].rate, 250);
-        let c = r.report(&status(1000, None), t0 + Duration::from_secs(3), 3);
-        assert_eq!(c.releases[0].state, ProgressState::Importing);
-        let long = "e".repeat(MAX_REASON * 2);
-        let d = r.report(&status(1000, Some(&long)), t0 + Duration::from_secs(4), 4);
-        assert!(d.validate().is_ok(), "reasons are cut to the cap");
-    }
-}

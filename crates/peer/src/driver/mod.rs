@@ -26,6 +26,7 @@ mod io;
 mod net;
 mod overlay;
 mod releases;
+mod reporter;
 mod restore;
 #[cfg(test)]
 mod tests;
@@ -207,7 +208,7 @@ pub(crate) struct Driver<P> {
     addr_bans: addr_bans::AddrBans<P>,
     checkpoints: checkpoint::Checkpoints,
     store_cap: evict::StoreCap,
-    reporter: Option<crate::reports::Reporter>,
+    reporter: Option<reporter::Reporter>,
     uploaded_bytes: u64,
     chunks_served: u64,
     chunks_verified: u64,
@@ -256,7 +257,7 @@ impl<P: PeerIdentity> Driver<P> {
             reporter: config
                 .node_name
                 .as_deref()
-                .map(|name| crate::reports::Reporter::new(name, config.enrollment_cert.clone())),
+                .map(|name| reporter::Reporter::new(name, config.enrollment_cert.clone())),
             uploaded_bytes: 0,
             chunks_served: 0,
             chunks_verified: 0,
