@@ -236,19 +236,15 @@ impl ProgressReport {
     /// (so a report never allocates more than its small frame), then checks every cap.
     ///
     /// # Errors
-    /// A message naming what was wrong.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+    /// [`ReportError`] naming what was wrong: the size, the encoding or the field.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ReportError> {
         if bytes.len() > MAX_REPORT_BYTES {
-            return Err(format!(
-                "progress report of {} bytes exceeds the limit of {MAX_REPORT_BYTES} bytes",
-                bytes.len()
-            ));
+            return Err(ReportError::TooLarge { len: bytes.len() });
         }
         // Limited to the message size: a string's length field cannot make the decoder
         // allocate more than the report could hold (found by the progress_report fuzzer).
-        let report: Self =
-            codec::decode_limited::<Self, MAX_REPORT_BYTES>(bytes).map_err(|e| e.to_string())?;
-        report.validate().map_err(|e| e.to_string())?;
+        let report: Self = codec::decode_limited::<Self, MAX_REPORT_BYTES>(bytes)?;
+        report.validate()?;
         Ok(report)
     }
 
@@ -289,6 +285,23 @@ pub enum ErrorCode {
     BadRequest,
     /// All upload slots are taken; ask this peer again a little later.
     Overloaded,
+}
+
+/// Why gossip bytes are not a progress report ([`ProgressReport::decode`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// Larger than any report may be; refused before decoding.
+    #[error("progress report of {len} bytes exceeds the limit of {MAX_REPORT_BYTES} bytes")]
+    TooLarge {
+        /// The message's size.
+        len: usize,
+    },
+    /// Not a valid encoding of a report.
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
+    /// Decodes, but breaks a cap.
+    #[error(transparent)]
+    Invalid(#[from] MessageError),
 }
 
 /// A decoded message that breaks a protocol limit.

@@ -135,7 +135,7 @@ impl AgentHandle {
         if need_peer && peers == 0 {
             return Err(NotReady::NoPeer);
         }
-        self.runtime.ping().await.map_err(NotReady::Runtime)
+        self.runtime.ping().await
     }
 
     /// A receiver of status snapshots, updated a few times a second.

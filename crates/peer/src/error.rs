@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use blobswarm_containerd_import::TargetError;
 use blobswarm_core::ReleaseError;
 use blobswarm_core::store::StoreError;
 use libp2p::{Multiaddr, TransportError};
@@ -80,7 +81,22 @@ pub enum NotReady {
     /// A neighbour is required and none is connected.
     #[error("no peer connected yet")]
     NoPeer,
-    /// The container runtime does not answer.
+    /// The import target does not answer: its kind and what it said.
     #[error("{0}")]
     Runtime(String),
+}
+
+/// Why a completed release could not be imported; the driver keeps its text as the
+/// release's import error (status, progress reports, the gate).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportFailed {
+    /// A blob could not be made durable in the chunk store (the error names the blob).
+    #[error(transparent)]
+    Finalize(#[from] StoreError),
+    /// The blocking task that finalizes the blobs panicked or was cancelled.
+    #[error("import task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The import target refused the image (the error names the step and digest).
+    #[error(transparent)]
+    Target(#[from] TargetError),
 }

@@ -30,7 +30,7 @@ pub use behaviour::SwarmError;
 pub use blobswarm_containerd_import::TargetConfig;
 pub use dns_bootstrap::{Bootstrap, BootstrapError, DnsBootstrap, Family as DnsFamily, NameError};
 pub use driver::{DriverError, Hooks, LocalBlob, NoHooks, Topic};
-pub use error::{AgentError, NotReady};
+pub use error::{AgentError, ImportFailed, NotReady};
 pub use fallback::{FallbackError, RegistryFallback};
 pub use metrics::Metrics;
 pub use ops_http::{OpsError, serve_ops};

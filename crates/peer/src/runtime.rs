@@ -8,6 +8,8 @@ use blobswarm_containerd_import::{ImportTarget, TargetConfig, TargetError};
 use blobswarm_core::Release;
 use blobswarm_core::store::FsStore;
 
+use crate::error::{ImportFailed, NotReady};
+
 /// A connected import target, or none (releases stay in the chunk store only).
 #[derive(Clone, Default)]
 pub(crate) struct Runtime {
@@ -38,12 +40,12 @@ impl Runtime {
     }
 
     /// Whether the runtime answers (always, when there is none): part of `/readyz`.
-    pub(crate) async fn ping(&self) -> Result<(), String> {
+    pub(crate) async fn ping(&self) -> Result<(), NotReady> {
         if let Some(target) = &self.target {
             return target
                 .ping()
                 .await
-                .map_err(|e| format!("{}: {e}", target.kind()));
+                .map_err(|e| NotReady::Runtime(format!("{}: {e}", target.kind())));
         }
         Ok(())
     }
@@ -54,12 +56,12 @@ impl Runtime {
         &self,
         release: &Arc<Release>,
         store: &Arc<FsStore>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ImportFailed> {
         let Some(target) = &self.target else {
             return Ok(());
         };
         let image = ImageToImport::from_release(release, |d| store.blob_path(d));
-        let report = target.import(&image).await.map_err(|e| e.to_string())?;
+        let report = target.import(&image).await?;
         tracing::info!(reference = %blobswarm_core::escape::Printable(&release.reference), %report, "imported into {}", target.kind());
         if let Some(error) = &report.unpin_error {
             tracing::warn!(reference = %blobswarm_core::escape::Printable(&release.reference), %error, "could not unpin superseded releases");

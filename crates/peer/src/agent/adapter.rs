@@ -22,6 +22,8 @@ use libp2p::{
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
+use crate::error::ImportFailed;
 use tracing::{debug, info, warn};
 
 use super::{Command, now};
@@ -418,18 +420,15 @@ async fn import_release(
     store: Arc<FsStore>,
     runtime: crate::runtime::Runtime,
     release: Arc<Release>,
-) -> Result<(), String> {
+) -> Result<(), ImportFailed> {
     let (store2, release2) = (store.clone(), release.clone());
     tokio::task::spawn_blocking(move || {
         for b in &release2.blobs {
-            store2
-                .finalize(&b.digest, b.size)
-                .map_err(|e| e.to_string())?;
+            store2.finalize(&b.digest, b.size)?;
         }
-        Ok::<_, String>(())
+        Ok::<_, ImportFailed>(())
     })
-    .await
-    .map_err(|e| format!("import task failed: {e}"))??;
+    .await??;
     runtime.import(&release, &store).await
 }
 

@@ -248,7 +248,10 @@ impl EventLoop {
         let store = self.store.clone();
         let tx = self.internal_tx.clone();
         tokio::spawn(async move {
-            let result = import_release(store, runtime, release).await;
+            // The driver keeps the error's text for status and reports.
+            let result = import_release(store, runtime, release)
+                .await
+                .map_err(|e| e.to_string());
             let _ = tx.send(Event::ImportDone { id, result }).await;
         });
     }
