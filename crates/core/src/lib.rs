@@ -13,6 +13,7 @@ mod chunk_map;
 pub mod codec;
 mod digest;
 pub mod enroll;
+mod error_chain;
 pub mod escape;
 pub mod node;
 pub mod oci;
@@ -29,6 +30,7 @@ pub use chunk_map::{
     BlobHasher, ChunkError, ChunkHasher, ChunkMap, check_blob, chunk_count, chunk_map_of,
 };
 pub use digest::{Digest, DigestParseError};
+pub use error_chain::error_chain;
 pub use oci::Document;
 pub use release::{
     MAX_BLOBS, MAX_MANIFESTS, MAX_REFERENCE_LEN, MAX_RELEASE_BYTES, Release, ReleaseBlob,

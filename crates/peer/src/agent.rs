@@ -278,7 +278,7 @@ async fn open_targets(
                 path: dir.clone(),
                 source: Box::new(e),
             },
-            _ => AgentError::Runtime(with_causes(&e)),
+            _ => AgentError::Runtime(blobswarm_core::error_chain(&e)),
         })?;
     Ok((Arc::new(store), runtime))
 }
@@ -360,17 +360,4 @@ fn now() -> Now {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
     }
-}
-
-/// `e` and each of its causes, joined by ": " on one line: the whole story in a
-/// start-up error.
-fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }

@@ -59,13 +59,6 @@ impl SeedError {
     /// The error and its causes, outermost first, joined by `": "` (the form
     /// `anyhow`'s `{:#}` prints, so messages read the same wherever they surface).
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut cause = self.source();
-        while let Some(e) = cause {
-            out.push_str(": ");
-            out.push_str(&e.to_string());
-            cause = e.source();
-        }
-        out
+        blobswarm_core::error_chain(self)
     }
 }
