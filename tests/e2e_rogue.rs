@@ -16,7 +16,10 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use blobswarm_testkit::{Binary, Proc, PushedImage, free_port, require_tools};
+use blobswarm_testkit::{
+    Binary, Proc, PushedImage, assert_layout_holds, build_test_image, free_port, push_image,
+    require_tools,
+};
 
 const HONEST: usize = 6;
 const LAYER: u64 = 4 << 20;
@@ -28,6 +31,11 @@ const ROGUE: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm-rogue"));
 const CHURN_PER_LANE: &str = "25";
 /// Raw TCP connections the test opens to the seeder's swarm port (finding 9).
 const FLOOD_CONNECTIONS: usize = 300;
+/// The random layer of the second image, whose rollout loses its seeder (finding 8):
+/// eight 4 MiB chunks, of which the seeder sends about three before it is killed.
+const HERD_LAYER: u64 = 32 << 20;
+/// The seeder's upload cap, so that chunks are still unsent when it is killed.
+const SEEDER_UPLOAD_RATE: &str = "8MiB";
 
 /// One run's swarm.
 struct Swarm {
@@ -116,6 +124,8 @@ fn start_seeder(root: &Path, registry: &str, enroll_id: &str) -> (Proc, String, 
             root.join("seeder").to_str().unwrap(),
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
+            "--max-upload-rate",
+            SEEDER_UPLOAD_RATE,
         ],
         &root.join("seeder.log"),
     );
@@ -171,6 +181,8 @@ fn start_agent(s: &Swarm, root: &Path, i: usize, enroll_key: &Path) -> (Proc, St
             &registry,
             "--insecure-registry",
             &registry,
+            // Herd-guard timings in hundreds of milliseconds (finding 8's phase).
+            "--herd-fast",
         ],
         &root.join(format!("agent-{i}.log")),
     );
@@ -252,18 +264,23 @@ fn gate(s: &Swarm, root: &Path, expect: usize, timeout: &str) -> Output {
         .expect("running seed --wait")
 }
 
-/// Seeds the image over the API, waits for every honest import and for the gate.
-fn roll_out(s: &mut Swarm, root: &Path) -> f64 {
-    let started = Instant::now();
+/// Seeds `reference` over the API; returns once the release is published.
+fn seed(s: &Swarm, root: &Path, reference: &str) {
     let token = root.join("token");
     BLOBSWARM.run(&[
         "seed",
-        &s.pushed.reference,
+        reference,
         "--api",
         &format!("http://{}", s.api),
         "--api-token-file",
         token.to_str().unwrap(),
     ]);
+}
+
+/// Seeds the image over the API, waits for every honest import and for the gate.
+fn roll_out(s: &mut Swarm, root: &Path) -> f64 {
+    let started = Instant::now();
+    seed(s, root, &s.pushed.reference);
     for (p, _) in &mut s.agents {
         p.wait_line("imported ", Duration::from_secs(90));
     }
@@ -331,6 +348,97 @@ fn one_rogue_node_cannot_stop_a_rollout_exhaust_a_node_or_forge_the_gate() {
         );
     }
     assert_counters(&s);
+    herd_guard_outlasts_void_claims(&mut s, root);
+    assert_no_panic(root);
+}
+
+/// Finding 8: a node that claims every orphaned chunk for the herd guard and never
+/// fetches one. It trusts no seeder, so it never holds a chunk and stays a well-behaved
+/// neighbour otherwise (the `--attack` rogue is scored out of the gossip mesh).
+fn start_claimer(s: &mut Swarm, root: &Path, blobs: &[String]) -> Proc {
+    let nobody = BLOBSWARM.keygen(&root.join("nobody.key"));
+    let dir = root.join("claimer");
+    let mut args = vec![
+        "agent".to_owned(),
+        "--claim-only".into(),
+        "--data-dir".into(),
+        dir.to_str().unwrap().into(),
+        "--trust-seeder".into(),
+        nobody,
+        "--bootstrap".into(),
+        s.seeder_addr.clone(),
+    ];
+    for (p, _) in &mut s.agents {
+        args.extend([
+            "--bootstrap".to_owned(),
+            p.wait_line("listening ", Duration::ZERO),
+        ]);
+    }
+    for b in blobs {
+        args.extend(["--blob".to_owned(), b.clone()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut p = ROGUE.start("claimer", &args, &root.join("claimer.log"));
+    p.wait_line("listening ", Duration::from_secs(30));
+    p
+}
+
+/// Finding 8 end to end: a second image is seeded, its seeder SIGKILLed while chunks are
+/// still unsent, and the honest agents (`--registry-fallback`) fetch each orphan from
+/// the registry within a bounded wait although the claimer claims every one of them.
+fn herd_guard_outlasts_void_claims(s: &mut Swarm, root: &Path) {
+    let image = build_test_image(&s.pushed.src, "v2", HERD_LAYER, 22);
+    let registry = s.pushed.registry.addr();
+    let reference = push_image(&s.pushed.src, "v2", &registry, "test/rogue");
+    let blobs: Vec<String> = image.blobs().into_iter().map(|b| b.digest).collect();
+    let mut claimer = start_claimer(s, root, &blobs);
+    // Time to join the gossip mesh before the claims matter.
+    std::thread::sleep(Duration::from_secs(3));
+    let mark = s.pushed.registry.mark_log();
+    seed(s, root, &reference);
+    std::thread::sleep(Duration::from_millis(1500));
+    s.seeder.kill();
+    let killed = Instant::now();
+    for (p, _) in &mut s.agents {
+        p.wait_nth_line("imported ", 2, Duration::from_secs(120));
+    }
+    let secs = killed.elapsed().as_secs_f64();
+    for i in 0..HONEST {
+        let name = format!("node-{i}");
+        let layout = root.join(format!("agent-{i}")).join("oci");
+        assert_layout_holds(&layout, &image.blobs(), &name);
+    }
+    let agents: Vec<String> = s
+        .agents
+        .iter()
+        .map(|(_, m)| http(m, "GET", "/metrics", "").1)
+        .collect();
+    let void = |why: &str| -> f64 {
+        let name = format!("blobswarm_herd_claims_void_total{{reason=\"{why}\"}}");
+        agents.iter().map(|t| samples(t, &name).0).sum()
+    };
+    let (expired, overridden) = (void("expired"), void("overridden"));
+    let entries = s.pushed.registry.access_log_since(mark);
+    let ranges = entries
+        .iter()
+        .filter(|e| e.method == "GET" && e.status == 206)
+        .count();
+    let chunks: u64 = image.blobs().iter().map(|b| b.size.div_ceil(4 << 20)).sum();
+    eprintln!(
+        "herd guard: all {HONEST} imported {secs:.1}s after the seeder died; claims void: \
+         {expired} expired, {overridden} overridden; {ranges} registry range GETs for \
+         {chunks} chunks"
+    );
+    assert!(claimer.printed("listening "), "the claimer is up");
+    assert!(expired > 0.0, "no honest agent waited out a void claim");
+    // Silence (3 s) + grace and spread (1.3 s) + two void claims (8 s) + settle: well
+    // under a minute even on a loaded machine; endless yielding never finishes.
+    assert!(secs < 60.0, "{secs:.1}s to finish after the seeder died");
+    // At worst one read per honest node per chunk; the seeder read each blob once.
+    assert!(
+        ranges as u64 <= chunks * HONEST as u64,
+        "{ranges} range GETs"
+    );
 }
 
 /// Connections that never finish a handshake, held open while they last.

@@ -74,6 +74,9 @@ impl FallbackArgs {
         c.spread = Duration::from_millis(1000);
         c.settle = Duration::from_millis(800);
         c.scan_interval = Duration::from_millis(200);
+        // Chunks come from a local registry in milliseconds; a void claim (issue #18,
+        // finding 8) should cost a test seconds, not minutes.
+        c.claim_ttl = Duration::from_millis(4000);
         Some(c)
     }
 }

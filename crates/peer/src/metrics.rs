@@ -87,6 +87,7 @@ pub struct Metrics {
     gossip_rejected: Family<GossipLabel, Counter>,
     serves_cut: Family<ReasonLabel, Counter>,
     connections_denied: Family<ReasonLabel, Counter>,
+    herd_claims_void: Family<ReasonLabel, Counter>,
     last: Mutex<Last>,
 }
 
@@ -281,8 +282,20 @@ impl Metrics {
                  banned_address)",
                 Family::default(),
             ),
+            herd_claims_void: reg(
+                r,
+                "herd_claims_void",
+                "Other nodes' herd-guard claims that came to nothing, by reason (expired: \
+                 waited for and the chunk never came; overridden: gone past after claims on \
+                 the chunk had gone void too often)",
+                Family::default(),
+            ),
             ..Self::placeholder()
         };
+        preset(
+            &m.herd_claims_void,
+            [reason("expired"), reason("overridden")],
+        );
         preset(&m.peers_banned, BAN_REASONS.map(reason));
         preset(&m.serves_cut, [reason("slow_reader")]);
         preset(&m.connections_denied, DENY_REASONS.map(reason));
@@ -314,6 +327,7 @@ impl Metrics {
             gossip_rejected: Family::default(),
             serves_cut: Family::default(),
             connections_denied: Family::default(),
+            herd_claims_void: Family::default(),
             last: Mutex::new(Last::default()),
         }
     }
@@ -360,31 +374,8 @@ impl Metrics {
             .last
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.observe_stats(&s.stats, &last.stats);
         let d = |now: u64, before: u64| now.saturating_sub(before);
-        self.down(
-            "peer",
-            d(s.stats.bytes_from_peers, last.stats.bytes_from_peers),
-        );
-        self.down(
-            "seeder",
-            d(s.stats.bytes_from_seeders, last.stats.bytes_from_seeders),
-        );
-        self.down(
-            "registry",
-            d(s.stats.bytes_from_registry, last.stats.bytes_from_registry),
-        );
-        self.registry_fetches
-            .inc_by(d(s.stats.registry_fetches, last.stats.registry_fetches));
-        self.chunks_rejected
-            .inc_by(d(s.stats.chunks_rejected, last.stats.chunks_rejected));
-        self.requests_failed
-            .inc_by(d(s.stats.requests_failed, last.stats.requests_failed));
-        self.releases_rejected
-            .inc_by(d(s.stats.releases_rejected, last.stats.releases_rejected));
-        self.releases_replayed
-            .inc_by(d(s.stats.releases_replayed, last.stats.releases_replayed));
-        self.haves_refused
-            .inc_by(d(s.stats.haves_refused, last.stats.haves_refused));
         self.bytes_up.inc_by(d(s.uploaded_bytes, last.uploaded));
         self.chunks_verified
             .inc_by(d(s.chunks_verified, last.chunks_verified));
@@ -443,6 +434,42 @@ impl Metrics {
                     state: state.into(),
                 })
                 .set(n);
+        }
+    }
+
+    /// The counters kept in the node's [`Stats`]: advance each by what it grew since
+    /// `last`.
+    fn observe_stats(&self, s: &Stats, last: &Stats) {
+        let d = |now: u64, before: u64| now.saturating_sub(before);
+        self.down("peer", d(s.bytes_from_peers, last.bytes_from_peers));
+        self.down("seeder", d(s.bytes_from_seeders, last.bytes_from_seeders));
+        self.down(
+            "registry",
+            d(s.bytes_from_registry, last.bytes_from_registry),
+        );
+        self.registry_fetches
+            .inc_by(d(s.registry_fetches, last.registry_fetches));
+        self.chunks_rejected
+            .inc_by(d(s.chunks_rejected, last.chunks_rejected));
+        self.requests_failed
+            .inc_by(d(s.requests_failed, last.requests_failed));
+        self.releases_rejected
+            .inc_by(d(s.releases_rejected, last.releases_rejected));
+        self.releases_replayed
+            .inc_by(d(s.releases_replayed, last.releases_replayed));
+        self.haves_refused
+            .inc_by(d(s.haves_refused, last.haves_refused));
+        for (why, now, before) in [
+            ("expired", s.herd_claims_expired, last.herd_claims_expired),
+            (
+                "overridden",
+                s.herd_claims_overridden,
+                last.herd_claims_overridden,
+            ),
+        ] {
+            self.herd_claims_void
+                .get_or_create(&reason(why))
+                .inc_by(d(now, before));
         }
     }
 

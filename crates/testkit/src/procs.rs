@@ -105,29 +105,48 @@ impl Proc {
     /// # Panics
     /// If no such line comes within `timeout`, or the process exits first.
     pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
-        if let Some(l) = self.seen.iter().find(|l| l.starts_with(prefix)) {
-            return l[prefix.len()..].trim().to_owned();
+        self.wait_nth_line(prefix, 1, timeout)
+    }
+
+    /// Waits for the `n`th stdout line (from 1) starting with `prefix` and returns the
+    /// rest of it: `imported ` twice for a second release.
+    ///
+    /// # Panics
+    /// If fewer such lines come within `timeout`, or the process exits first.
+    pub fn wait_nth_line(&mut self, prefix: &str, n: usize, timeout: Duration) -> String {
+        let rest = |l: &String| l[prefix.len()..].trim().to_owned();
+        if let Some(l) = self
+            .seen
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .nth(n - 1)
+        {
+            return rest(l);
         }
+        let mut count = self.seen.iter().filter(|l| l.starts_with(prefix)).count();
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
-                    if let Some(rest) = line.strip_prefix(prefix) {
-                        return rest.trim().to_owned();
+                    if line.starts_with(prefix) {
+                        count += 1;
+                        if count == n {
+                            return rest(&line);
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     panic!(
-                        "{}: no {prefix:?} line within {timeout:?}; saw {:?}",
+                        "{}: {count} of {n} {prefix:?} lines within {timeout:?}; saw {:?}",
                         self.name, self.seen
                     )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().ok();
                     panic!(
-                        "{}: exited ({status:?}) before printing {prefix:?}; saw {:?}",
+                        "{}: exited ({status:?}) before printing {prefix:?} {n} times; saw {:?}",
                         self.name, self.seen
                     )
                 }

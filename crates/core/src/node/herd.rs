@@ -85,6 +85,9 @@ struct Orphan {
     claimed: bool,
     /// Other nodes' claims waited for on this chunk (see [`MAX_YIELDS`]).
     yielded: u8,
+    /// Due because a claim this node yielded to expired: if the chunk is still an
+    /// orphan then, that claim went void ([`crate::node::Stats::herd_claims_expired`]).
+    waiting: bool,
 }
 
 /// The best live claim known for a chunk (ours included).
@@ -229,6 +232,10 @@ impl<P: PeerKey> Node<P> {
             let Some(orphan) = self.herd.orphans.get_mut(&key) else {
                 continue;
             };
+            if std::mem::take(&mut orphan.waiting) {
+                // The claim waited for is over and the chunk is still nowhere around.
+                self.stats.herd_claims_expired += 1;
+            }
             let mine = claim_score(&cfg.identity, &blob, index);
             let other = self
                 .herd
@@ -238,14 +245,18 @@ impl<P: PeerKey> Node<P> {
                 .copied();
             if let Some(c) = other
                 && (!orphan.claimed || c.score > mine)
-                && orphan.yielded < MAX_YIELDS
             {
-                // Someone else claimed first, or out-scored our claim: wait for them.
-                orphan.claimed = false;
-                orphan.yielded += 1;
-                orphan.due = c.at + cfg.claim_ttl;
-                self.herd.agenda.insert((orphan.due, blob, index));
-                continue;
+                if orphan.yielded < MAX_YIELDS {
+                    // Someone else claimed first, or out-scored our claim: wait for them.
+                    orphan.claimed = false;
+                    orphan.yielded += 1;
+                    orphan.waiting = true;
+                    orphan.due = c.at + cfg.claim_ttl;
+                    self.herd.agenda.insert((orphan.due, blob, index));
+                    continue;
+                }
+                // Claims on this chunk went void MAX_YIELDS times: go ahead regardless.
+                self.stats.herd_claims_overridden += 1;
             }
             if !orphan.claimed {
                 orphan.claimed = true;
@@ -319,6 +330,7 @@ impl<P: PeerKey> Node<P> {
                     due,
                     claimed: false,
                     yielded: 0,
+                    waiting: false,
                 },
             );
             agenda.insert((due, blob, index));

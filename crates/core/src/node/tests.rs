@@ -935,7 +935,14 @@ fn herd_guard_stops_yielding_to_claims_that_never_deliver() {
         "fetched {:?} after the start, bound {:?}",
         at - start,
         bound - start
+    ); // Each claim waited for went void; the last live one was gone past, and counted.
+    let stats = node.stats();
+    assert!(
+        stats.herd_claims_expired >= 1,
+        "expired claims {}",
+        stats.herd_claims_expired
     );
+    assert!(stats.herd_claims_overridden >= 1, "{stats:?}");
 }
 
 #[test]

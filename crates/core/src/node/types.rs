@@ -151,6 +151,12 @@ pub struct Stats {
     /// Have-information refused: a bitfield of the wrong length for a known blob, a
     /// malformed one, or one over the per-neighbour bound for unknown blobs.
     pub haves_refused: u64,
+    /// Herd guard: other nodes' claims this node waited for that expired without the
+    /// chunk appearing (an honest claimant died, or a rogue claims and never fetches).
+    pub herd_claims_expired: u64,
+    /// Herd guard: live claims this node went past because claims on that chunk had
+    /// already gone void [`crate::node::MAX_YIELDS`] times (issue #18, finding 8).
+    pub herd_claims_overridden: u64,
 }
 
 /// Progress of one blob, for progress bars and status reports.

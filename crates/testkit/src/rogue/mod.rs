@@ -18,10 +18,12 @@ use crate::hostile::{self, ServeFault};
 
 mod attacks;
 mod churn;
+mod claims;
 mod slow;
 
 pub use attacks::{Attacks, HOSTILE_NAME, Plan};
 pub use churn::Churn;
+pub use claims::Claims;
 
 /// Largest key file read; a real one is about 70 bytes.
 const MAX_KEY_FILE: u64 = 4096;
@@ -73,8 +75,12 @@ pub struct Args {
     /// instead of serving badly.
     #[arg(long, conflicts_with_all = ["hostile", "replay_old_releases"])]
     attack: bool,
+    /// Only claim every chunk of the `--blob`s for the herd guard and never fetch one
+    /// (finding 8 alone; see `claims`), behaving otherwise.
+    #[arg(long, conflicts_with_all = ["hostile", "replay_old_releases", "attack"])]
+    claim_only: bool,
     /// A blob digest of the coming release (wrong-length haves and claims); repeat.
-    #[arg(long, requires = "attack")]
+    #[arg(long)]
     blob: Vec<blobswarm_core::Digest>,
     /// An honest node's certificate file, sent as the rogue's own, with `--stolen-name`.
     #[arg(long, requires_all = ["attack", "stolen_name"])]
@@ -201,7 +207,7 @@ pub async fn run(args: Args) -> Result<(), RogueError> {
         config.enrollment_cert = Some(issue_cert(&issuer, &node_name, &config.keypair.public())?);
     }
     // An attacking rogue sends only its forged reports (`attacks`), never an honest one.
-    config.node_name = (!args.attack).then_some(node_name);
+    config.node_name = (!args.attack && !args.claim_only).then_some(node_name);
     let hooks = hooks(&args, &config.keypair)?;
     let (agent, task) = blobswarm_peer::spawn_with_hooks(config, hooks).await?;
     for addr in agent.listen_addrs().await? {
@@ -223,6 +229,13 @@ pub async fn run(args: Args) -> Result<(), RogueError> {
 
 /// The rogue's hooks: the attacks, or serving faults.
 fn hooks(args: &Args, key: &Keypair) -> Result<Box<dyn blobswarm_peer::Hooks<PeerId>>, RogueError> {
+    if args.claim_only {
+        tracing::warn!(
+            blobs = args.blob.len(),
+            "claiming chunks it never fetches (test agent)"
+        );
+        return Ok(Box::new(Claims::new(&args.blob)));
+    }
     if !args.attack {
         let fault = args.hostile.map(ServeFault::from);
         tracing::warn!(

@@ -81,8 +81,9 @@ impl request_response::Codec for SlowCodec {
     }
 }
 
-/// Dials `seeder` with a fresh identity and keeps [`IN_FLIGHT`] slow chunk reads of
-/// `blobs` open until the process ends. Gives up quietly when no swarm can be built.
+/// Dials `seeder` with a fresh identity (again each second while not connected) and
+/// keeps [`IN_FLIGHT`] slow chunk reads of `blobs` open until the process ends. Gives up
+/// quietly when no swarm can be built.
 pub(super) async fn run(seeder: Multiaddr, blobs: Vec<Digest>) {
     let Ok(builder) = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
@@ -105,9 +106,11 @@ pub(super) async fn run(seeder: Multiaddr, blobs: Vec<Digest>) {
     let mut swarm = builder
         .with_swarm_config(|c| c.with_idle_connection_timeout(REQUEST_TIMEOUT))
         .build();
-    if swarm.dial(seeder).is_err() || blobs.is_empty() {
+    if blobs.is_empty() {
         return;
     }
+    let target = seeder;
+    let _ = swarm.dial(target.clone());
     let mut seeder = None;
     let mut in_flight = 0usize;
     let mut next = 0usize;
@@ -129,7 +132,12 @@ pub(super) async fn run(seeder: Multiaddr, blobs: Vec<Digest>) {
                 _ => {}
             },
             _ = top_up.tick() => {
-                let Some(peer) = seeder else { continue };
+                let Some(peer) = seeder else {
+                    // Refused at the door (the test's connection flood fills the
+                    // seeder's pending slots) or cut off: dial again, once a second.
+                    let _ = swarm.dial(target.clone());
+                    continue;
+                };
                 while in_flight < IN_FLIGHT {
                     next += 1;
                     let blob = blobs[next % blobs.len()];
