@@ -248,6 +248,7 @@ fn report_seeds() -> Seeds {
             })
             .collect(),
         cert: None,
+        bans: Vec::new(),
     };
     let mut enrolled = report(2, "node-1");
     enrolled.cert = Some(

@@ -163,6 +163,11 @@ pub const MAX_REPORT_RELEASES: usize = 16;
 pub const MAX_NODE_NAME: usize = 253;
 /// Longest failure reason in bytes; longer reasons are cut by the sender.
 pub const MAX_REASON: usize = 512;
+/// Most bans one progress report lists: the newest the node holds.
+pub const MAX_REPORT_BANS: usize = 8;
+/// Longest banned peer id in a report, in bytes of its text form (an Ed25519 peer id
+/// is 52 characters).
+pub const MAX_BANNED_PEER: usize = 64;
 
 /// An agent's bounded account of where each release stands on its node, gossiped on
 /// [`REPORT_TOPIC`] so the seeder (and through it `blobswarm status`, the CI wait gate and
@@ -183,6 +188,57 @@ pub struct ProgressReport {
     /// report is shown as ignored and never counts towards the CI gate
     /// ([`crate::enroll`]).
     pub cert: Option<crate::enroll::NodeCert>,
+    /// Bans the node holds now, newest first, at most [`MAX_REPORT_BANS`]: so operators
+    /// see a misbehaving peer whichever node caught it, not only the seeder's catches.
+    #[serde(deserialize_with = "codec::bounded_vec::<_, _, MAX_REPORT_BANS>")]
+    pub bans: Vec<ReportedBan>,
+}
+
+/// One ban in a progress report. Only enrolled nodes' reports are shown, and each line
+/// says which node banned, so a report cannot pass off a ban as the seeder's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedBan {
+    /// The banned peer's id as text, at most [`MAX_BANNED_PEER`] bytes.
+    pub peer: String,
+    /// What it did.
+    pub offence: Offence,
+    /// Seconds until the ban ends, when the report was sent.
+    pub remaining_secs: u32,
+}
+
+/// Why a node banned a peer (the offences an agent bans for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Offence {
+    /// Served a chunk failing its hash or length.
+    BadChunk,
+    /// Sent a frame the codec refuses.
+    BadFrame,
+    /// Sent requests above the rate limit.
+    RequestRate,
+    /// Came back under a new identity at a banned peer's listen address.
+    BannedAddress,
+}
+
+impl Offence {
+    /// The label operators read, the same as the ban metric's.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::BadChunk => "bad_chunk",
+            Self::BadFrame => "bad_frame",
+            Self::RequestRate => "request_rate",
+            Self::BannedAddress => "banned_address",
+        }
+    }
+
+    /// What the offence was, in words, for views that have no driver account of it.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::BadChunk => "served a chunk failing its hash or length",
+            Self::BadFrame => "sent a frame the codec refuses",
+            Self::RequestRate => "sent requests above the rate limit",
+            Self::BannedAddress => "came back under a new identity from a banned address",
+        }
+    }
 }
 
 /// One release on one node.
@@ -255,6 +311,10 @@ impl ProgressReport {
     pub fn validate(&self) -> Result<(), MessageError> {
         cap("node name bytes", self.node_name.len(), MAX_NODE_NAME)?;
         cap("report releases", self.releases.len(), MAX_REPORT_RELEASES)?;
+        cap("report bans", self.bans.len(), MAX_REPORT_BANS)?;
+        self.bans
+            .iter()
+            .try_for_each(|b| cap("banned peer id bytes", b.peer.len(), MAX_BANNED_PEER))?;
         self.releases.iter().try_for_each(|r| match &r.state {
             ProgressState::Failed(reason) => cap("failure reason bytes", reason.len(), MAX_REASON),
             _ => Ok(()),

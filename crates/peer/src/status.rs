@@ -80,31 +80,11 @@ pub struct Ban {
     pub remaining: Duration,
 }
 
-/// Why a peer was banned; the label of the ban metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BanKind {
-    /// Served a chunk failing its hash or length.
-    BadChunk,
-    /// Sent a frame the codec refuses.
-    BadFrame,
-    /// Sent requests above the rate limit.
-    RequestRate,
-    /// Came back under a new identity at a banned peer's listen address.
-    BannedAddress,
-}
-
-impl BanKind {
-    /// The label operators read: bad_chunk, bad_frame, request_rate or banned_address
-    /// (as in the metric).
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::BadChunk => "bad_chunk",
-            Self::BadFrame => "bad_frame",
-            Self::RequestRate => "request_rate",
-            Self::BannedAddress => "banned_address",
-        }
-    }
-}
+/// Why a peer was banned; the label of the ban metric. The wire's [`Offence`], so the
+/// bans an agent reports to the seeder name the same offences its metrics count.
+///
+/// [`Offence`]: blobswarm_core::wire::Offence
+pub type BanKind = blobswarm_core::wire::Offence;
 
 impl BanCounts {
     /// Counts one new ban.

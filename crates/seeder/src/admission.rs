@@ -146,6 +146,7 @@ mod tests {
             peers: 1,
             releases: vec![],
             cert,
+            bans: Vec::new(),
         }
     }
 

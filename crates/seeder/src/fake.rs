@@ -173,6 +173,7 @@ fn file_report(
         peers: 2,
         releases: vec![progress],
         cert,
+        bans: Vec::new(),
     };
     agg.lock()
         .expect("not poisoned")

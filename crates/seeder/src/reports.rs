@@ -4,16 +4,17 @@
 //! newest report per enrolled node (bounded) so `blobswarm status`, the CI wait gate and
 //! the dashboard can say which nodes have an image and why the others do not.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use blobswarm_core::enroll::EnrollmentKeys;
-use blobswarm_core::wire::{ProgressReport, ProgressState};
+use blobswarm_core::wire::{ProgressReport, ProgressState, ReportedBan};
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
 
 use crate::admission::{Admission, Admit, IgnoredReport};
+use crate::rollout::BanView;
 
 /// Nodes a seeder tracks at most; the least recently heard one is dropped beyond it.
 pub const MAX_TRACKED_NODES: usize = 10_000;
@@ -213,6 +214,51 @@ impl Aggregator {
         out
     }
 
+    /// The bans enrolled nodes reported, one line per banned peer naming the nodes that
+    /// hold it, most reporters first, at most [`blobswarm_peer::MAX_SHOWN_BANS`]. A ban
+    /// ends for the view when its reported time is up or its node got lost.
+    pub fn reported_bans(&self, now_ms: u64) -> Vec<BanView> {
+        let mut by_peer: BTreeMap<&str, (Vec<&str>, &ReportedBan, u64)> = BTreeMap::new();
+        for (r, at) in self.nodes.values() {
+            let age = now_ms.saturating_sub(*at);
+            if age > LOST_AFTER_MS {
+                continue;
+            }
+            for b in &r.bans {
+                let left = u64::from(b.remaining_secs).saturating_sub(age / 1000);
+                if left == 0 {
+                    continue;
+                }
+                let e = by_peer.entry(&b.peer).or_insert((Vec::new(), b, left));
+                e.0.push(&r.node_name);
+                e.2 = e.2.max(left);
+            }
+        }
+        let mut out: Vec<(usize, BanView)> = by_peer
+            .into_iter()
+            .map(|(peer, (mut nodes, b, left))| {
+                nodes.sort_unstable();
+                let by = match nodes.len() {
+                    1 => nodes[0].to_owned(),
+                    n => format!("{} (+{} more)", nodes[0], n - 1),
+                };
+                let view = BanView {
+                    by,
+                    peer: peer.to_owned(),
+                    kind: b.offence.label().into(),
+                    reason: b.offence.describe().into(),
+                    remaining_secs: left,
+                };
+                (nodes.len(), view)
+            })
+            .collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.peer.cmp(&b.1.peer)));
+        out.into_iter()
+            .take(blobswarm_peer::MAX_SHOWN_BANS)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
     /// The throughput history: (unix ms, swarm-wide bytes per second).
     pub fn samples(&self) -> Vec<(u64, u64)> {
         self.samples.iter().copied().collect()
@@ -342,6 +388,7 @@ mod tests {
                 rate: 0,
             }],
             cert: None,
+            bans: Vec::new(),
         }
     }
 
@@ -393,6 +440,52 @@ mod tests {
         let mut r = progress(&peer.to_string(), 10, sent_ms);
         r.releases[0].rate = rate;
         signed(issuer, peer, r)
+    }
+
+    #[test]
+    fn bans_enrolled_nodes_report_are_shown_per_banned_peer() {
+        // Issue #18: status and the dashboard show peers the agents banned, not only
+        // the seeder's own catches; an unenrolled report cannot add a ban to the view.
+        use blobswarm_core::wire::{Offence, ReportedBan};
+        let (mut agg, k) = enrolled();
+        let ban = |peer: &str, secs| ReportedBan {
+            peer: peer.into(),
+            offence: Offence::BadChunk,
+            remaining_secs: secs,
+        };
+        for (name, bans) in [
+            ("node-b", vec![ban("rogue", 300), ban("other", 5)]),
+            ("node-a", vec![ban("rogue", 200)]),
+        ] {
+            let p = PeerId::random();
+            let mut r = progress(name, 1, 1);
+            r.bans = bans;
+            agg.insert(p, signed(&k, &p, r), 1_000);
+        }
+        let mut framed = progress("outsider", 1, 1);
+        framed.bans = vec![ban("honest", 300)];
+        agg.insert(PeerId::random(), framed, 1_000);
+
+        let view = agg.reported_bans(3_000);
+        assert_eq!(view.len(), 2, "{view:?}");
+        assert_eq!(view[0].peer, "rogue");
+        assert_eq!(view[0].by, "node-a (+1 more)");
+        assert_eq!(view[0].kind, "bad_chunk");
+        assert_eq!(
+            view[0].remaining_secs, 298,
+            "the longest ban, less the report's age"
+        );
+        assert_eq!(
+            (view[1].peer.as_str(), view[1].by.as_str()),
+            ("other", "node-b")
+        );
+        assert!(
+            !view.iter().any(|b| b.peer == "honest"),
+            "an ignored report's ban"
+        );
+        // A ban whose time is up, and a node that got lost, leave the view.
+        assert_eq!(agg.reported_bans(7_000).len(), 1);
+        assert!(agg.reported_bans(1_000 + LOST_AFTER_MS + 1).is_empty());
     }
 
     #[test]

@@ -90,8 +90,9 @@ pub struct SwarmView {
     /// [`crate::MAX_TRACKED_NODES`] others heard from more recently.
     #[serde(default)]
     pub nodes_dropped: u64,
-    /// Peers the seeder's agent has banned now, newest first (at most
-    /// [`blobswarm_peer::MAX_SHOWN_BANS`]).
+    /// Peers banned now: the seeder's agent's bans, newest first, then the bans enrolled
+    /// nodes reported, one per banned peer (at most [`blobswarm_peer::MAX_SHOWN_BANS`]
+    /// each).
     #[serde(default)]
     pub banned: Vec<BanView>,
 }
@@ -99,7 +100,8 @@ pub struct SwarmView {
 /// One ban in force, as the API, `blobswarm status` and the dashboard show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BanView {
-    /// Who banned: `seeder` (the seeder's own agent).
+    /// Who banned: `seeder` (the seeder's own agent), or the enrolled node that reported
+    /// the ban (`node-3 (+4 more)` when several did).
     pub by: String,
     /// The banned peer's id.
     pub peer: String,

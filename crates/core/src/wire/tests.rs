@@ -14,6 +14,7 @@ fn reason_free_report() -> ProgressReport {
         peers: 0,
         releases: Vec::new(),
         cert: None,
+        bans: Vec::new(),
     }
 }
 
@@ -42,9 +43,28 @@ fn progress_reports_round_trip_and_caps_hold() {
             )
             .unwrap(),
         ),
+        bans: vec![ReportedBan {
+            peer: "12D3KooWrogue".into(),
+            offence: Offence::BadChunk,
+            remaining_secs: 290,
+        }],
     };
     let bytes = codec::encode(&r).unwrap();
     assert_eq!(ProgressReport::decode(&bytes).unwrap(), r);
+    let mut bans = r.clone();
+    bans.bans = vec![r.bans[0].clone(); MAX_REPORT_BANS + 1];
+    let err = ProgressReport::decode(&codec::encode(&bans).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at most 8"), "{err}");
+    bans.bans = vec![ReportedBan {
+        peer: "p".repeat(MAX_BANNED_PEER + 1),
+        ..r.bans[0].clone()
+    }];
+    let err = ProgressReport::decode(&codec::encode(&bans).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("banned peer"), "{err}");
     let mut long = r.clone();
     long.node_name = "x".repeat(MAX_NODE_NAME + 1);
     let err = ProgressReport::decode(&codec::encode(&long).unwrap())

@@ -273,13 +273,16 @@ impl<B: Backend> Service<B> {
             agg.ignored_total(),
             agg.dropped_total(),
         );
+        let reported_bans = agg.reported_bans(now);
         drop(agg);
         let tallies = views::Tallies::new(&nodes);
+        // The seeder's own bans first, then those enrolled nodes reported.
         let banned = self
             .backend
             .banned()
             .iter()
             .map(rollout::BanView::from)
+            .chain(reported_bans)
             .collect();
         SwarmView {
             nodes: reporting,

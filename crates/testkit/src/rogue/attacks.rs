@@ -152,6 +152,7 @@ pub(super) fn report(name: &str, cert: Option<NodeCert>, releases: &[Digest]) ->
         peers: 1,
         releases: done.chain([failed]).collect(),
         cert,
+        bans: Vec::new(),
     }
 }
 

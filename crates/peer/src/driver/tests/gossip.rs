@@ -44,6 +44,7 @@ fn report() -> ProgressReport {
         peers: 2,
         releases: Vec::new(),
         cert: None,
+        bans: Vec::new(),
     }
 }
 
