@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use blobswarm_core::Digest;
 use blobswarm_peer::{FallbackError, RegistryFallback};
-use blobswarm_seeder::source::{RegistryRanges, SourceOptions};
+use blobswarm_seeder::source::{CredentialHelpers, RegistryRanges, SourceOptions};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
@@ -51,6 +51,7 @@ impl FallbackArgs {
             credentials_for: None,
             auth_file: self.registry_auth_file.clone(),
             read_timeout: None,
+            credential_helpers: CredentialHelpers::default(),
         };
         Some(Arc::new(Fallback(Arc::new(RegistryRanges::new(
             self.registry_fallback.clone(),

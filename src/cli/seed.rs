@@ -13,7 +13,7 @@ use blobswarm_peer::AgentConfig;
 use blobswarm_seeder::api::{self, AutoSeed, Token};
 use blobswarm_seeder::rollout::{self, Expect, ReleaseView, Verdict};
 use blobswarm_seeder::service::{self, Service, SwarmBackend};
-use blobswarm_seeder::source::SourceOptions;
+use blobswarm_seeder::source::{CredentialHelpers, SourceOptions};
 use blobswarm_seeder::{Aggregator, SharedAggregator};
 use libp2p::Multiaddr;
 
@@ -172,6 +172,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         credentials_for: credentials_for(&args)?,
         auth_file: args.registry_auth_file.clone(),
         read_timeout: Some(args.registry_timeout),
+        // One runner for every image seeded: a helper is asked once per registry and TTL.
+        credential_helpers: CredentialHelpers::default(),
     };
     // One-shot `seed IMAGE` watched on a terminal: a bar; a service or a log: log lines.
     let bar =

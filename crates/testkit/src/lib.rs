@@ -18,6 +18,7 @@
 //! All network traffic stays on 127.0.0.1.
 
 mod containerd;
+mod cred_helper;
 mod credentials;
 pub mod hostile;
 mod image;
@@ -34,6 +35,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub use containerd::{Containerd, require_containerd};
+pub use cred_helper::{answering_helper, helper_runs, install_credential_helper, path_with};
 pub use credentials::{TEST_PASSWORD, TEST_USER};
 pub use image::{
     BlobInfo, ImageInfo, IndexInfo, PushFormat, build_test_image, build_test_index, push_image,

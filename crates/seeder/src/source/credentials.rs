@@ -1,9 +1,10 @@
 //! Registry credentials from the docker CLI's `config.json` or a Kubernetes
 //! image pull secret.
 //!
-//! Only the `auths` section is read (`auth` = base64 `user:password`, or
-//! `username`/`password`). Credential helpers (`credsStore`, `credHelpers`) run
-//! external programs and are not supported: pass the credentials explicitly.
+//! Which credentials a registry gets follows docker's precedence: a helper named for the
+//! registry in `credHelpers`, else the default helper `credsStore`, else the `auths`
+//! entry (`auth` = base64 `user:password`, or `username`/`password`). A helper is run
+//! later, when the registry is first asked (see `cred_helper`); here it is only chosen.
 //!
 //! An auth file ([`from_auth_file`]) may be any of: a docker `config.json`; the file a
 //! `kubernetes.io/dockerconfigjson` Secret mounts for its `.dockerconfigjson` key
@@ -18,6 +19,25 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::SourceError;
+use super::cred_helper::Helper;
+
+/// Where a registry's credentials come from.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Credential {
+    /// A user name and password.
+    Basic(String, String),
+    /// A credential helper to ask.
+    Helper(Helper),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Basic(user, _) => write!(f, "Basic({user:?}, <redacted>)"),
+            Self::Helper(h) => write!(f, "Helper({})", h.program()),
+        }
+    }
+}
 
 /// The largest config file read; anything bigger is not a docker config.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -57,8 +77,8 @@ fn config_path() -> Option<PathBuf> {
 }
 
 /// Credentials for `registry` (as written in the reference, e.g. `host:5000` or
-/// `docker.io`) from the docker config, if it exists and has an entry.
-pub(super) fn lookup(registry: &str) -> Result<Option<(String, String)>, SourceError> {
+/// `docker.io`) from the docker config, if it exists and has an entry or a helper.
+pub(super) fn lookup(registry: &str) -> Result<Option<Credential>, SourceError> {
     let Some(path) = config_path() else {
         return Ok(None);
     };
@@ -74,11 +94,11 @@ pub(super) fn lookup(registry: &str) -> Result<Option<(String, String)>, SourceE
 }
 
 /// Credentials for `registry` from an auth file (see the module docs); `None` when the
-/// file has no entry for it.
+/// file has neither an entry nor a helper for it.
 pub(super) fn from_auth_file(
     path: &Path,
     registry: &str,
-) -> Result<Option<(String, String)>, SourceError> {
+) -> Result<Option<Credential>, SourceError> {
     let bad = |reason: &str| SourceError::Credentials {
         reason: format!("registry auth file {}: {reason}", path.display()),
     };
@@ -101,7 +121,10 @@ fn docker_config_of(bytes: &[u8]) -> Result<Vec<u8>, String> {
             .map_err(|_| format!("data.{KEY} is not base64"))
     };
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
-        if value.get("auths").is_some() {
+        if ["auths", "credHelpers", "credsStore"]
+            .iter()
+            .any(|key| value.get(key).is_some())
+        {
             return Ok(bytes.to_vec());
         }
         if let Some(v) = value
@@ -117,7 +140,8 @@ fn docker_config_of(bytes: &[u8]) -> Result<Vec<u8>, String> {
             return Ok(v.as_bytes().to_vec());
         }
         return Err(format!(
-            "JSON with neither `auths` (docker config) nor `data.{KEY}` (Secret)"
+            "JSON with neither `auths`, `credHelpers` or `credsStore` (docker config) \
+             nor `data.{KEY}` (Secret)"
         ));
     }
     // A Secret in YAML: the `.dockerconfigjson:` line under `data:` or `stringData:`.
@@ -173,13 +197,59 @@ fn normalize_key(key: &str) -> &str {
     key.split('/').next().unwrap_or(key)
 }
 
+/// What docker asks a helper about: the config key of the registry.
+fn helper_server(registry: &str) -> &str {
+    match registry {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => "https://index.docker.io/v1/",
+        other => other,
+    }
+}
+
+/// Credentials for `registry` in a docker config's JSON, by docker's precedence:
+/// `credHelpers` entry, `credsStore`, `auths` entry.
 pub(super) fn from_config(
     bytes: &[u8],
     path: &Path,
     registry: &str,
-) -> Result<Option<(String, String)>, SourceError> {
+) -> Result<Option<Credential>, SourceError> {
     let config: DockerConfig = serde_json::from_slice(bytes)
         .map_err(|e| unreadable(path, &format!("not valid JSON: {e}")))?;
+    let candidates = candidate_keys(registry);
+    let helper = config
+        .cred_helpers
+        .iter()
+        .find(|(key, _)| candidates.contains(&normalize_key(key)))
+        .map(|(key, name)| (format!("credHelpers.{key}"), name))
+        .or_else(|| {
+            config
+                .creds_store
+                .as_ref()
+                .map(|name| ("credsStore".to_owned(), name))
+        })
+        .filter(|(_, name)| !name.is_empty());
+    if let Some((field, name)) = helper {
+        return Helper::new(name, helper_server(registry))
+            .map(|h| Some(Credential::Helper(h)))
+            .ok_or_else(|| {
+                unreadable(
+                    path,
+                    &format!(
+                        "{field} names helper {name:?}; a helper name may only hold \
+                         letters, digits, '.', '_' and '-'"
+                    ),
+                )
+            });
+    }
+    Ok(from_auths(&config, path, registry)?
+        .map(|(user, password)| Credential::Basic(user, password)))
+}
+
+/// The `auths` entry for `registry`, decoded.
+fn from_auths(
+    config: &DockerConfig,
+    path: &Path,
+    registry: &str,
+) -> Result<Option<(String, String)>, SourceError> {
     let candidates = candidate_keys(registry);
     let entry = config
         .auths
@@ -187,18 +257,6 @@ pub(super) fn from_config(
         .find(|(key, _)| candidates.contains(&normalize_key(key)))
         .map(|(_, entry)| entry);
     let Some(entry) = entry else {
-        if config.creds_store.is_some()
-            || candidates
-                .iter()
-                .any(|c| config.cred_helpers.contains_key(*c))
-        {
-            tracing::warn!(
-                registry,
-                config = %path.display(),
-                "docker config names a credential helper, which blobswarm does not run; \
-                 pulling anonymously (pass --username/--password to authenticate)"
-            );
-        }
         return Ok(None);
     };
     if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
@@ -233,6 +291,10 @@ pub(super) fn from_config(
 mod tests {
     use super::*;
 
+    fn basic(user: &str, password: &str) -> Option<Credential> {
+        Some(Credential::Basic(user.to_owned(), password.to_owned()))
+    }
+
     fn b64(s: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(s)
     }
@@ -247,15 +309,15 @@ mod tests {
         let p = Path::new("config.json");
         assert_eq!(
             from_config(json.as_bytes(), p, "127.0.0.1:5000").unwrap(),
-            Some(("alice".into(), "s3cr:et".into()))
+            basic("alice", "s3cr:et")
         );
         assert_eq!(
             from_config(json.as_bytes(), p, "docker.io").unwrap(),
-            Some(("bob".into(), "pw".into()))
+            basic("bob", "pw")
         );
         assert_eq!(
             from_config(json.as_bytes(), p, "other.example").unwrap(),
-            Some(("u".into(), "p".into()))
+            basic("u", "p")
         );
         assert_eq!(from_config(json.as_bytes(), p, "nowhere:1").unwrap(), None);
     }
@@ -287,7 +349,7 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             assert_eq!(
                 from_auth_file(&path, "reg.example:5000").unwrap(),
-                Some(("alice".into(), "pw".into())),
+                basic("alice", "pw"),
                 "{name}"
             );
             assert_eq!(from_auth_file(&path, "other:1").unwrap(), None, "{name}");
@@ -317,5 +379,43 @@ mod tests {
         let json = r#"{"auths":{"r":{"auth":"!!!"}}}"#;
         let err = from_config(json.as_bytes(), p, "r").unwrap_err();
         assert!(matches!(err, SourceError::Credentials { .. }));
+    }
+
+    #[test]
+    fn helpers_follow_dockers_precedence() {
+        let p = Path::new("config.json");
+        let helper =
+            |name: &str, server: &str| Some(Credential::Helper(Helper::new(name, server).unwrap()));
+        let json = format!(
+            r#"{{"auths":{{"a:1":{{"auth":"{}"}},"b:2":{{"auth":"{}"}}}},
+                "credHelpers":{{"a:1":"ecr-login","https://index.docker.io/v1/":"hub"}},
+                "credsStore":"pass"}}"#,
+            b64("alice:pw"),
+            b64("bob:pw")
+        );
+        // credHelpers wins over credsStore and auths; credsStore over auths.
+        let found = |r| from_config(json.as_bytes(), p, r).unwrap();
+        assert_eq!(found("a:1"), helper("ecr-login", "a:1"));
+        assert_eq!(found("b:2"), helper("pass", "b:2"));
+        assert_eq!(
+            found("docker.io"),
+            helper("hub", "https://index.docker.io/v1/")
+        );
+        // Without credsStore, auths answers for registries without a helper.
+        let json = json.replace(r#""credsStore":"pass""#, r#""credsStore":"""#);
+        assert_eq!(
+            from_config(json.as_bytes(), p, "b:2").unwrap(),
+            basic("bob", "pw")
+        );
+        // A config with helpers only is an auth file too.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"credHelpers":{"c:3":"gcr"}}"#).unwrap();
+        assert_eq!(from_auth_file(&path, "c:3").unwrap(), helper("gcr", "c:3"));
+        let err = from_config(br#"{"credsStore":"../evil"}"#, p, "c:3").unwrap_err();
+        assert!(
+            err.to_string().contains("credsStore") && err.to_string().contains("../evil"),
+            "{err}"
+        );
     }
 }

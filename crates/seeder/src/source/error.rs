@@ -28,6 +28,9 @@ pub enum SourceError {
         /// What was wrong.
         reason: String,
     },
+    /// The credential helper the docker config names for the registry failed.
+    #[error(transparent)]
+    CredentialHelper(#[from] super::HelperError),
     /// The registry could not be reached (connection refused, DNS, TLS, timeout).
     #[error("registry {registry} is unreachable: {cause}")]
     Unreachable {

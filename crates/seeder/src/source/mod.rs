@@ -14,6 +14,7 @@
 //! *not* hashed here — the caller hashes each blob exactly once — but they are
 //! cut off with an error if they run longer or shorter than the descriptor says.
 
+mod cred_helper;
 mod credentials;
 mod error;
 mod layout;
@@ -31,6 +32,9 @@ use blobswarm_core::oci::{self, Body, Descriptor, Index, ParseError, Parsed};
 use futures::{Stream, StreamExt as _};
 
 pub(crate) use blobswarm_core::oci::Platform;
+pub use cred_helper::{
+    CredentialHelpers, HELPER_CACHE_TTL, HELPER_TIMEOUT, HelperError, MAX_HELPER_OUTPUT,
+};
 pub use error::SourceError;
 pub use layout::LayoutSource;
 pub use ranges::RegistryRanges;
@@ -104,6 +108,9 @@ pub struct SourceOptions {
     /// Longest silence while waiting for or reading a registry response (None: 60 s).
     /// A stalled request counts as a transient failure: it is retried with back-off.
     pub read_timeout: Option<std::time::Duration>,
+    /// Runs the credential helpers a docker config names (`credHelpers`, `credsStore`)
+    /// and caches their answers; sources built from clones of these options share it.
+    pub credential_helpers: CredentialHelpers,
 }
 
 impl fmt::Debug for SourceOptions {
@@ -116,6 +123,7 @@ impl fmt::Debug for SourceOptions {
             .field("credentials_for", &self.credentials_for)
             .field("auth_file", &self.auth_file)
             .field("read_timeout", &self.read_timeout)
+            .field("credential_helpers", &self.credential_helpers)
             .finish()
     }
 }

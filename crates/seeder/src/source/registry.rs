@@ -6,9 +6,17 @@
 //! whole manifests without a size bound and hashes every blob it streams; here
 //! manifests are bounded before they are buffered and blobs are passed through
 //! unhashed for the caller to hash once.
+//!
+//! Credentials are given (`--username`/`--password`), or come from the docker config or
+//! auth file: an `auths` entry, or a credential helper run when the registry is first
+//! asked (see `cred_helper`). A bearer token negotiated with the registry's token service
+//! is kept by the source and reused until the registry answers 401 (as it does once the
+//! token expired), then negotiated again; `oci-client`'s own per-expiry token cache is
+//! not consulted, because requests go through this module's HTTP client.
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use blobswarm_core::Digest;
@@ -25,6 +33,8 @@ use super::{
     BlobDescriptor, BlobStream, DocumentStore, MAX_DOCUMENT_BYTES, Platform, ResolvedImage,
     SourceError, SourceOptions, complete, credentials, exact_size, media_type, verify_document,
 };
+use crate::source::cred_helper::CredentialHelpers;
+use crate::source::credentials::Credential;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Tries per request before a transient failure (connection, timeout, 5xx, 429, 401)
@@ -58,7 +68,14 @@ struct Inner {
     /// `scheme://host[:port]/v2/<repository>`.
     base_url: String,
     platform: Option<Platform>,
-    auth: RegistryAuth,
+    /// Where the credentials come from; None reads anonymously.
+    credential: Option<Credential>,
+    /// Runs `credential`'s helper, if it names one.
+    helpers: CredentialHelpers,
+    /// Set once the helper has been asked again after a refusal (it is, only once).
+    helper_refreshed: AtomicBool,
+    /// The user name last logged in as, for messages.
+    user: std::sync::Mutex<Option<String>>,
     oci: oci_client::Client,
     http: reqwest::Client,
     authz: Mutex<Option<Authz>>,
@@ -72,10 +89,10 @@ impl fmt::Debug for RegistrySource {
             .field("platform", &self.inner.platform)
             .field(
                 "auth",
-                &match &self.inner.auth {
-                    RegistryAuth::Anonymous => "anonymous",
-                    RegistryAuth::Basic(..) => "basic",
-                    RegistryAuth::Bearer(_) => "bearer",
+                &match &self.inner.credential {
+                    None => "anonymous".to_owned(),
+                    Some(Credential::Basic(..)) => "basic".to_owned(),
+                    Some(Credential::Helper(h)) => format!("helper {}", h.program()),
                 },
             )
             .finish_non_exhaustive()
@@ -135,20 +152,17 @@ impl RegistrySource {
             tracing::debug!(%registry, "the configured credentials belong to another registry");
             (None, None)
         };
-        let auth = match (username, password) {
-            (Some(user), Some(password)) => RegistryAuth::Basic(user, password),
+        let credential = match (username, password) {
+            (Some(user), Some(password)) => Some(Credential::Basic(user, password)),
             (Some(_), None) | (None, Some(_)) => {
                 return Err(SourceError::Credentials {
                     reason: "a username needs a password and a password needs a username"
                         .to_owned(),
                 });
             }
-            (None, None) => match match &opts.auth_file {
+            (None, None) => match &opts.auth_file {
                 Some(path) => credentials::from_auth_file(path, &registry)?,
                 None => credentials::lookup(&registry)?,
-            } {
-                Some((user, password)) => RegistryAuth::Basic(user, password),
-                None => RegistryAuth::Anonymous,
             },
         };
 
@@ -179,7 +193,10 @@ impl RegistrySource {
                 registry,
                 base_url,
                 platform,
-                auth,
+                credential,
+                helpers: opts.credential_helpers,
+                helper_refreshed: AtomicBool::new(false),
+                user: std::sync::Mutex::new(None),
                 oci,
                 http,
                 authz: Mutex::new(None),
@@ -204,10 +221,8 @@ impl RegistrySource {
                 registry: self.inner.registry.clone(),
                 cause: format!(
                     "the token service refused the credentials{}: {}",
-                    match &self.inner.auth {
-                        RegistryAuth::Basic(user, _) => format!(" of user {user:?}"),
-                        _ => " (none were given)".to_owned(),
-                    },
+                    self.whose()
+                        .unwrap_or_else(|| format!(" ({})", self.none_given())),
                     excerpt(&cause)
                 ),
             },
@@ -236,25 +251,59 @@ impl RegistrySource {
         }
     }
 
+    /// ` of user "NAME"` (and the helper it came from) when logging in as someone.
+    fn whose(&self) -> Option<String> {
+        let user = self.inner.user.lock().ok()?.clone()?;
+        Some(match &self.inner.credential {
+            Some(Credential::Helper(h)) => format!(" of user {user:?} from {}", h.program()),
+            _ => format!(" of user {user:?}"),
+        })
+    }
+
+    /// Why no credentials were sent, for messages.
+    fn none_given(&self) -> String {
+        match &self.inner.credential {
+            Some(Credential::Helper(h)) => format!("{} has none for it", h.program()),
+            _ => "none were given".to_owned(),
+        }
+    }
+
+    /// The credentials to log in with, asking the helper if one is configured (again,
+    /// once, after the registry refused what it said before: `renew`).
+    async fn registry_auth(&self, renew: bool) -> Result<RegistryAuth, SourceError> {
+        let (user, password) = match &self.inner.credential {
+            None => return Ok(RegistryAuth::Anonymous),
+            Some(Credential::Basic(user, password)) => (user.clone(), password.clone()),
+            Some(Credential::Helper(helper)) => {
+                let refresh = renew && !self.inner.helper_refreshed.swap(true, Ordering::Relaxed);
+                match self.inner.helpers.get(helper, refresh).await? {
+                    Some(found) => found,
+                    None => return Ok(RegistryAuth::Anonymous),
+                }
+            }
+        };
+        if let Ok(mut shown) = self.inner.user.lock() {
+            *shown = Some(user.clone());
+        }
+        Ok(RegistryAuth::Basic(user, password))
+    }
+
     /// The authorization to send; negotiated on first use and again when `renew`.
     async fn authz(&self, renew: bool) -> Result<Authz, SourceError> {
         let mut guard = self.inner.authz.lock().await;
         if let (Some(a), false) = (guard.as_ref(), renew) {
             return Ok(a.clone());
         }
+        let auth = self.registry_auth(renew).await?;
         let negotiated = match self
             .inner
             .oci
-            .auth(
-                &self.inner.reference,
-                &self.inner.auth,
-                RegistryOperation::Pull,
-            )
+            .auth(&self.inner.reference, &auth, RegistryOperation::Pull)
             .await
         {
             Ok(Some(token)) => Authz::Bearer(token),
-            Ok(None) => match &self.inner.auth {
-                RegistryAuth::Basic(user, password) => Authz::Basic(user.clone(), password.clone()),
+            Ok(None) => match auth {
+                RegistryAuth::Basic(user, password) => Authz::Basic(user, password),
                 _ => Authz::Anonymous,
             },
             Err(e) => return Err(self.oci_error(e)),
@@ -390,22 +439,19 @@ impl RegistrySource {
         } else {
             String::new()
         };
-        let user = match &self.inner.auth {
-            RegistryAuth::Basic(user, _) => Some(user.as_str()),
-            _ => None,
-        };
         Err(match status {
             StatusCode::NOT_FOUND => not_found(),
             StatusCode::UNAUTHORIZED => SourceError::AuthFailed {
                 registry: self.inner.registry.clone(),
-                cause: match user {
-                    Some(user) => format!(
-                        "the registry refused the credentials of user {user:?}: {status} for {url}{retried}: {body}"
+                cause: match self.whose() {
+                    Some(whose) => format!(
+                        "the registry refused the credentials{whose}: {status} for {url}{retried}: {body}"
                     ),
                     None => format!(
-                        "the registry needs credentials and none were given \
+                        "the registry needs credentials and {} \
                          (--username/--password, --registry-auth-file or docker config.json): \
-                         {status} for {url}{retried}: {body}"
+                         {status} for {url}{retried}: {body}",
+                        self.none_given()
                     ),
                 },
             },

@@ -69,13 +69,13 @@ fn credentials_are_sent_only_to_the_registry_they_belong_to() {
         ..opts()
     };
     let own = RegistrySource::new("127.0.0.1:5000/test/img:v1", None, scoped.clone()).unwrap();
-    assert!(matches!(own.inner.auth, RegistryAuth::Basic(ref u, _) if u == "u"));
+    assert!(matches!(own.inner.credential, Some(Credential::Basic(ref u, _)) if u == "u"));
     // Another registry gets what the auth file holds for it (nothing), never the password.
     let other = RegistrySource::new("evil.example/x:1", None, scoped).unwrap();
-    assert!(matches!(other.inner.auth, RegistryAuth::Anonymous));
+    assert!(other.inner.credential.is_none());
     let open = RegistrySource::new("evil.example/x:1", None, opts()).unwrap();
     assert!(
-        matches!(open.inner.auth, RegistryAuth::Basic(..)),
+        matches!(open.inner.credential, Some(Credential::Basic(..))),
         "unscoped credentials go everywhere (one-shot use)"
     );
 }
