@@ -9,7 +9,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    cli::init_tracing(args.command.default_log_level());
+    let log_format = args.log_format;
+    cli::init_tracing(args.command.default_log_level(), log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -28,7 +29,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            cli::report_exit_error(log_format, &e);
             std::process::ExitCode::FAILURE
         }
     }

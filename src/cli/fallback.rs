@@ -20,7 +20,8 @@ pub(crate) struct FallbackArgs {
     /// Registry (`host:port`) to reach over plain HTTP; repeat for several.
     #[arg(long)]
     insecure_registry: Vec<String>,
-    /// Registry user name (else docker config.json, else anonymous).
+    /// Registry user name (else docker config.json: its credential helper or auths entry;
+    /// else anonymous).
     #[arg(long, env = "BLOBSWARM_REGISTRY_USERNAME")]
     registry_username: Option<String>,
     /// Registry password; read from the environment so it never shows in `ps`.

@@ -26,8 +26,27 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "blobswarm", version, about)]
 pub(crate) struct Cli {
+    /// Log lines on stderr: `text` for people, `json` for log collectors (one object a
+    /// line: timestamp, level, target, message and the event's fields, plus the span).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "BLOBSWARM_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines (coloured at a terminal).
+    Text,
+    /// One JSON object a line, with stable field names.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,17 +92,40 @@ impl Command {
 }
 
 /// Logs go to stderr (stdout carries the few machine-readable lines tests and scripts read).
-pub(crate) fn init_tracing(default_level: &str) {
+///
+/// In `json` format every line is one object: `timestamp` (RFC 3339, UTC), `level`
+/// (`TRACE`…`ERROR`), `target` (the module), `message` (when the event has one), each
+/// field of the event under its own name, and `span` (the innermost span's name and
+/// fields) when there is one.
+pub(crate) fn init_tracing(default_level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_env("BLOBSWARM_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},libp2p_gossipsub=warn")));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal; files, pipes and `kubectl logs`
-        // get plain text that grep can match.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            // Colour codes only for a person at a terminal; files, pipes and `kubectl logs`
+            // get plain text that grep can match.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+/// Reports the error that ends the process: `error: …` on stderr, or in `json` format
+/// one more log line (level ERROR), so a log collector sees it like any other.
+pub(crate) fn report_exit_error(format: LogFormat, e: &anyhow::Error) {
+    match format {
+        LogFormat::Text => eprintln!("error: {e:#}"),
+        LogFormat::Json => tracing::error!(target: "blobswarm", "{e:#}"),
+    }
 }
 
 /// Waits for Ctrl-C or SIGTERM (what Kubernetes sends on pod shutdown).

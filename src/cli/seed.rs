@@ -79,7 +79,8 @@ pub(crate) struct Args {
     /// Seed only this platform (`os/arch[/variant]`) of a multi-platform image.
     #[arg(long)]
     platform: Option<String>,
-    /// Registry user name (else docker config.json, else anonymous).
+    /// Registry user name (else docker config.json: its credential helper or auths entry;
+    /// else anonymous).
     #[arg(long, env = "BLOBSWARM_REGISTRY_USERNAME")]
     username: Option<String>,
     /// The registry (`host:port` as in references) `--username`/`--password` belong to;
