@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -37,9 +37,14 @@ fn seed_command(root: &Path, reference: &str, registry: &str) -> Command {
     cmd
 }
 
-/// Waits (up to a minute) for `child`, a seed writing stderr to `log`, to print its
-/// `release` line; then kills it and returns what it printed on stdout.
-fn wait_for_release(child: &mut Child, log: &Path) -> Vec<String> {
+/// Runs `seed`, its stderr going to `log`, until it prints its `release` line (at most a
+/// minute); then kills it and returns what it printed on stdout.
+fn seed_until_released(seed: &mut Command, log: &Path) -> Vec<String> {
+    let mut child = seed
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -129,14 +134,12 @@ fn token_auth_from_a_pull_secret_seeds_without_printing_the_password() {
     )
     .unwrap();
     let log = root.join("seed.stderr");
-    let mut child = seed_command(root, reference, &registry.addr())
-        .arg("--registry-auth-file")
-        .arg(&secret)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let printed = wait_for_release(&mut child, &log);
+    let printed = seed_until_released(
+        seed_command(root, reference, &registry.addr())
+            .arg("--registry-auth-file")
+            .arg(&secret),
+        &log,
+    );
     assert!(tokens.issued() >= 1);
     let stderr = std::fs::read_to_string(&log).unwrap();
     for secret in [TEST_PASSWORD, auth.as_str()] {
@@ -172,16 +175,13 @@ fn a_credential_helper_on_path_seeds_and_json_logs_are_one_object_a_line() {
     )
     .unwrap();
     let log = root.join("seed.stderr");
-    let mut child = seed_command(root, reference, &registry.addr())
-        .arg("--log-format")
-        .arg("json")
-        .env("DOCKER_CONFIG", &docker)
-        .env("PATH", path_with(&bin))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let printed = wait_for_release(&mut child, &log);
+    let printed = seed_until_released(
+        seed_command(root, reference, &registry.addr())
+            .args(["--log-format", "json"])
+            .env("DOCKER_CONFIG", &docker)
+            .env("PATH", path_with(&bin)),
+        &log,
+    );
     assert!(tokens.issued() >= 1);
     assert_eq!(helper_runs(&runs), 1);
 

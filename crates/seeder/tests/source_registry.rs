@@ -12,8 +12,8 @@ use blobswarm_testkit::{
     build_test_image, build_test_index, push_image, push_image_with, push_index,
 };
 use common::{
-    RANDOM_BYTES, assert_blobs_stream_intact, assert_test_image_shape, blob_triples, info_triples,
-    insecure, insecure_as, registry_and_layout,
+    RANDOM_BYTES, assert_blobs_stream_intact, assert_test_image_shape, auth_failure, blob_triples,
+    info_triples, insecure, insecure_as, registry_and_layout,
 };
 
 #[tokio::test]
@@ -189,18 +189,8 @@ async fn basic_auth_is_used_and_failures_are_auth_errors() {
     assert_blobs_stream_intact(&source, &resolved.blobs).await;
 
     let wrong = "definitely-wrong-password";
-    let err = Source::parse(reference, with(Some(TEST_USER), Some(wrong)))
-        .unwrap()
-        .resolve()
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, SourceError::AuthFailed { registry: r, .. } if *r == registry.addr()),
-        "{err:?}"
-    );
-    assert!(!err.to_string().contains(wrong), "{err}");
-    assert!(!format!("{err:?}").contains(wrong), "{err:?}");
-    let text = err.to_string();
+    let opts = with(Some(TEST_USER), Some(wrong));
+    let text = auth_failure(reference, opts, &registry.addr(), wrong).await;
     assert!(
         text.contains("refused the credentials") && text.contains("401") && !text.contains('\n'),
         "{text}"
@@ -239,22 +229,12 @@ async fn bearer_token_auth_is_used_and_failures_are_auth_errors() {
 
     let wrong = "definitely-wrong-password";
     let refused = tokens.refused();
-    let err = Source::parse(reference, with(Some(TEST_USER), Some(wrong)))
-        .unwrap()
-        .resolve()
-        .await
-        .unwrap_err();
-    let text = err.to_string();
-    assert!(
-        matches!(&err, SourceError::AuthFailed { registry: r, .. } if *r == registry.addr()),
-        "{err:?}"
-    );
+    let opts = with(Some(TEST_USER), Some(wrong));
+    let text = auth_failure(reference, opts, &registry.addr(), wrong).await;
     assert!(
         text.contains("token service refused the credentials")
             && text.contains("after 4 attempts")
-            && !text.contains('\n')
-            && !text.contains(wrong)
-            && !format!("{err:?}").contains(wrong),
+            && !text.contains('\n'),
         "{text}"
     );
     // The token server counts a refusal after sending it, so the last one may land just

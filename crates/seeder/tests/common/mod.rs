@@ -3,7 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use blobswarm_core::Digest;
-use blobswarm_seeder::source::{BlobDescriptor, Source, SourceOptions};
+use blobswarm_seeder::source::{BlobDescriptor, Source, SourceError, SourceOptions};
 use std::path::PathBuf;
 
 use blobswarm_testkit::{BlobInfo, ImageInfo, PUSH_TOOLS, Registry, require_tools};
@@ -107,4 +107,28 @@ pub async fn assert_blobs_stream_intact(source: &Source, blobs: &[BlobDescriptor
         assert_eq!(digest, blob.digest, "streamed bytes of {}", blob.digest);
         assert_eq!(len, blob.size, "streamed length of {}", blob.digest);
     }
+}
+
+/// Resolves `reference` with `opts`, which must fail as an authentication error naming
+/// `registry` that shows `secret` neither in its message nor in its Debug form; returns
+/// the message.
+pub async fn auth_failure(
+    reference: &str,
+    opts: SourceOptions,
+    registry: &str,
+    secret: &str,
+) -> String {
+    let err = Source::parse(reference, opts)
+        .unwrap()
+        .resolve()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SourceError::AuthFailed { registry: r, .. } if r == registry),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(!text.contains(secret), "{text}");
+    assert!(!format!("{err:?}").contains(secret), "{err:?}");
+    text
 }
