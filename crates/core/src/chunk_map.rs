@@ -107,6 +107,53 @@ pub fn chunk_count(size: u64, chunk_size: u32) -> Result<u32, ChunkError> {
         .ok_or(ChunkError::TooManyChunks { size, chunk_size })
 }
 
+/// Byte range of chunk `index` of a blob of `size` bytes in `count` chunks of
+/// `chunk_size`; shared by [`ChunkMap`] and the segment assembler, which knows a blob's
+/// geometry before it has its whole map.
+pub(crate) fn chunk_range(
+    blob: Digest,
+    size: u64,
+    chunk_size: u32,
+    count: u32,
+    index: u32,
+) -> Result<Range<u64>, ChunkError> {
+    if index >= count {
+        return Err(ChunkError::Index { blob, index, count });
+    }
+    let start = u64::from(index) * u64::from(chunk_size);
+    let end = (start + u64::from(chunk_size)).min(size);
+    Ok(start..end)
+}
+
+/// Checks a chunk's length against its byte range and its bytes against `expected`.
+pub(crate) fn check_chunk(
+    blob: Digest,
+    index: u32,
+    range: Range<u64>,
+    expected: Digest,
+    bytes: &[u8],
+) -> Result<(), ChunkError> {
+    let expected_len = (range.end - range.start) as u32;
+    if bytes.len() != expected_len as usize {
+        return Err(ChunkError::Length {
+            blob,
+            index,
+            expected: expected_len,
+            actual: bytes.len(),
+        });
+    }
+    let actual = Digest::of(bytes);
+    if actual != expected {
+        return Err(ChunkError::DigestMismatch {
+            blob,
+            index,
+            expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
 impl ChunkMap {
     /// Builds a map from parts, checking that the digest count matches the size.
     ///
@@ -169,16 +216,7 @@ impl ChunkMap {
     /// # Errors
     /// [`ChunkError::Index`] when `index` is past the last chunk.
     pub fn range(&self, index: u32) -> Result<Range<u64>, ChunkError> {
-        if index >= self.count() {
-            return Err(ChunkError::Index {
-                blob: self.blob,
-                index,
-                count: self.count(),
-            });
-        }
-        let start = u64::from(index) * u64::from(self.chunk_size);
-        let end = (start + u64::from(self.chunk_size)).min(self.size);
-        Ok(start..end)
+        chunk_range(self.blob, self.size, self.chunk_size, self.count(), index)
     }
 
     /// Checks received bytes against the map; this is the one place chunks are hashed on a peer.
@@ -187,26 +225,7 @@ impl ChunkMap {
     /// [`ChunkError::Index`], [`ChunkError::Length`] or [`ChunkError::DigestMismatch`].
     pub fn verify(&self, index: u32, bytes: &[u8]) -> Result<(), ChunkError> {
         let range = self.range(index)?;
-        let expected_len = (range.end - range.start) as u32;
-        if bytes.len() != expected_len as usize {
-            return Err(ChunkError::Length {
-                blob: self.blob,
-                index,
-                expected: expected_len,
-                actual: bytes.len(),
-            });
-        }
-        let actual = Digest::of(bytes);
-        let expected = self.chunks[index as usize];
-        if actual != expected {
-            return Err(ChunkError::DigestMismatch {
-                blob: self.blob,
-                index,
-                expected,
-                actual,
-            });
-        }
-        Ok(())
+        check_chunk(self.blob, index, range, self.chunks[index as usize], bytes)
     }
 
     /// The map's own digest, listed in the release so peers can trust a map fetched from anyone.
