@@ -1,7 +1,7 @@
 //! The sans-IO heart of blobswarm.
 //!
-//! Digests, chunk maps, signed releases, the wire codec, the piece scheduler and
-//! the chunk store live here as plain data and state machines. Nothing in this
+//! Digests, chunk maps, signed releases and chunk-map segments, the wire codec, the
+//! piece scheduler and the chunk store live here as plain data and state machines. Nothing in this
 //! crate opens a socket, reads the clock or spawns a task: time comes in as an
 //! argument, so the libp2p agent, the unit tests and the simulator drive the very
 //! same code. (The chunk store does file I/O, synchronously, and is called by
@@ -20,6 +20,7 @@ pub mod oci;
 pub mod rate;
 mod release;
 pub mod replay;
+mod segment;
 pub mod sim;
 pub mod store;
 pub mod wire;
@@ -35,4 +36,7 @@ pub use oci::Document;
 pub use release::{
     MAX_BLOBS, MAX_MANIFESTS, MAX_REFERENCE_LEN, MAX_RELEASE_BYTES, Release, ReleaseBlob,
     ReleaseError, ReleaseId, SignedRelease, TrustedSeeders, release_blob,
+};
+pub use segment::{
+    MAX_SEGMENT_BYTES, MAX_SEGMENT_CHUNKS, Segment, SegmentAssembler, SegmentError, SignedSegment,
 };
