@@ -348,3 +348,19 @@ fn codec_bounds_segments_while_decoding() {
         Err(CodecError::Malformed(_))
     ));
 }
+
+#[test]
+fn blob_over_the_chunk_limit_gets_no_assembler() {
+    let f = fixture(CS as usize);
+    let mut blob = f.release.blobs[0].clone();
+    blob.size = u64::from(crate::MAX_CHUNKS) * u64::from(CS) + 1;
+    assert!(matches!(
+        SegmentAssembler::new(f.id, &blob),
+        Err(SegmentError::Chunk(ChunkError::TooManyChunks { .. }))
+    ));
+    blob.size -= 1;
+    assert_eq!(
+        SegmentAssembler::new(f.id, &blob).unwrap().count(),
+        crate::MAX_CHUNKS
+    );
+}
