@@ -88,6 +88,10 @@ pub struct Metrics {
     serves_cut: Family<ReasonLabel, Counter>,
     connections_denied: Family<ReasonLabel, Counter>,
     herd_claims_void: Family<ReasonLabel, Counter>,
+    store_bytes: Gauge,
+    store_max_bytes: Gauge,
+    pending_bytes: Gauge,
+    published_bytes: Counter,
     last: Mutex<Last>,
 }
 
@@ -290,7 +294,7 @@ impl Metrics {
                  the chunk had gone void too often)",
                 Family::default(),
             ),
-            ..Self::placeholder()
+            ..Self::new_store(r)
         };
         preset(
             &m.herd_claims_void,
@@ -300,6 +304,42 @@ impl Metrics {
         preset(&m.serves_cut, [reason("slow_reader")]);
         preset(&m.connections_denied, DENY_REASONS.map(reason));
         m
+    }
+
+    /// The metrics of the store and of rollout progress: how full the store is against
+    /// its cap, the bytes still to fetch, and (seeder) the image bytes published, the
+    /// denominator of "registry bytes ÷ image".
+    fn new_store(r: &mut Registry) -> Self {
+        Self {
+            store_bytes: reg(
+                r,
+                "store_bytes",
+                "Bytes of the distinct blobs of the releases this node carries (those still \
+                 downloading at full size): what --store-max-size bounds",
+                Gauge::default(),
+            ),
+            store_max_bytes: reg(
+                r,
+                "store_max_bytes",
+                "The chunk store's cap (agent --store-max-size); 0 when there is none",
+                Gauge::default(),
+            ),
+            pending_bytes: reg(
+                r,
+                "pending_bytes",
+                "Bytes still to fetch for the releases this node is downloading (0 once \
+                 every release it carries is complete)",
+                Gauge::default(),
+            ),
+            published_bytes: reg(
+                r,
+                "published_bytes",
+                "Image bytes (all blobs) of each release this seeder published, counted \
+                 once per release: the denominator of registry bytes per image",
+                Counter::default(),
+            ),
+            ..Self::placeholder()
+        }
     }
 
     /// Unregistered metrics, overwritten field by field by the constructors above.
@@ -328,6 +368,10 @@ impl Metrics {
             serves_cut: Family::default(),
             connections_denied: Family::default(),
             herd_claims_void: Family::default(),
+            store_bytes: Gauge::default(),
+            store_max_bytes: Gauge::default(),
+            pending_bytes: Gauge::default(),
+            published_bytes: Counter::default(),
             last: Mutex::new(Last::default()),
         }
     }
@@ -346,6 +390,11 @@ impl Metrics {
     pub fn registry_blob_read(&self, bytes: u64) {
         self.down("registry", bytes);
         self.registry_fetches.inc();
+    }
+
+    /// Seeder side: a release of `bytes` image bytes (all its blobs) was published.
+    pub fn release_published(&self, bytes: u64) {
+        self.published_bytes.inc_by(bytes);
     }
 
     /// Seeder side: how many nodes' reports are held.
@@ -405,7 +454,22 @@ impl Metrics {
         last.uploaded = s.uploaded_bytes;
         last.chunks_verified = s.chunks_verified;
         self.observe_edge(s, &mut last);
+        self.observe_releases(s, &mut last);
+    }
 
+    /// The gauges of the store and of the releases carried, and the import durations.
+    fn observe_releases(&self, s: &AgentStatus, last: &mut Last) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.store_bytes.set(gauge(s.store_bytes));
+        self.store_max_bytes
+            .set(gauge(s.store_max_bytes.unwrap_or(0)));
+        let pending = s
+            .releases
+            .iter()
+            .filter(|r| !r.complete)
+            .map(|r| r.total_bytes.saturating_sub(r.have_bytes))
+            .sum();
+        self.pending_bytes.set(gauge(pending));
         self.peers.set(i64::try_from(s.peers).unwrap_or(i64::MAX));
         let (mut in_progress, mut complete, mut failed) = (0, 0, 0);
         for r in &s.releases {
@@ -547,5 +611,46 @@ mod tests {
         assert!(text.contains("blobswarm_peers_banned_total{reason=\"request_rate\"} 1"));
         assert!(text.contains("blobswarm_peers_banned_total{reason=\"bad_chunk\"} 0"));
         assert!(text.contains("blobswarm_peers_banned_now 1"));
+    }
+
+    /// A status with one complete and one half-fetched release, and a store cap.
+    fn store_status() -> AgentStatus {
+        let release = |n: u8, total_bytes, have_bytes| crate::status::ReleaseStatus {
+            id: blobswarm_core::Digest::of(&[n]),
+            reference: format!("img:{n}"),
+            total_bytes,
+            have_bytes,
+            complete: have_bytes == total_bytes,
+            imported: false,
+            import_error: None,
+            download_time: None,
+            import_time: None,
+        };
+        AgentStatus {
+            releases: vec![release(1, 100, 100), release(2, 1000, 250)],
+            store_bytes: 1100,
+            store_max_bytes: Some(4096),
+            ..AgentStatus::default()
+        }
+    }
+
+    #[test]
+    fn store_progress_and_published_bytes_are_exported() {
+        let m = Metrics::new();
+        let text = m.encode();
+        assert!(text.contains("blobswarm_store_max_bytes 0"), "{text}");
+        assert!(text.contains("blobswarm_published_bytes_total 0"), "{text}");
+        m.observe(&store_status());
+        m.release_published(1100);
+        m.release_published(100);
+        let text = m.encode();
+        assert!(text.contains("blobswarm_store_bytes 1100"), "{text}");
+        assert!(text.contains("blobswarm_store_max_bytes 4096"), "{text}");
+        // Only the incomplete release counts: 1000 - 250.
+        assert!(text.contains("blobswarm_pending_bytes 750"), "{text}");
+        assert!(
+            text.contains("blobswarm_published_bytes_total 1200"),
+            "{text}"
+        );
     }
 }

@@ -37,6 +37,13 @@ pub struct AgentStatus {
     pub banned: Vec<Ban>,
     /// Releases evicted to keep the store under its cap.
     pub releases_evicted: u64,
+    /// Bytes of the distinct blobs of the releases carried, those still downloading at
+    /// their full size: what `agent --store-max-size` bounds; exported as
+    /// `blobswarm_store_bytes`.
+    pub store_bytes: u64,
+    /// The store cap (`agent --store-max-size`), if any; exported as
+    /// `blobswarm_store_max_bytes` (0 without a cap).
+    pub store_max_bytes: Option<u64>,
     /// Gossip messages rejected by validation since start, by (topic, reason) label;
     /// exported as `blobswarm_gossip_rejected_total`.
     pub gossip_rejected: BTreeMap<(&'static str, &'static str), u64>,

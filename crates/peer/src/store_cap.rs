@@ -37,13 +37,15 @@ pub(crate) struct Candidate {
 }
 
 /// Bytes of the distinct blobs of `cands`.
-pub(crate) fn used_bytes<'a>(cands: impl IntoIterator<Item = &'a Candidate>) -> u64 {
-    let mut sizes: HashMap<Digest, u64> = HashMap::new();
-    for c in cands {
-        for (d, n) in &c.blobs {
-            sizes.insert(*d, *n);
-        }
-    }
+fn used_bytes<'a>(cands: impl IntoIterator<Item = &'a Candidate>) -> u64 {
+    distinct_bytes(cands.into_iter().flat_map(|c| c.blobs.iter().copied()))
+}
+
+/// Bytes of the distinct blobs among `blobs` (digest, size): a blob shared by several
+/// releases is stored once, so it counts once. The store's usage, which the cap bounds
+/// and `blobswarm_store_bytes` exports.
+pub(crate) fn distinct_bytes(blobs: impl IntoIterator<Item = (Digest, u64)>) -> u64 {
+    let sizes: HashMap<Digest, u64> = blobs.into_iter().collect();
     sizes.values().sum()
 }
 

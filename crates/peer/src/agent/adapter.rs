@@ -369,6 +369,8 @@ impl EventLoop {
             bans: s.bans,
             banned: s.banned,
             releases_evicted: s.releases_evicted,
+            store_bytes: s.store_bytes,
+            store_max_bytes: s.store_max_bytes,
             gossip_rejected: s.gossip_rejected,
             serves_cut: s.serves_cut,
             connections_denied: s.connections_denied,

@@ -9,7 +9,7 @@ use blobswarm_core::Digest;
 use tracing::{info, warn};
 
 use super::{Driver, Output, PeerIdentity};
-use crate::store_cap::{Candidate, plan};
+use crate::store_cap::{Candidate, distinct_bytes, plan};
 
 /// When each blob was last served, and what eviction did so far.
 #[derive(Default)]
@@ -29,6 +29,18 @@ impl StoreCap {
 }
 
 impl<P: PeerIdentity> Driver<P> {
+    /// Bytes of the distinct blobs of every release this node carries (those still
+    /// downloading at their full size): the figure the cap bounds, exported so operators
+    /// see how near the cap the store is.
+    pub(super) fn store_bytes(&self) -> u64 {
+        distinct_bytes(
+            self.node
+                .release_ids()
+                .filter_map(|id| self.node.release(id))
+                .flat_map(|r| r.blobs.iter().map(|b| (b.digest, b.size))),
+        )
+    }
+
     /// Evicts what the policy says, if a cap is set and the store is over it.
     pub(super) fn enforce_store_cap(&mut self, now: Instant) {
         let Some(cap) = self.config.store_max_bytes else {

@@ -288,6 +288,10 @@ pub(crate) struct Snapshot {
     pub(crate) banned: Vec<crate::status::Ban>,
     /// Releases evicted to keep the store under its cap.
     pub(crate) releases_evicted: u64,
+    /// Bytes of the distinct blobs of the releases carried (what the cap bounds).
+    pub(crate) store_bytes: u64,
+    /// The store cap, if any.
+    pub(crate) store_max_bytes: Option<u64>,
     /// Gossip messages rejected since start, by (topic, reason) label.
     pub(crate) gossip_rejected: BTreeMap<(&'static str, &'static str), u64>,
     /// Chunk answers cut off for a slow reader.

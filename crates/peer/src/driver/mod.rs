@@ -395,6 +395,8 @@ impl<P: PeerIdentity> Driver<P> {
             bans: self.bans.counts(now),
             banned: self.bans.list(now),
             releases_evicted: self.store_cap.evicted,
+            store_bytes: self.store_bytes(),
+            store_max_bytes: self.config.store_max_bytes,
             gossip_rejected: self
                 .gossip_rejected
                 .iter()

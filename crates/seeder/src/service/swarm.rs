@@ -144,13 +144,16 @@ impl Backend for SwarmBackend {
                     source,
                 }
             })?;
-        self.agent
+        let id = self
+            .agent
             .publish(local_blobs(blobs), signed)
             .await
             .map_err(|e| SeedError::Publish {
                 reference,
                 source: e.into(),
-            })
+            })?;
+        self.metrics.release_published(total);
+        Ok(id)
     }
 }
 
