@@ -303,6 +303,13 @@ impl Metrics {
         preset(&m.peers_banned, BAN_REASONS.map(reason));
         preset(&m.serves_cut, [reason("slow_reader")]);
         preset(&m.connections_denied, DENY_REASONS.map(reason));
+        preset(
+            &m.gossip_rejected,
+            crate::driver::rejection_labels().map(|(topic, reason)| GossipLabel {
+                topic: topic.into(),
+                reason: reason.into(),
+            }),
+        );
         m
     }
 
@@ -611,6 +618,11 @@ mod tests {
         assert!(text.contains("blobswarm_peers_banned_total{reason=\"request_rate\"} 1"));
         assert!(text.contains("blobswarm_peers_banned_total{reason=\"bad_chunk\"} 0"));
         assert!(text.contains("blobswarm_peers_banned_now 1"));
+        assert!(
+            text.contains(
+                "blobswarm_gossip_rejected_total{topic=\"notice\",reason=\"untrusted\"} 0"
+            )
+        );
     }
 
     /// A status with one complete and one half-fetched release, and a store cap.
@@ -644,13 +656,14 @@ mod tests {
         m.release_published(1100);
         m.release_published(100);
         let text = m.encode();
-        assert!(text.contains("blobswarm_store_bytes 1100"), "{text}");
-        assert!(text.contains("blobswarm_store_max_bytes 4096"), "{text}");
-        // Only the incomplete release counts: 1000 - 250.
-        assert!(text.contains("blobswarm_pending_bytes 750"), "{text}");
-        assert!(
-            text.contains("blobswarm_published_bytes_total 1200"),
-            "{text}"
-        );
+        for line in [
+            "blobswarm_store_bytes 1100",
+            "blobswarm_store_max_bytes 4096",
+            // Only the incomplete release counts: 1000 - 250.
+            "blobswarm_pending_bytes 750",
+            "blobswarm_published_bytes_total 1200",
+        ] {
+            assert!(text.contains(line), "no {line:?} in {text}");
+        }
     }
 }

@@ -65,6 +65,21 @@ impl Topic {
     }
 }
 
+/// Every (topic, reason) label pair of `blobswarm_gossip_rejected_total`, so the
+/// metrics can show each series at zero from the start: a series that appears only with
+/// its first rejection hides that rejection from `rate()` and from dashboards.
+pub(crate) fn rejection_labels() -> impl Iterator<Item = (&'static str, &'static str)> {
+    let reasons = [
+        RejectReason::TooLarge,
+        RejectReason::Undecodable,
+        RejectReason::Invalid,
+        RejectReason::Untrusted,
+    ];
+    [Topic::Release, Topic::Notice, Topic::Report]
+        .into_iter()
+        .flat_map(move |t| reasons.map(|r| (t.label(), r.label())))
+}
+
 /// Largest message accepted per topic: releases are up to [`MAX_RELEASE_BYTES`] plus
 /// their signed envelope, notices and reports are small.
 pub(crate) fn max_gossip_bytes(topic: Topic) -> usize {

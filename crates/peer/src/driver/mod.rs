@@ -104,7 +104,7 @@ pub(crate) struct GossipId(pub(crate) u64);
 
 #[cfg(test)]
 pub(crate) use gossip::MAX_NOTICE_BYTES;
-pub(crate) use gossip::{RejectReason, Verdict, max_gossip_bytes};
+pub(crate) use gossip::{RejectReason, Verdict, max_gossip_bytes, rejection_labels};
 
 /// A blob the local node holds in full (seeder side).
 #[derive(Debug, Clone)]

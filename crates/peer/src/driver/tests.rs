@@ -1015,6 +1015,10 @@ fn the_store_cap_evicts_a_superseded_imported_release() {
     let st = s.status();
     assert_eq!(st.releases_evicted, 1);
     assert_eq!(st.releases.len(), 1);
+    // What `blobswarm_store_bytes` and `blobswarm_store_max_bytes` export: the newest
+    // release's blob alone now, under the cap.
+    assert_eq!(st.store_bytes, 4 * CHUNK as u64);
+    assert_eq!(st.store_max_bytes, Some(5 * CHUNK as u64));
 }
 
 /// The driver must stay transport-neutral: no libp2p, no sockets, no spawning. Scans
