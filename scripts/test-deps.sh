@@ -8,6 +8,7 @@
 #   protobuf-compiler  protoc, for crates that generate code from .proto files
 #   containerd, runc   the runtime the containerd importer is tested against
 #   chromium           headless browser for the seeder dashboard test
+#   prometheus         promtool, which checks deploy/observability's rules and dashboard
 set -euo pipefail
 
 # Commands may live in sbin directories that a non-root PATH lacks.
@@ -40,6 +41,7 @@ check_all() {
     need containerd containerd ctr
     need runc runc
     need chromium chromium
+    need prometheus promtool
 }
 
 check_all

@@ -6,14 +6,19 @@
   policy FILE                check the security and scheduling rules deploy/README.md states
   flags FILE README BINARY   check every CLI flag in container args against the binary's
                              --help, or its listing under "Not yet implemented in the binary"
+  json FILE                  print the objects of a YAML file as one JSON array (for the
+                             Node.js CRD validator in deploy/tools/crd-validate)
 
 The fallback renderer exists for machines without kustomize (`kubectl kustomize` or the
-`kustomize` binary). It supports exactly what deploy/base uses and refuses anything else:
-`resources` (plain YAML files), `namespace`, and `labels` entries with `pairs`,
-`includeSelectors: false` and `includeTemplates`. When a real kustomize is present the
+`kustomize` binary). It supports exactly what deploy/base and deploy/observability use
+and refuses anything else: `resources` (plain YAML files), `namespace`, `labels` entries
+with `pairs`, `includeSelectors: false` and `includeTemplates`, and `configMapGenerator`
+entries with `name`, `namespace`, `files` (plain file names) and the options
+`disableNameSuffixHash: true` and `labels`. When a real kustomize is present the
 validation script renders with both and compares them, so the two cannot drift apart.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -33,7 +38,7 @@ CLUSTER_SCOPED = {
 }
 # Kinds whose pod template sits at spec.template.
 WORKLOADS = {"Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "Job"}
-SUPPORTED_KEYS = {"apiVersion", "kind", "namespace", "labels", "resources"}
+SUPPORTED_KEYS = {"apiVersion", "kind", "namespace", "labels", "resources", "configMapGenerator"}
 
 
 def fail(msg):
@@ -61,6 +66,7 @@ def render(directory):
         if not os.path.isfile(path):
             fail(f"{kpath}: resource {res} is not a file (directories and URLs unsupported)")
         docs.extend(load_all(path))
+    docs.extend(generate_config_maps(kpath, directory, k.get("configMapGenerator", [])))
     ns = k.get("namespace")
     if ns:
         service_accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
@@ -86,6 +92,34 @@ def render(directory):
                 meta = d["spec"]["template"].setdefault("metadata", {})
                 meta.setdefault("labels", {}).update(pairs)
     return docs
+
+
+def generate_config_maps(kpath, directory, generators):
+    """ConfigMaps from `configMapGenerator` entries, as kustomize writes them: one data key
+    per file (its name), the file's text as the value. Only without the name's hash
+    suffix, which kustomize computes from the content and this renderer does not."""
+    maps = []
+    for g in generators:
+        options = g.get("options", {})
+        extra = (set(g) - {"name", "namespace", "files", "options"}) | (
+            set(options) - {"disableNameSuffixHash", "labels"})
+        if extra or options.get("disableNameSuffixHash") is not True:
+            fail(f"{kpath}: configMapGenerator supports name, namespace, files and options "
+                 f"disableNameSuffixHash: true and labels only (got {sorted(extra)})")
+        data = {}
+        for f in g.get("files", []):
+            path = os.path.join(directory, f)
+            if "=" in f or os.path.dirname(f) or not os.path.isfile(path):
+                fail(f"{kpath}: configMapGenerator file {f} is not a plain file name here")
+            with open(path) as fh:
+                data[f] = fh.read()
+        meta = {"name": g["name"]}
+        if "namespace" in g:
+            meta["namespace"] = g["namespace"]
+        if options.get("labels"):
+            meta["labels"] = dict(options["labels"])
+        maps.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
+    return maps
 
 
 def key(d):
@@ -268,6 +302,8 @@ def main():
         policy(args[0])
     elif cmd == "flags" and len(args) == 3:
         flags(*args)
+    elif cmd == "json" and len(args) == 1:
+        json.dump(load_all(args[0]), sys.stdout)
     else:
         fail(__doc__)
 
