@@ -18,8 +18,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use blobswarm_testkit::{
-    Binary, Containerd, Proc, Registry, Seeder, build_test_image, free_port, push_image,
-    require_containerd, require_tools, under_ci,
+    Binary, Containerd, Proc, Registry, Seeder, build_test_image, free_port, http_get,
+    metric_sample as sample, push_image, require_containerd, require_tools, under_ci,
 };
 
 const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
@@ -27,25 +27,6 @@ const BLOBSWARM: Binary = Binary::new(env!("CARGO_BIN_EXE_blobswarm"));
 const AGENTS: usize = 4;
 const RANDOM_LAYER: u64 = 16 << 20;
 const TOKEN: &str = "e2e-operator-token-0123456789abcdef0123456789";
-
-/// `GET path` over plain HTTP/1.0; returns the body of a 200 answer.
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").expect("http answer");
-    assert_eq!(head.split(' ').nth(1), Some("200"), "GET {path}: {head}");
-    body.to_owned()
-}
-
-/// The value of one sample line (`name{labels} value`) in a Prometheus exposition.
-fn sample(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{text}")) as u64
-}
 
 /// What the gate waits for in the first two rollouts: every node, within 120 s.
 const ALL_NODES: [&str; 3] = ["--all-nodes", "--timeout", "120s"];

@@ -141,6 +141,37 @@ pub fn http_get_status(addr: &str, path: &str) -> Option<u16> {
     line.split(' ').nth(1)?.parse().ok()
 }
 
+/// `GET path` over plain HTTP/1.0 to `addr` (`IP:PORT`); returns the body of a 200
+/// answer (a `/metrics` scrape, a health check).
+///
+/// # Panics
+/// If the connection fails or the answer is not 200.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send the request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the answer");
+    let (head, body) = out.split_once("\r\n\r\n").expect("http answer");
+    assert_eq!(head.split(' ').nth(1), Some("200"), "GET {path}: {head}");
+    body.to_owned()
+}
+
+/// The value of the sample line `series value` in a Prometheus exposition, where
+/// `series` is the name with its labels exactly as exposed
+/// (`blobswarm_bytes_down_total{source="peer"}`), truncated to an integer.
+///
+/// # Panics
+/// If there is no such line.
+pub fn metric_sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}")) as u64
+}
+
 /// Runs `cmd` to completion; panics with the command line, exit status, stdout and
 /// stderr if it fails. Returns its output.
 pub fn run(cmd: &mut Command) -> Output {
