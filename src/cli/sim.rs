@@ -60,6 +60,11 @@ pub(crate) struct Args {
     /// went out once), instead of declining a chunk while the peer that got it is up.
     #[arg(long)]
     no_upload_once: bool,
+    /// Model the seeder's read of the image from a registry behind a link of this rate
+    /// (capped by the seeder's downlink), as today's seeder does it: the release is
+    /// published only after the whole read. Times then count from the read's start.
+    #[arg(long, value_parser = parse_rate)]
+    registry_rate: Option<f64>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -122,6 +127,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         degree: args.degree,
         seed: args.seed,
         node: node_config(&args),
+        registry_read: args.registry_rate.map(|bytes_per_sec| sim::RegistryRead {
+            bytes_per_sec,
+            mode: sim::ReadMode::PublishAfterRead,
+        }),
         ..SimConfig::default()
     };
     let started = Instant::now();
@@ -143,6 +152,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         args.seed
     );
     println!("lower bound            {:>8.2} s", r.lower_bound_secs);
+    if let (Some(read), Some(ratio)) = (r.registry_read_secs, r.max_over_read_or_bound) {
+        println!(
+            "registry read          {read:>8.2} s (release after the whole read; times count from its start)"
+        );
+        println!("max / max(read, bound) {ratio:>8.2}");
+    }
     println!(
         "p50 / p99 / max        {:>8.2} / {:.2} / {:.2} s",
         r.p50_secs, r.p99_secs, r.max_secs

@@ -17,6 +17,12 @@
 //!   herd guard, fetching each chunk nobody holds from a registry reached over their own
 //!   downlink, and the report counts those fetches per chunk.
 //!
+//! - The seeder's read of the image from the registry can be modelled
+//!   (`registry_read`): the seeder reads at `min(registry rate, its downlink)`, and in
+//!   [`ReadMode::PublishAfterRead`] (today's seeder) it holds no chunk and publishes
+//!   nothing before the whole image is read. Completion times then count from the start
+//!   of that read, as the swarm benchmark's do from the seeder's start.
+//!
 //! The lower bound is `image / min(up, down)` plus one chunk's pipeline delay
 //! (`chunk / up + 2 × latency`): no peer can receive the image faster.
 
@@ -98,6 +104,36 @@ pub struct SimConfig {
     pub node: node::Config,
     /// Give up after this much virtual time (guards against livelock).
     pub max_virtual: Duration,
+    /// The seeder's read of the image from the registry; `None`: the seeder holds the
+    /// image from the start (no read modelled).
+    pub registry_read: Option<RegistryRead>,
+}
+
+/// How the seeder reads the image from the registry before (or while) it serves it.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryRead {
+    /// Rate of the registry's link, bytes per second; the seeder's downlink caps it too.
+    pub bytes_per_sec: f64,
+    /// When the chunks read become available to peers.
+    pub mode: ReadMode,
+}
+
+/// When chunks the seeder has read from the registry become available to peers: a
+/// streaming seeder (issue #19) will add a mode publishing chunks as they are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadMode {
+    /// Today's seeder: the release is published, and its chunks served, only after the
+    /// whole image has been read and hashed.
+    PublishAfterRead,
+}
+
+impl RegistryRead {
+    /// Seconds the seeder needs to read `image` bytes over a downlink of `down` bytes/s.
+    #[must_use]
+    pub fn secs(&self, image: u64, down: f64) -> f64 {
+        image as f64 / self.bytes_per_sec.min(down)
+    }
 }
 
 impl Default for SimConfig {
@@ -115,6 +151,7 @@ impl Default for SimConfig {
             seed: 1,
             node: node::Config::default(),
             max_virtual: Duration::from_secs(3600),
+            registry_read: None,
         }
     }
 }
@@ -158,6 +195,13 @@ pub struct SimReport {
     pub control_bytes_per_node: f64,
     /// Events processed.
     pub events: u64,
+    /// With a registry read modelled: seconds the seeder's read of the image takes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_read_secs: Option<f64>,
+    /// With a registry read modelled: the slowest peer's time (from the read's start)
+    /// divided by `max(registry read, lower bound)`, the benchmark's headline ratio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_over_read_or_bound: Option<f64>,
 }
 
 /// Why a simulation could not run.
@@ -420,6 +464,24 @@ impl World {
         );
     }
 
+    /// Delivers events in time order until every live peer is done, nothing is left, or
+    /// `max_virtual` passed.
+    fn run_events(&mut self) {
+        let n = self.nodes.len();
+        while let Some((at, msg)) = self.queue.pop() {
+            if at > self.cfg.max_virtual {
+                break;
+            }
+            self.events += 1;
+            self.deliver(at, msg);
+            if self.events.is_multiple_of(4096)
+                && (1..n).all(|i| self.dead[i] || self.done_at[i].is_some())
+            {
+                break;
+            }
+        }
+    }
+
     fn respond(&mut self, to: u32, id: node::RequestId, r: Response, now: Duration) {
         self.control(&r);
         if matches!(r, Response::Ack) {
@@ -454,6 +516,7 @@ pub fn run(cfg: SimConfig) -> Result<SimReport, SimError> {
     if cfg.nodes == 0
         || cfg.up_bytes_per_sec <= 0.0
         || cfg.down_bytes_per_sec <= 0.0
+        || cfg.registry_read.is_some_and(|r| r.bytes_per_sec <= 0.0)
         || !(0.0..1.0).contains(&cfg.churn)
     {
         return Err(SimError::Config(
@@ -516,7 +579,12 @@ pub fn run(cfg: SimConfig) -> Result<SimReport, SimError> {
     for i in 0..n as u32 {
         w.drain(i, Duration::ZERO);
     }
-    let publish_at = 10 * cfg.latency;
+    // The seeder starts reading at `read_from`; it publishes once the read is done.
+    let read_from = 10 * cfg.latency;
+    let read_secs = cfg
+        .registry_read
+        .map(|r| r.secs(cfg.image_size, cfg.down_bytes_per_sec));
+    let publish_at = read_from + read_secs.map_or(Duration::ZERO, Duration::from_secs_f64);
     w.nodes[0]
         .publish_release(signed, base + publish_at, 0)
         .map_err(|e| SimError::Config(e.to_string()))?;
@@ -535,17 +603,15 @@ pub fn run(cfg: SimConfig) -> Result<SimReport, SimError> {
         let at = publish_at + Duration::from_secs_f64(rng.r#gen::<f64>() * lower_bound);
         w.push(at, Msg::Kill { node: victims[k] });
     }
-    while let Some((at, msg)) = w.queue.pop() {
-        if at > cfg.max_virtual {
-            break;
-        }
-        w.events += 1;
-        w.deliver(at, msg);
-        if w.events.is_multiple_of(4096) && (1..n).all(|i| w.dead[i] || w.done_at[i].is_some()) {
-            break;
-        }
-    }
+    w.run_events();
     let missing_at_kill =
         seeder_leaves.map(|_| w.total_chunks - w.injected_at_kill.unwrap_or(w.injected.len()));
-    Ok(w.report(&maps, killed, publish_at, lower_bound, missing_at_kill))
+    let mut report = w.report(&maps, killed, read_from, lower_bound, missing_at_kill);
+    if let Some(read) = read_secs {
+        report.registry_read_secs = Some(read);
+        report.max_over_read_or_bound = Some(report.max_secs / read.max(lower_bound));
+        // The seeder's pace counts from its release, whatever the read took.
+        report.seeder_injected_all_secs -= (publish_at - read_from).as_secs_f64();
+    }
+    Ok(report)
 }

@@ -33,19 +33,20 @@ pub(super) fn make_nodes(
 }
 
 impl World {
-    /// The figures of a finished run; `missing_at_kill` is set when the seeder left.
+    /// The figures of a finished run, times counted from `start` (the release, or the
+    /// start of the seeder's registry read); `missing_at_kill` is set when the seeder left.
     pub(super) fn report(
         &self,
         maps: &[ChunkMap],
         killed: usize,
-        publish_at: Duration,
+        start: Duration,
         lower_bound: f64,
         missing_at_kill: Option<usize>,
     ) -> SimReport {
         let (w, cfg, n) = (self, &self.cfg, self.nodes.len());
         let mut times: Vec<f64> = (1..n)
             .filter(|&i| !w.dead[i])
-            .filter_map(|i| w.done_at[i].map(|t| (t - publish_at).as_secs_f64()))
+            .filter_map(|i| w.done_at[i].map(|t| (t - start).as_secs_f64()))
             .collect();
         times.sort_by(f64::total_cmp);
         let survivors = (1..n).filter(|&i| !w.dead[i]).count();
@@ -63,13 +64,15 @@ impl World {
             seeder_upload_over_image: w.seeder_upload as f64 / cfg.image_size as f64,
             seeder_injected_all_secs: w
                 .injected_all_at
-                .map_or(f64::NAN, |t| (t - publish_at).as_secs_f64()),
+                .map_or(f64::NAN, |t| (t - start).as_secs_f64()),
             registry_fetches_per_blob: 1.0,
             chunks_missing_when_seeder_left: missing_at_kill.unwrap_or(0),
             registry_chunk_fetches: w.registry_fetches.values().map(|n| u64::from(*n)).sum(),
             registry_fetches_max_per_chunk: w.registry_fetches.values().copied().max().unwrap_or(0),
             control_bytes_per_node: w.control_bytes as f64 / n as f64,
             events: w.events,
+            registry_read_secs: None,
+            max_over_read_or_bound: None,
         }
     }
 }

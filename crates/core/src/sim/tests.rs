@@ -122,3 +122,38 @@ fn rate_caps_bound_the_transfer() {
     // The seeder's own upload is capped too: nothing completes before it sent one copy.
     assert!(up.p50_secs >= floor - slack, "upload cap: {up:?}");
 }
+
+/// Today's seeder publishes only after reading the whole image: nobody completes before
+/// the read plus the swarm's lower bound, the swarm part takes about as long as without a
+/// read, and the seeder's downlink caps the read rate.
+#[test]
+fn registry_read_comes_before_the_swarm_when_published_after_the_read() {
+    let read = |bytes_per_sec| {
+        run(SimConfig {
+            registry_read: Some(RegistryRead {
+                bytes_per_sec,
+                mode: ReadMode::PublishAfterRead,
+            }),
+            ..small()
+        })
+        .unwrap()
+    };
+    let plain = run(small()).unwrap();
+    let slow = read(25e6);
+    let read_secs = (64u64 << 20) as f64 / 25e6;
+    assert_eq!(slow.registry_read_secs, Some(read_secs));
+    assert_eq!(slow.incomplete, 0, "{slow:?}");
+    assert!(
+        slow.p50_secs >= read_secs + plain.lower_bound_secs,
+        "{slow:?}"
+    );
+    assert!(
+        slow.max_secs <= read_secs + 1.2 * plain.max_secs,
+        "{slow:?}"
+    );
+    let ratio = slow.max_secs / read_secs.max(slow.lower_bound_secs);
+    assert_eq!(slow.max_over_read_or_bound, Some(ratio));
+    // Faster than the 125 MB/s downlink: the downlink is what the read gets.
+    let fast = read(1e12);
+    assert_eq!(fast.registry_read_secs, Some((64u64 << 20) as f64 / 125e6));
+}
