@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo bench --bench swarm -- [--smoke] [--nodes 4,8,16,32] [--size 256MiB]
-//!                               [--rate 250mbit] [--loopback-size 4GiB] [--out DIR]
+//!                               [--rate 250mbit] [--registry-rate 200mbit]
+//!                               [--loopback-size 4GiB] [--out DIR]
 //! ```
 //!
 //! Needs root (namespaces, veth, tc). For every N it measures, in one run:
@@ -16,9 +17,15 @@
 //! (default `target/bench-swarm`). Namespaces are named `bswb-*` and addressed from
 //! 198.18.0.0/15; they are removed at the end, on Ctrl-C/SIGTERM, and at start if an
 //! earlier run left any. The kernel here has no netem, so links are rate-shaped only.
+//! The registry sits in a namespace of its own behind a link shaped to `--registry-rate`
+//! (default: `--rate`, like every link), so the seeder's read of the image costs real time.
+//! Besides time to all, the table shows the time to the first peer byte, time to all ÷
+//! max(registry read, swarm lower bound), agent CPU-s per GiB received and peak RSS,
+//! seeder upload ÷ image and registry bytes ÷ image.
 //! `--smoke` (N=4, 64 MiB, 256 MiB loopback) checks the harness and that blobswarm's
 //! registry egress is ≈ 1× the image; it exits non-zero when a check fails.
 
+mod firstbyte;
 mod images;
 mod netns;
 mod procs;
@@ -51,6 +58,10 @@ struct Args {
     /// Rate of every link, each direction (tc syntax: 250mbit, 1gbit).
     #[arg(long, default_value = "250mbit")]
     rate: String,
+    /// Rate of the registry's link, each direction (default: --rate). The seeder's own
+    /// link (--rate) caps its read too.
+    #[arg(long)]
+    registry_rate: Option<String>,
     /// Measure blobswarm only (for profiling); the table shows no baseline.
     #[arg(long)]
     skip_baseline: bool,
@@ -248,6 +259,8 @@ struct Plan {
     /// Bytes of the loopback image; 0 skips that run.
     lo_size: u64,
     rate: netns::Rate,
+    /// The registry link's rate.
+    registry_rate: netns::Rate,
     out: PathBuf,
 }
 
@@ -268,6 +281,8 @@ impl Plan {
         let default_lo = if args.smoke { "256MiB" } else { "4GiB" };
         let lo_size = parse_size(args.loopback_size.as_deref().unwrap_or(default_lo))?;
         let rate = netns::Rate::parse(&args.rate)?;
+        let registry_rate =
+            netns::Rate::parse(args.registry_rate.as_deref().unwrap_or(&args.rate))?;
         let out = args
             .out
             .clone()
@@ -277,6 +292,7 @@ impl Plan {
             size,
             lo_size,
             rate,
+            registry_rate,
             out,
         })
     }
@@ -316,12 +332,13 @@ fn run(args: &Args) -> anyhow::Result<bool> {
 
     let max_n = plan.nodes.iter().copied().max().unwrap_or(1);
     eprintln!(
-        "creating {} namespaces, links shaped to {}",
+        "creating {} namespaces, links shaped to {}, the registry's to {}",
         max_n + 2,
-        plan.rate.tc
+        plan.rate.tc,
+        plan.registry_rate.tc
     );
     let mut net = netns::Net::new(plan.rate.clone())?;
-    let reg_node = net.add("reg", "198.18.0.2")?;
+    let reg_node = net.add_at("reg", "198.18.0.2", &plan.registry_rate)?;
     let seeder = net.add("seed", "198.18.0.3")?;
     let agents = (0..max_n)
         .map(|i| net.add(&format!("a{i}"), &format!("198.18.1.{}", i + 1)))
@@ -329,7 +346,11 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let registry = images::Registry::start(reg_node, &work.join("registry"))?;
     registry.push(&layout)?;
     // Worst case: the baseline's N pulls share the registry's link; allow 3× that.
-    let worst = 3.0 * (max_n as f64) * image_bytes as f64 / plan.rate.bytes_per_sec;
+    let slowest = plan
+        .rate
+        .bytes_per_sec
+        .min(plan.registry_rate.bytes_per_sec);
+    let worst = 3.0 * (max_n as f64) * image_bytes as f64 / slowest;
     let bench = runs::Bench {
         bin: bench_bin(),
         work: work.clone(),
@@ -338,6 +359,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         agents,
         blobs,
         timeout: Duration::from_secs_f64(worst.max(120.0)),
+        link_bytes_per_sec: plan.rate.bytes_per_sec,
     };
     let rows = measure(&bench, &plan.nodes, args.skip_baseline)?;
     drop(bench);
@@ -355,6 +377,8 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         smoke: args.smoke,
         rate: plan.rate.tc.clone(),
         rate_bytes_per_sec: plan.rate.bytes_per_sec,
+        registry_rate: Some(plan.registry_rate.tc.clone()),
+        registry_rate_bytes_per_sec: Some(plan.registry_rate.bytes_per_sec),
         latency_note: "no added latency: this kernel has no netem".into(),
         image_bytes,
         sha256_single_core_bytes_per_sec: sha,

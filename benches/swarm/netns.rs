@@ -77,6 +77,11 @@ impl Node {
         let s = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         s.trim().parse().with_context(|| format!("parsing {path}"))
     }
+
+    /// The host-side veth, whose transmit counter is what this namespace received.
+    pub(crate) fn host_veth(&self) -> &str {
+        &self.host_veth
+    }
 }
 
 /// The bridge and every namespace made so far; removes them all on drop.
@@ -111,6 +116,13 @@ impl Net {
     /// Adds namespace `bswb-<name>` with address `addr` (in 198.18.0.0/15), both link
     /// directions shaped to the configured rate.
     pub(crate) fn add(&mut self, name: &str, addr: &str) -> anyhow::Result<Node> {
+        let rate = self.rate.clone();
+        self.add_at(name, addr, &rate)
+    }
+
+    /// Like [`Net::add`], with both link directions shaped to `rate` instead (the
+    /// registry's link under `--registry-rate`).
+    pub(crate) fn add_at(&mut self, name: &str, addr: &str, rate: &Rate) -> anyhow::Result<Node> {
         assert!(
             addr.starts_with("198.18.") || addr.starts_with("198.19."),
             "benchmark addresses stay in 198.18.0.0/15, not {addr}"
@@ -137,8 +149,8 @@ impl Net {
         sh("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
         sh("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
         // Egress of the host end is the namespace's download; egress of eth0 its upload.
-        self.shape(None, &host_veth)?;
-        self.shape(Some(&ns), "eth0")?;
+        shape(rate, None, &host_veth)?;
+        shape(rate, Some(&ns), "eth0")?;
         Ok(node)
     }
 
@@ -155,32 +167,6 @@ impl Net {
         Ok(ns)
     }
 
-    /// Token-bucket shaping of one device's egress. The bucket holds 10 ms of traffic (at
-    /// least 64 KiB, so a full-size GSO packet fits) and packets wait at most 25 ms.
-    fn shape(&self, ns: Option<&str>, dev: &str) -> anyhow::Result<()> {
-        let burst = ((self.rate.bytes_per_sec / 100.0) as u64).max(64 << 10);
-        let burst = burst.to_string();
-        let mut args = Vec::new();
-        if let Some(ns) = ns {
-            args.extend(["-n", ns]);
-        }
-        args.extend([
-            "qdisc",
-            "replace",
-            "dev",
-            dev,
-            "root",
-            "tbf",
-            "rate",
-            &self.rate.tc,
-            "burst",
-            &burst,
-            "latency",
-            "25ms",
-        ]);
-        sh("tc", &args).map(drop)
-    }
-
     /// Removes everything this run created.
     pub(crate) fn teardown(&mut self) {
         self.nodes.clear();
@@ -192,6 +178,22 @@ impl Drop for Net {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// Token-bucket shaping of one device's egress. The bucket holds 10 ms of traffic (at
+/// least 64 KiB, so a full-size GSO packet fits) and packets wait at most 25 ms.
+fn shape(rate: &Rate, ns: Option<&str>, dev: &str) -> anyhow::Result<()> {
+    let burst = ((rate.bytes_per_sec / 100.0) as u64).max(64 << 10);
+    let burst = burst.to_string();
+    let mut args = Vec::new();
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    args.extend([
+        "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate.tc, "burst", &burst,
+        "latency", "25ms",
+    ]);
+    sh("tc", &args).map(drop)
 }
 
 /// A command running `program args` inside namespace `ns` (`ip netns exec` replaces itself

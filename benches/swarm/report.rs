@@ -36,6 +36,11 @@ pub(crate) struct Results {
     pub(crate) smoke: bool,
     pub(crate) rate: String,
     pub(crate) rate_bytes_per_sec: f64,
+    /// The registry link's rate (`None` in runs before `--registry-rate`: `rate`).
+    #[serde(default)]
+    pub(crate) registry_rate: Option<String>,
+    #[serde(default)]
+    pub(crate) registry_rate_bytes_per_sec: Option<f64>,
     pub(crate) latency_note: String,
     pub(crate) image_bytes: u64,
     pub(crate) sha256_single_core_bytes_per_sec: f64,
@@ -53,56 +58,106 @@ fn ratio(bytes: u64, image: u64) -> f64 {
     bytes as f64 / image as f64
 }
 
+/// Chunk size of the agents (the default; the bench does not change it).
+const CHUNK: f64 = 4.0 * MIB;
+const GIB: f64 = 1024.0 * MIB;
+
+/// The markdown table's header.
+const TABLE_HEAD: &str = "| N | baseline: time to all | blobswarm: time to all p50 / p99 / max | of which seeder ingest | first peer byte | time to all ÷ max(registry read, swarm bound) | time to all ÷ swarm bound | speed-up | registry egress baseline | registry egress blobswarm | seeder upload ÷ image | agent CPU s mean / max | agent CPU s per GiB received | agent max RSS |\n\
+     |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+
+/// Agent CPU seconds per GiB of chunk bytes received, all agents together (the image
+/// per agent for runs that did not record what agents fetched).
+fn cpu_per_gib(w: &Swarm, image: u64) -> f64 {
+    let cpu: f64 = w.agents.iter().map(|u| u.cpu_secs).sum();
+    let received: u64 = if w.agent_fetched_bytes.len() == w.agents.len() {
+        w.agent_fetched_bytes.iter().sum()
+    } else {
+        image * w.agents.len() as u64
+    };
+    cpu / (received as f64 / GIB)
+}
+
 impl Results {
+    /// Seconds the seeder's read of the image takes at least: the image over the slower
+    /// of the registry's link and the seeder's.
+    pub(crate) fn registry_read_secs(&self) -> f64 {
+        let registry = self
+            .registry_rate_bytes_per_sec
+            .unwrap_or(self.rate_bytes_per_sec);
+        self.image_bytes as f64 / registry.min(self.rate_bytes_per_sec)
+    }
+
+    /// The swarm's lower bound, as the simulator's (no latency here): the image over one
+    /// link plus one chunk's pipeline delay. No agent can receive the image faster.
+    pub(crate) fn swarm_bound_secs(&self) -> f64 {
+        (self.image_bytes as f64 + CHUNK) / self.rate_bytes_per_sec
+    }
+
+    /// One row of the markdown table.
+    fn markdown_row(&self, r: &Row) -> String {
+        let img = self.image_bytes;
+        let (b, w) = (&r.baseline, &r.blobswarm);
+        let cpu: Vec<f64> = w.agents.iter().map(|u| u.cpu_secs).collect();
+        let mean = cpu.iter().sum::<f64>() / cpu.len().max(1) as f64;
+        let max_cpu = cpu.iter().copied().fold(0.0, f64::max);
+        let rss = w.agents.iter().map(|u| u.max_rss_bytes).max().unwrap_or(0);
+        let (base_time, speed_up, base_egress) = match b {
+            Some(b) => (
+                format!("{:.1} s", b.time_to_all_secs),
+                format!("{:.1}×", b.time_to_all_secs / w.max_secs),
+                format!(
+                    "{:.2}× (body {:.2}×)",
+                    ratio(b.registry.wire_bytes, img),
+                    ratio(b.registry.http_bytes, img)
+                ),
+            ),
+            None => ("—".into(), "—".into(), "—".into()),
+        };
+        let first = w
+            .first_peer_byte_secs
+            .map_or_else(|| "—".into(), |t| format!("{t:.2} s"));
+        let bound = self.swarm_bound_secs();
+        let over_read = w.max_secs / self.registry_read_secs().max(bound);
+        format!(
+            "| {} | {base_time} | {:.1} / {:.1} / {:.1} s | {:.1} s | {first} | {over_read:.2} | {:.2} | {speed_up} | {base_egress} | {:.2}× (body {:.2}×) | {:.2}× | {:.1} / {:.1} | {:.1} | {:.0} MiB |\n",
+            r.nodes,
+            w.p50_secs,
+            w.p99_secs,
+            w.max_secs,
+            w.release_secs,
+            w.max_secs / bound,
+            ratio(w.registry.wire_bytes, img),
+            ratio(w.registry.http_bytes, img),
+            ratio(w.seeder_upload_bytes, img),
+            mean,
+            max_cpu,
+            cpu_per_gib(w, img),
+            rss as f64 / MIB,
+        )
+    }
+
     /// The markdown table and the lines under it.
     pub(crate) fn markdown(&self) -> String {
-        let img = self.image_bytes;
         let mut s = format!(
-            "Image {:.0} MiB; every link {} each way (tc tbf; {}); 4 MiB chunks; {}; {}; revision {}.\n\n",
-            img as f64 / MIB,
+            "Image {:.0} MiB; every link {} each way, the registry's {} (tc tbf; {}); 4 MiB chunks; {}; {}; revision {}.\n\n",
+            self.image_bytes as f64 / MIB,
             self.rate,
+            self.registry_rate.as_deref().unwrap_or(&self.rate),
             self.latency_note,
             self.machine,
             self.date,
             self.revision
         );
-        s.push_str(
-            "| N | baseline: time to all | blobswarm: time to all p50 / p99 / max | of which seeder ingest | speed-up | registry egress baseline | registry egress blobswarm | seeder upload | agent CPU s mean / max | agent max RSS |\n\
-             |---|---|---|---|---|---|---|---|---|---|\n",
-        );
+        s.push_str(TABLE_HEAD);
         for r in &self.rows {
-            let (b, w) = (&r.baseline, &r.blobswarm);
-            let cpu: Vec<f64> = w.agents.iter().map(|u| u.cpu_secs).collect();
-            let mean = cpu.iter().sum::<f64>() / cpu.len().max(1) as f64;
-            let max_cpu = cpu.iter().copied().fold(0.0, f64::max);
-            let rss = w.agents.iter().map(|u| u.max_rss_bytes).max().unwrap_or(0);
-            let (base_time, speed_up, base_egress) = match b {
-                Some(b) => (
-                    format!("{:.1} s", b.time_to_all_secs),
-                    format!("{:.1}×", b.time_to_all_secs / w.max_secs),
-                    format!(
-                        "{:.2}× (body {:.2}×)",
-                        ratio(b.registry.wire_bytes, img),
-                        ratio(b.registry.http_bytes, img)
-                    ),
-                ),
-                None => ("—".into(), "—".into(), "—".into()),
-            };
-            s.push_str(&format!(
-                "| {} | {base_time} | {:.1} / {:.1} / {:.1} s | {:.1} s | {speed_up} | {base_egress} | {:.2}× (body {:.2}×) | {:.2}× | {:.1} / {:.1} | {:.0} MiB |\n",
-                r.nodes,
-                w.p50_secs,
-                w.p99_secs,
-                w.max_secs,
-                w.release_secs,
-                ratio(w.registry.wire_bytes, img),
-                ratio(w.registry.http_bytes, img),
-                ratio(w.seeder_upload_bytes, img),
-                mean,
-                max_cpu,
-                rss as f64 / MIB,
-            ));
+            s.push_str(&self.markdown_row(r));
         }
+        s.push_str(&format!(
+            "\nRegistry read (image ÷ the slower of the registry's and the seeder's link): {:.1} s. Swarm bound (image + one chunk, ÷ link): {:.1} s. First peer byte: chunk bytes flowing into any agent, from the links' counters.\n",
+            self.registry_read_secs(),
+            self.swarm_bound_secs()
+        ));
         s.push_str(&format!(
             "\nSingle-core SHA-256 (sha2, this CPU): {:.0} MiB/s.\n",
             self.sha256_single_core_bytes_per_sec / MIB

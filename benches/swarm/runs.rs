@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::firstbyte::FirstByte;
 use crate::images::Registry;
 use crate::netns::{Node, in_ns};
 use crate::procs::{Proc, Usage, percentile, run, usage};
@@ -22,6 +23,8 @@ pub(crate) struct Bench {
     pub(crate) blobs: Vec<(String, u64)>,
     /// Longest any single run may take.
     pub(crate) timeout: Duration,
+    /// Rate of the seeder's and agents' links, bytes per second.
+    pub(crate) link_bytes_per_sec: f64,
 }
 
 /// N simultaneous `skopeo copy` pulls straight from the registry.
@@ -68,6 +71,17 @@ pub(crate) struct Swarm {
     pub(crate) seeder_wire_bytes: u64,
     /// Per agent, in agent order: CPU seconds and peak RSS when the last agent finished.
     pub(crate) agents: Vec<Usage>,
+    /// Per agent, in agent order: chunk bytes it received (its `fetched` line at exit).
+    #[serde(default)]
+    pub(crate) agent_fetched_bytes: Vec<u64>,
+    /// Seconds from seeder start until chunk bytes first flowed into any agent, read
+    /// from the agents' link counters (see `firstbyte.rs`); `None` if never seen.
+    #[serde(default)]
+    pub(crate) first_peer_byte_secs: Option<f64>,
+    /// Most bytes the agents together received in one 10 ms window before that flow:
+    /// control traffic, to compare with the flow threshold (half the link's window).
+    #[serde(default)]
+    pub(crate) quiet_window_max_bytes: u64,
 }
 
 /// Seeder and one agent over 127.0.0.1 in a namespace of their own, unshaped.
@@ -167,6 +181,7 @@ impl Bench {
         let seeder_before = self.seeder.tx_bytes()?;
 
         let start = Instant::now();
+        let watch = FirstByte::start(&self.agents[..n], self.link_bytes_per_sec);
         let seed_args = Self::args(&[
             "seed",
             &self.registry.reference(),
@@ -185,28 +200,7 @@ impl Bench {
             &dir.join("seeder.log"),
         )?;
         seeder.wait_line("listening ", Duration::from_secs(30))?;
-        let bootstrap = format!("{listen}/p2p/{id}");
-        let mut agents = Vec::new();
-        for (i, node) in self.agents[..n].iter().enumerate() {
-            let args = Self::args(&[
-                "agent",
-                "--data-dir",
-                dir.join(format!("agent-{i}")).to_str().context("dir")?,
-                "--listen",
-                &format!("/ip4/{}/tcp/4002", node.addr),
-                "--bootstrap",
-                &bootstrap,
-                "--trust-seeder",
-                &id,
-                "--runtime",
-                "oci-layout",
-            ]);
-            agents.push(Proc::start(
-                &format!("agent-{i}"),
-                in_ns(&node.ns, &self.bin, &args),
-                &dir.join(format!("agent-{i}.log")),
-            )?);
-        }
+        let mut agents = self.start_agents(&dir, n, &format!("{listen}/p2p/{id}"), &id)?;
         let (released, _) = seeder.wait_line("release ", self.timeout)?;
         let mut done_secs = Vec::new();
         for a in &mut agents {
@@ -218,6 +212,7 @@ impl Bench {
             .iter()
             .map(|a| usage(a.pid()))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let seen = watch.finish()?;
         let reg_wire = self.registry.node.tx_bytes()? - reg_before;
         let seeder_wire = self.seeder.tx_bytes()? - seeder_before;
         seeder.terminate(Duration::from_secs(20));
@@ -227,8 +222,10 @@ impl Bench {
             .next()
             .and_then(|s| s.parse().ok())
             .context("seeder's uploaded line")?;
+        let mut fetched = Vec::new();
         for a in &mut agents {
             a.terminate(Duration::from_secs(10));
+            fetched.push(fetched_bytes(a)?);
         }
         self.check_layouts(&dir, n)?;
         let registry = self.egress(reg_wire, mark)?;
@@ -245,7 +242,43 @@ impl Bench {
             seeder_upload_bytes,
             seeder_wire_bytes: seeder_wire,
             agents: usages,
+            agent_fetched_bytes: fetched,
+            first_peer_byte_secs: seen.first.map(|t| secs(start, t)),
+            quiet_window_max_bytes: seen.quiet_max_bytes,
         })
+    }
+
+    /// Starts `n` agents (one per agent namespace) that bootstrap from `bootstrap` and
+    /// trust seeder `id`.
+    fn start_agents(
+        &self,
+        dir: &Path,
+        n: usize,
+        bootstrap: &str,
+        id: &str,
+    ) -> anyhow::Result<Vec<Proc>> {
+        let mut agents = Vec::new();
+        for (i, node) in self.agents[..n].iter().enumerate() {
+            let args = Self::args(&[
+                "agent",
+                "--data-dir",
+                dir.join(format!("agent-{i}")).to_str().context("dir")?,
+                "--listen",
+                &format!("/ip4/{}/tcp/4002", node.addr),
+                "--bootstrap",
+                bootstrap,
+                "--trust-seeder",
+                id,
+                "--runtime",
+                "oci-layout",
+            ]);
+            agents.push(Proc::start(
+                &format!("agent-{i}"),
+                in_ns(&node.ns, &self.bin, &args),
+                &dir.join(format!("agent-{i}.log")),
+            )?);
+        }
+        Ok(agents)
     }
 
     /// The registry's egress: `wire` bytes on its link, and what its access log shows
@@ -276,6 +309,16 @@ impl Bench {
         }
         Ok(())
     }
+}
+
+/// Chunk bytes an agent received, from the `fetched <bytes> resumed <bytes>` line it
+/// prints when it stops.
+fn fetched_bytes(agent: &mut Proc) -> anyhow::Result<u64> {
+    let (_, line) = agent.wait_line("fetched ", Duration::from_secs(5))?;
+    line.split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("{}: malformed fetched line {line:?}", agent.name))
 }
 
 /// Seeder and one agent on 127.0.0.1 inside namespace `ns`, moving the layout at `layout`.
