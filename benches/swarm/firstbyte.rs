@@ -7,11 +7,11 @@
 //! byte.
 //!
 //! Control traffic (handshakes, gossip, have-updates) is small and bursty; chunk traffic
-//! is sustained at the seeder's link rate. So the first byte is the start of the first
-//! run of [`SUSTAIN`] consecutive windows of [`WINDOW`] in each of which the agents
-//! together received at least half of what the seeder's link can send in that window.
-//! The largest window seen before that (leaving out the one just before, where the flow
-//! may have begun part-way) is kept, to show the margin.
+//! is sustained at the seeder's link rate. So a flow is [`SUSTAIN`] consecutive windows
+//! of [`WINDOW`] in each of which the agents together received at least half of what the
+//! seeder's link can send in that window ("busy"), and the first byte is where the run of
+//! windows leading into the first flow rose above `busy / RAMP` (a loaded machine ramps
+//! up unevenly). The largest window seen before that is kept, to show the margin.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,6 +27,11 @@ use crate::netns::Node;
 const WINDOW: Duration = Duration::from_millis(10);
 /// Consecutive busy windows that make a flow of chunk bytes.
 const SUSTAIN: usize = 3;
+/// Windows kept to look back for the flow's start.
+const HISTORY: usize = 100;
+/// Going back from a sustained flow, windows with at least `busy / RAMP` bytes are its
+/// ramp-up (idle control traffic is a few KiB per window).
+const RAMP: f64 = 8.0;
 
 /// What the watch saw.
 #[derive(Debug, Clone, Copy)]
@@ -66,11 +71,9 @@ impl FirstByte {
 
 fn watch(veths: &[String], busy: f64, stop: &AtomicBool) -> anyhow::Result<Seen> {
     let mut last = (Instant::now(), received(veths)?);
-    // Recent windows: (start, bytes per WINDOW).
+    // The last HISTORY windows: (start, bytes per WINDOW); the most of any older one.
     let mut recent: VecDeque<(Instant, f64)> = VecDeque::new();
-    let mut quiet_max: f64 = 0.0;
-    // The window just before `recent`: maybe the flow's partial start, so held back.
-    let mut held: f64 = 0.0;
+    let mut older_max: f64 = 0.0;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(WINDOW);
         let now = (Instant::now(), received(veths)?);
@@ -78,26 +81,29 @@ fn watch(veths: &[String], busy: f64, stop: &AtomicBool) -> anyhow::Result<Seen>
         let bytes = (now.1 - last.1) as f64 * WINDOW.as_secs_f64() / elapsed;
         recent.push_back((last.0, bytes));
         last = now;
-        if recent.len() > SUSTAIN
+        if recent.len() > HISTORY
             && let Some((_, old)) = recent.pop_front()
         {
-            quiet_max = quiet_max.max(held);
-            held = old;
+            older_max = older_max.max(old);
         }
-        if recent.len() == SUSTAIN && recent.iter().all(|(_, b)| *b >= busy) {
+        let n = recent.len();
+        if n >= SUSTAIN && recent.iter().skip(n - SUSTAIN).all(|(_, b)| *b >= busy) {
+            // The flow began where the traffic before it rose above a trickle.
+            let mut first = n - SUSTAIN;
+            while first > 0 && recent[first - 1].1 >= busy / RAMP {
+                first -= 1;
+            }
+            let quiet = recent.iter().take(first).map(|(_, b)| *b);
             return Ok(Seen {
-                first: Some(recent[0].0),
-                quiet_max_bytes: quiet_max as u64,
+                first: Some(recent[first].0),
+                quiet_max_bytes: quiet.fold(older_max, f64::max) as u64,
             });
         }
     }
-    let quiet_max = recent
-        .iter()
-        .map(|(_, b)| *b)
-        .fold(quiet_max.max(held), f64::max);
+    let quiet = recent.iter().map(|(_, b)| *b);
     Ok(Seen {
         first: None,
-        quiet_max_bytes: quiet_max as u64,
+        quiet_max_bytes: quiet.fold(older_max, f64::max) as u64,
     })
 }
 

@@ -63,18 +63,22 @@ const CHUNK: f64 = 4.0 * MIB;
 const GIB: f64 = 1024.0 * MIB;
 
 /// The markdown table's header.
-const TABLE_HEAD: &str = "| N | baseline: time to all | blobswarm: time to all p50 / p99 / max | of which seeder ingest | first peer byte | time to all ÷ max(registry read, swarm bound) | time to all ÷ swarm bound | speed-up | registry egress baseline | registry egress blobswarm | seeder upload ÷ image | agent CPU s mean / max | agent CPU s per GiB received | agent max RSS |\n\
+const TABLE_HEAD: &str = "| N | baseline: time to all | blobswarm: time to all p50 / p99 / max | of which seeder ingest | first peer byte | time to all ÷ max(registry read, swarm bound) | ÷ swarm bound: time to all / from first peer byte | speed-up | registry egress baseline | registry egress blobswarm | seeder upload ÷ image | agent CPU s mean / max | agent CPU s per GiB received | agent max RSS |\n\
      |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// Agent CPU seconds per GiB of chunk bytes received, all agents together (the image
-/// per agent for runs that did not record what agents fetched).
+/// for an agent whose fetched bytes are unknown: killed, or an older results.json).
 fn cpu_per_gib(w: &Swarm, image: u64) -> f64 {
     let cpu: f64 = w.agents.iter().map(|u| u.cpu_secs).sum();
-    let received: u64 = if w.agent_fetched_bytes.len() == w.agents.len() {
-        w.agent_fetched_bytes.iter().sum()
-    } else {
-        image * w.agents.len() as u64
-    };
+    let received: u64 = (0..w.agents.len())
+        .map(|i| {
+            w.agent_fetched_bytes
+                .get(i)
+                .copied()
+                .flatten()
+                .unwrap_or(image)
+        })
+        .sum();
     cpu / (received as f64 / GIB)
 }
 
@@ -119,8 +123,13 @@ impl Results {
             .map_or_else(|| "—".into(), |t| format!("{t:.2} s"));
         let bound = self.swarm_bound_secs();
         let over_read = w.max_secs / self.registry_read_secs().max(bound);
+        // The swarm's own part, as the comparison with other peer-to-peer tools needs it.
+        let swarm_part = w.first_peer_byte_secs.map_or_else(
+            || "—".into(),
+            |t| format!("{:.2}", (w.max_secs - t) / bound),
+        );
         format!(
-            "| {} | {base_time} | {:.1} / {:.1} / {:.1} s | {:.1} s | {first} | {over_read:.2} | {:.2} | {speed_up} | {base_egress} | {:.2}× (body {:.2}×) | {:.2}× | {:.1} / {:.1} | {:.1} | {:.0} MiB |\n",
+            "| {} | {base_time} | {:.1} / {:.1} / {:.1} s | {:.1} s | {first} | {over_read:.2} | {:.2} / {swarm_part} | {speed_up} | {base_egress} | {:.2}× (body {:.2}×) | {:.2}× | {:.1} / {:.1} | {:.1} | {:.0} MiB |\n",
             r.nodes,
             w.p50_secs,
             w.p99_secs,
