@@ -41,6 +41,10 @@ pub(super) enum Msg {
         to: u32,
         id: RequestId,
     },
+    /// The seeder publishes the release (after its registry read, if modelled).
+    Publish {
+        signed: SignedRelease,
+    },
     Kill {
         node: u32,
     },

@@ -234,6 +234,8 @@ struct World {
     injected_at_kill: Option<usize>,
     control_bytes: u64,
     events: u64,
+    /// Why the seeder could not publish the release, if it could not.
+    publish_failed: Option<String>,
 }
 
 impl World {
@@ -379,6 +381,12 @@ impl World {
                     self.drain(to, now);
                 }
             }
+            Msg::Publish { signed } => {
+                if let Err(e) = self.nodes[0].publish_release(signed, t, 0) {
+                    self.publish_failed = Some(e.to_string());
+                }
+                self.drain(0, now);
+            }
             Msg::Kill { node } => {
                 self.dead[node as usize] = true;
                 if node == 0 {
@@ -462,6 +470,25 @@ impl World {
                 response: Response::Chunk { blob, index },
             },
         );
+    }
+
+    /// Kills `churn × nodes` random peers (never the seeder) at uniform random times
+    /// within `lower_bound` after `publish_at`; returns how many.
+    fn schedule_churn(
+        &mut self,
+        publish_at: Duration,
+        lower_bound: f64,
+        rng: &mut StdRng,
+    ) -> usize {
+        let killed = (self.cfg.churn * self.cfg.nodes as f64).round() as usize;
+        let mut victims: Vec<u32> = (1..self.nodes.len() as u32).collect();
+        for k in 0..killed {
+            let pick = rng.gen_range(k..victims.len());
+            victims.swap(k, pick);
+            let at = publish_at + Duration::from_secs_f64(rng.r#gen::<f64>() * lower_bound);
+            self.push(at, Msg::Kill { node: victims[k] });
+        }
+        killed
     }
 
     /// Delivers events in time order until every live peer is done, nothing is left, or
@@ -567,6 +594,7 @@ pub fn run(cfg: SimConfig) -> Result<SimReport, SimError> {
         injected_at_kill: None,
         control_bytes: 0,
         events: 0,
+        publish_failed: None,
         adj,
         cfg: cfg.clone(),
     };
@@ -585,25 +613,28 @@ pub fn run(cfg: SimConfig) -> Result<SimReport, SimError> {
         .registry_read
         .map(|r| r.secs(cfg.image_size, cfg.down_bytes_per_sec));
     let publish_at = read_from + read_secs.map_or(Duration::ZERO, Duration::from_secs_f64);
-    w.nodes[0]
-        .publish_release(signed, base + publish_at, 0)
-        .map_err(|e| SimError::Config(e.to_string()))?;
-    w.drain(0, publish_at);
+    if read_secs.is_some() {
+        // After the read: an event, so nothing before `publish_at` sees the release.
+        w.push(publish_at, Msg::Publish { signed });
+    } else {
+        // Right after connecting (the runs before registry reads were modelled, kept
+        // bit for bit: publishing through the queue would reorder same-time events).
+        w.nodes[0]
+            .publish_release(signed, base + publish_at, 0)
+            .map_err(|e| SimError::Config(e.to_string()))?;
+        w.drain(0, publish_at);
+    }
     let seeder_leaves = cfg
         .seeder_leaves_at
         .map(|f| publish_at + Duration::from_secs_f64(f * lower_bound));
     if let Some(at) = seeder_leaves {
         w.push(at, Msg::Kill { node: 0 });
     }
-    let killed = (cfg.churn * cfg.nodes as f64).round() as usize;
-    let mut victims: Vec<u32> = (1..n as u32).collect();
-    for k in 0..killed {
-        let pick = rng.gen_range(k..victims.len());
-        victims.swap(k, pick);
-        let at = publish_at + Duration::from_secs_f64(rng.r#gen::<f64>() * lower_bound);
-        w.push(at, Msg::Kill { node: victims[k] });
-    }
+    let killed = w.schedule_churn(publish_at, lower_bound, &mut rng);
     w.run_events();
+    if let Some(e) = w.publish_failed.take() {
+        return Err(SimError::Config(e));
+    }
     let missing_at_kill =
         seeder_leaves.map(|_| w.total_chunks - w.injected_at_kill.unwrap_or(w.injected.len()));
     let mut report = w.report(&maps, killed, read_from, lower_bound, missing_at_kill);

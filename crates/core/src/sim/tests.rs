@@ -153,6 +153,19 @@ fn registry_read_comes_before_the_swarm_when_published_after_the_read() {
     );
     let ratio = slow.max_secs / read_secs.max(slow.lower_bound_secs);
     assert_eq!(slow.max_over_read_or_bound, Some(ratio));
+    // Nothing moves before the release: the seeder's pace counts from it.
+    assert!(slow.seeder_injected_all_secs > 0.0, "{slow:?}");
+    // Few peers: each could fetch from the seeder at once were the release seen early.
+    let few = run(SimConfig {
+        nodes: 4,
+        registry_read: Some(RegistryRead {
+            bytes_per_sec: 25e6,
+            mode: ReadMode::PublishAfterRead,
+        }),
+        ..small()
+    })
+    .unwrap();
+    assert!(few.p50_secs >= read_secs + few.lower_bound_secs, "{few:?}");
     // Faster than the 125 MB/s downlink: the downlink is what the read gets.
     let fast = read(1e12);
     assert_eq!(fast.registry_read_secs, Some((64u64 << 20) as f64 / 125e6));
