@@ -27,6 +27,7 @@
 //! (`chunk / up + 2 × latency`): no peer can receive the image faster.
 
 mod event;
+mod read;
 mod report;
 mod setup;
 #[cfg(test)]
@@ -45,6 +46,8 @@ use crate::node::{self, Action, ChunkOutcome, Inbound, Node, PeerKey};
 use crate::wire::Response;
 use crate::{Digest, codec};
 use event::{EventQueue, Msg};
+pub use read::{ReadMode, RegistryRead};
+pub use report::SimReport;
 use report::make_nodes;
 use setup::{build_image, overlay};
 
@@ -109,33 +112,6 @@ pub struct SimConfig {
     pub registry_read: Option<RegistryRead>,
 }
 
-/// How the seeder reads the image from the registry before (or while) it serves it.
-#[derive(Debug, Clone, Copy)]
-pub struct RegistryRead {
-    /// Rate of the registry's link, bytes per second; the seeder's downlink caps it too.
-    pub bytes_per_sec: f64,
-    /// When the chunks read become available to peers.
-    pub mode: ReadMode,
-}
-
-/// When chunks the seeder has read from the registry become available to peers: a
-/// streaming seeder (issue #19) will add a mode publishing chunks as they are read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ReadMode {
-    /// Today's seeder: the release is published, and its chunks served, only after the
-    /// whole image has been read and hashed.
-    PublishAfterRead,
-}
-
-impl RegistryRead {
-    /// Seconds the seeder needs to read `image` bytes over a downlink of `down` bytes/s.
-    #[must_use]
-    pub fn secs(&self, image: u64, down: f64) -> f64 {
-        image as f64 / self.bytes_per_sec.min(down)
-    }
-}
-
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
@@ -154,54 +130,6 @@ impl Default for SimConfig {
             registry_read: None,
         }
     }
-}
-
-/// What a simulation measured; serializes to the JSON the CLI prints.
-#[derive(Debug, Clone, Serialize)]
-pub struct SimReport {
-    /// Peers simulated.
-    pub nodes: usize,
-    /// Image bytes.
-    pub image_bytes: u64,
-    /// Peers killed by churn.
-    pub killed: usize,
-    /// Surviving peers that did not complete.
-    pub incomplete: usize,
-    /// Lower bound on time to complete, seconds.
-    pub lower_bound_secs: f64,
-    /// Median completion time of surviving peers, seconds.
-    pub p50_secs: f64,
-    /// 99th percentile completion time, seconds.
-    pub p99_secs: f64,
-    /// Slowest surviving peer, seconds.
-    pub max_secs: f64,
-    /// p99 divided by the lower bound.
-    pub p99_over_lower_bound: f64,
-    /// Bytes the seeder uploaded, divided by the image size.
-    pub seeder_upload_over_image: f64,
-    /// When the seeder had sent every chunk at least once, seconds after the release: the
-    /// swarm cannot finish before, so this over the lower bound shows how much of the
-    /// total the seeder's own pace explains.
-    pub seeder_injected_all_secs: f64,
-    /// Whole-blob registry reads per blob: the seeder's single ingest.
-    pub registry_fetches_per_blob: f64,
-    /// Chunks the seeder had never sent when it left (0 if it stayed).
-    pub chunks_missing_when_seeder_left: usize,
-    /// Chunk ranges fetched from the registry by the herd guard.
-    pub registry_chunk_fetches: u64,
-    /// Most registry fetches of any one chunk (the herd guard's goal: at most 1).
-    pub registry_fetches_max_per_chunk: u32,
-    /// Mean control (non-chunk) bytes sent and received per node.
-    pub control_bytes_per_node: f64,
-    /// Events processed.
-    pub events: u64,
-    /// With a registry read modelled: seconds the seeder's read of the image takes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub registry_read_secs: Option<f64>,
-    /// With a registry read modelled: the slowest peer's time (from the read's start)
-    /// divided by `max(registry read, lower bound)`, the benchmark's headline ratio.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_over_read_or_bound: Option<f64>,
 }
 
 /// Why a simulation could not run.

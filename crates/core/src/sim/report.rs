@@ -2,9 +2,59 @@
 
 use std::time::Duration;
 
-use super::{SimConfig, SimError, SimPeer, SimReport, World, percentile};
+use serde::Serialize;
+
+use super::{SimConfig, SimError, SimPeer, World, percentile};
 use crate::node::{self, Node, PeerKey};
 use crate::{ChunkMap, TrustedSeeders};
+
+/// What a simulation measured; serializes to the JSON the CLI prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimReport {
+    /// Peers simulated.
+    pub nodes: usize,
+    /// Image bytes.
+    pub image_bytes: u64,
+    /// Peers killed by churn.
+    pub killed: usize,
+    /// Surviving peers that did not complete.
+    pub incomplete: usize,
+    /// Lower bound on time to complete, seconds.
+    pub lower_bound_secs: f64,
+    /// Median completion time of surviving peers, seconds.
+    pub p50_secs: f64,
+    /// 99th percentile completion time, seconds.
+    pub p99_secs: f64,
+    /// Slowest surviving peer, seconds.
+    pub max_secs: f64,
+    /// p99 divided by the lower bound.
+    pub p99_over_lower_bound: f64,
+    /// Bytes the seeder uploaded, divided by the image size.
+    pub seeder_upload_over_image: f64,
+    /// When the seeder had sent every chunk at least once, seconds after the release: the
+    /// swarm cannot finish before, so this over the lower bound shows how much of the
+    /// total the seeder's own pace explains.
+    pub seeder_injected_all_secs: f64,
+    /// Whole-blob registry reads per blob: the seeder's single ingest.
+    pub registry_fetches_per_blob: f64,
+    /// Chunks the seeder had never sent when it left (0 if it stayed).
+    pub chunks_missing_when_seeder_left: usize,
+    /// Chunk ranges fetched from the registry by the herd guard.
+    pub registry_chunk_fetches: u64,
+    /// Most registry fetches of any one chunk (the herd guard's goal: at most 1).
+    pub registry_fetches_max_per_chunk: u32,
+    /// Mean control (non-chunk) bytes sent and received per node.
+    pub control_bytes_per_node: f64,
+    /// Events processed.
+    pub events: u64,
+    /// With a registry read modelled: seconds the seeder's read of the image takes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_read_secs: Option<f64>,
+    /// With a registry read modelled: the slowest peer's time (from the read's start)
+    /// divided by `max(registry read, lower bound)`, the benchmark's headline ratio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_over_read_or_bound: Option<f64>,
+}
 
 /// The seeder (index 0, super-seeding) and the peers (herd guard on), each with its own
 /// RNG seed derived from the run's.
