@@ -9,6 +9,8 @@
 #   containerd, runc   the runtime the containerd importer is tested against
 #   chromium           headless browser for the seeder dashboard test
 #   prometheus         promtool, which checks deploy/observability's rules and dashboard
+#   nodejs, npm        run the pinned CRD-schema validator of deploy/observability
+#                      (scripts/validate-manifests.sh)
 set -euo pipefail
 
 # Commands may live in sbin directories that a non-root PATH lacks.
@@ -42,6 +44,8 @@ check_all() {
     need runc runc
     need chromium chromium
     need prometheus promtool
+    need nodejs node
+    need npm npm
 }
 
 check_all
