@@ -518,18 +518,36 @@ impl Metrics {
             "registry",
             d(s.bytes_from_registry, last.bytes_from_registry),
         );
-        self.registry_fetches
-            .inc_by(d(s.registry_fetches, last.registry_fetches));
-        self.chunks_rejected
-            .inc_by(d(s.chunks_rejected, last.chunks_rejected));
-        self.requests_failed
-            .inc_by(d(s.requests_failed, last.requests_failed));
-        self.releases_rejected
-            .inc_by(d(s.releases_rejected, last.releases_rejected));
-        self.releases_replayed
-            .inc_by(d(s.releases_replayed, last.releases_replayed));
-        self.haves_refused
-            .inc_by(d(s.haves_refused, last.haves_refused));
+        for (counter, now, before) in [
+            (
+                &self.registry_fetches,
+                s.registry_fetches,
+                last.registry_fetches,
+            ),
+            (
+                &self.chunks_rejected,
+                s.chunks_rejected,
+                last.chunks_rejected,
+            ),
+            (
+                &self.requests_failed,
+                s.requests_failed,
+                last.requests_failed,
+            ),
+            (
+                &self.releases_rejected,
+                s.releases_rejected,
+                last.releases_rejected,
+            ),
+            (
+                &self.releases_replayed,
+                s.releases_replayed,
+                last.releases_replayed,
+            ),
+            (&self.haves_refused, s.haves_refused, last.haves_refused),
+        ] {
+            counter.inc_by(d(now, before));
+        }
         for (why, now, before) in [
             ("expired", s.herd_claims_expired, last.herd_claims_expired),
             (
