@@ -68,7 +68,8 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 }
 
 /// The sum of every sample of `name` (any labels) in a Prometheus exposition, and how
-/// many distinct label sets it has.
+/// many distinct label sets have a non-zero value (series are exported at zero from the
+/// start, so only these show something happened).
 fn samples(text: &str, name: &str) -> (f64, usize) {
     let mut sum = 0.0;
     let mut series = 0;
@@ -81,7 +82,7 @@ fn samples(text: &str, name: &str) -> (f64, usize) {
         }
         if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
             sum += v;
-            series += 1;
+            series += usize::from(v > 0.0);
         }
     }
     (sum, series)
