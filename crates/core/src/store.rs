@@ -158,6 +158,22 @@ impl FsStore {
     /// # Errors
     /// [`StoreError`] when the blob is missing or the range is out of bounds.
     pub fn read_range(&self, blob: &Digest, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
+        self.read_range_with(blob, range, |len| vec![0; len])
+    }
+
+    /// [`read_range`](Self::read_range) into a buffer of the range's length from `buffer`,
+    /// called only once the range is known to lie inside the blob (so a bad range
+    /// allocates nothing). The buffer's old contents are overwritten, so it need not be
+    /// zeroed: callers pass reused buffers.
+    ///
+    /// # Errors
+    /// As [`read_range`](Self::read_range).
+    pub fn read_range_with(
+        &self,
+        blob: &Digest,
+        range: Range<u64>,
+        buffer: impl FnOnce(usize) -> Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
         // The partial file may be renamed between the two opens: try complete, partial, complete.
         let file = [
             self.blob_path(blob),
@@ -178,7 +194,10 @@ impl FsStore {
                 size,
             });
         }
-        let mut buf = vec![0u8; (range.end - range.start) as usize];
+        let len = (range.end - range.start) as usize;
+        let mut buf = buffer(len);
+        // A buffer of another length would read the wrong bytes or leave stale ones.
+        buf.resize(len, 0);
         file.read_exact_at(&mut buf, range.start)
             .map_err(io_err("reading", &path))?;
         Ok(buf)
@@ -332,6 +351,12 @@ mod tests {
             store.read_range(&map.blob(), 0..(data.len() as u64 + 1)),
             Err(StoreError::Range { .. })
         ));
+        // A reused buffer of any length comes back holding exactly the range; a range
+        // outside the blob asks for no buffer at all.
+        let stale = store.read_range_with(&map.blob(), 2..6, |n| vec![0xee; n + 9]);
+        assert_eq!(stale.unwrap(), &data[2..6]);
+        let out = store.read_range_with(&map.blob(), 0..u64::MAX, |_| unreachable!());
+        assert!(matches!(out, Err(StoreError::Range { .. })));
     }
 
     #[test]

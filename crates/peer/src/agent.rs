@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
 use crate::behaviour::build_swarm;
+use crate::bufpool::BufPool;
 use crate::driver::{Driver, DriverConfig, Hooks, LocalBlob, NoHooks, Now, PeerIdentity, Startup};
 use crate::error::{AgentError, NotReady};
 use crate::status::AgentStatus;
@@ -212,7 +213,9 @@ pub async fn spawn_with_hooks(
 ) -> Result<(AgentHandle, tokio::task::JoinHandle<()>), AgentError> {
     let (store, runtime) = open_targets(&config).await?;
     let peer_id = config.keypair.public().to_peer_id();
-    let swarm = start_swarm(&config)?;
+    // Buffers are in use by at most the chunks requested plus the chunks being served.
+    let pool = BufPool::new(config.node.max_requests_total + config.node.max_uploads);
+    let swarm = start_swarm(&config, pool.clone())?;
     let scan_store = store.clone();
     let startup = Startup {
         resumed: tokio::task::spawn_blocking(move || crate::checkpoint::scan(&scan_store))
@@ -247,6 +250,7 @@ pub async fn spawn_with_hooks(
         commands: cmd_rx,
         status: status_tx,
         aggregator: reports.clone(),
+        pool,
     });
     let task = tokio::spawn(event_loop.run());
     Ok((
@@ -286,12 +290,14 @@ async fn open_targets(
 /// Builds the swarm, listens and dials the bootstrap addresses.
 fn start_swarm(
     config: &AgentConfig,
+    pool: BufPool,
 ) -> Result<libp2p::Swarm<crate::behaviour::Behaviour>, AgentError> {
     let mut swarm = build_swarm(
         config.keypair.clone(),
         config.node.request_timeout,
         config.swarm_key,
         config.max_peers,
+        pool,
     )?;
     for addr in &config.listen {
         swarm

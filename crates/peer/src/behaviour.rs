@@ -13,6 +13,7 @@ use libp2p::{
     noise, request_response, tcp, yamux,
 };
 
+use crate::bufpool::BufPool;
 use crate::driver::{Topic, max_gossip_bytes};
 use crate::ip_limit::{IpLimit, MAX_INBOUND_PER_IP};
 use crate::protocol::WireCodec;
@@ -70,12 +71,14 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Builds a TCP + Noise + Yamux swarm around [`Behaviour`]. With a swarm key, TCP is
 /// wrapped in a libp2p private network (pnet: XSalsa20 with the pre-shared key) before
-/// Noise, so only nodes holding the same key can even start a handshake.
+/// Noise, so only nodes holding the same key can even start a handshake. Chunk payloads
+/// are read into buffers from `pool`.
 pub(crate) fn build_swarm(
     keypair: Keypair,
     request_timeout: Duration,
     swarm_key: Option<PreSharedKey>,
     max_peers: usize,
+    pool: BufPool,
 ) -> Result<Swarm<Behaviour>, SwarmError> {
     let builder = SwarmBuilder::with_existing_identity(keypair).with_tokio();
     let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(120));
@@ -87,7 +90,7 @@ pub(crate) fn build_swarm(
                 yamux::Config::default,
             )
             .map_err(|e| SwarmError::Transport(e.into()))?
-            .with_behaviour(|key| behaviour(key, request_timeout, max_peers))
+            .with_behaviour(|key| behaviour(key, request_timeout, max_peers, pool))
             .map_err(|e| SwarmError::Behaviour(e.into()))?
             .with_swarm_config(idle)
             .build(),
@@ -104,7 +107,7 @@ pub(crate) fn build_swarm(
                 )
             })
             .map_err(|e| SwarmError::Transport(e.into()))?
-            .with_behaviour(|key| behaviour(key, request_timeout, max_peers))
+            .with_behaviour(|key| behaviour(key, request_timeout, max_peers, pool))
             .map_err(|e| SwarmError::Behaviour(e.into()))?
             .with_swarm_config(idle)
             .build(),
@@ -116,8 +119,10 @@ fn behaviour(
     key: &Keypair,
     request_timeout: Duration,
     max_peers: usize,
+    pool: BufPool,
 ) -> Result<Behaviour, BoxError> {
-    let rr = request_response::Behaviour::new(
+    let rr = request_response::Behaviour::with_codec(
+        WireCodec::new(pool),
         [(
             StreamProtocol::new(PROTOCOL),
             request_response::ProtocolSupport::Full,

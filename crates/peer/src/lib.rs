@@ -8,6 +8,7 @@
 
 mod agent;
 mod behaviour;
+mod bufpool;
 mod checkpoint;
 mod dns_bootstrap;
 mod driver;

@@ -10,9 +10,21 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 
-/// The request-response codec: one frame per request and per response.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct WireCodec;
+use crate::bufpool::BufPool;
+
+/// The request-response codec: one frame per request and per response. Chunk payloads
+/// are read into, and served chunks given back to, the agent's buffer pool.
+#[derive(Debug, Clone)]
+pub(crate) struct WireCodec {
+    pool: BufPool,
+}
+
+impl WireCodec {
+    /// A codec drawing its payload buffers from `pool`.
+    pub(crate) fn new(pool: BufPool) -> Self {
+        Self { pool }
+    }
+}
 
 /// Time every answer gets whatever its size: a few round trips, Yamux window growth and
 /// a receiver that is briefly busy (hashing the previous chunk, a GC pause).
@@ -53,15 +65,22 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
-/// Reads one frame, checking both lengths against the codec limits before allocating.
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<(Vec<u8>, Vec<u8>)> {
+/// Reads one frame, checking both lengths against the codec limits before allocating;
+/// the payload goes into a buffer from `pool` (given back if the read fails).
+async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    pool: &BufPool,
+) -> io::Result<(Vec<u8>, Vec<u8>)> {
     let mut prefix = [0u8; PREFIX_LEN];
     io.read_exact(&mut prefix).await?;
     let (h, p) = codec::parse_prefix(prefix).map_err(invalid)?;
     let mut header = vec![0u8; h];
     io.read_exact(&mut header).await?;
-    let mut payload = vec![0u8; p];
-    io.read_exact(&mut payload).await?;
+    let mut payload = pool.take(p);
+    if let Err(e) = io.read_exact(&mut payload).await {
+        pool.put(payload);
+        return Err(e);
+    }
     Ok((header, payload))
 }
 
@@ -106,13 +125,24 @@ impl request_response::Codec for WireCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let (header, payload) = read_frame(io).await?;
-        let resp: Response = codec::decode(&header).map_err(invalid)?;
-        resp.validate().map_err(invalid)?;
-        if !payload.is_empty() && !matches!(resp, Response::Chunk { .. }) {
-            return Err(invalid("only chunk responses carry a payload"));
+        let (header, payload) = read_frame(io, &self.pool).await?;
+        let checked = codec::decode::<Response>(&header)
+            .map_err(invalid)
+            .and_then(|resp| resp.validate().map(|()| resp).map_err(invalid))
+            .and_then(|resp| {
+                if payload.is_empty() || matches!(resp, Response::Chunk { .. }) {
+                    Ok(resp)
+                } else {
+                    Err(invalid("only chunk responses carry a payload"))
+                }
+            });
+        match checked {
+            Ok(resp) => Ok((resp, Bytes::from(payload))),
+            Err(e) => {
+                self.pool.put(payload);
+                Err(e)
+            }
         }
-        Ok((resp, Bytes::from(payload)))
     }
 
     async fn write_request<T>(
@@ -143,7 +173,10 @@ impl request_response::Codec for WireCodec {
         // Dropping the write on timeout drops the stream: its Yamux window and the
         // payload go with it, and request-response reports an inbound failure, which
         // frees the upload slot.
-        match tokio::time::timeout(deadline, write_frame(io, &header, &payload)).await {
+        let written = tokio::time::timeout(deadline, write_frame(io, &header, &payload)).await;
+        // Sent or not, the chunk's buffer serves the next read.
+        self.pool.put_bytes(payload);
+        match written {
             Ok(written) => written,
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,

@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::{Command, now};
 use crate::behaviour::{Behaviour, BehaviourEvent, topic_name};
+use crate::bufpool::BufPool;
 use crate::driver::{Driver, Event, GossipId, OutId, ReplyId, Snapshot, Topic};
 use crate::ip_limit::IpLimitExceeded;
 use crate::protocol::SlowReader;
@@ -47,6 +48,8 @@ pub(super) struct Parts {
     pub(super) status: watch::Sender<AgentStatus>,
     /// Where received progress reports go (a seeder's aggregator).
     pub(super) aggregator: Option<crate::SharedReportSink>,
+    /// Chunk buffers, shared with the swarm's codec.
+    pub(super) pool: BufPool,
 }
 
 /// The adapter's state: the swarm, the id maps, and the channels to blocking work.
@@ -79,6 +82,9 @@ pub(super) struct EventLoop {
     listen_addrs: Vec<Multiaddr>,
     /// The checkpoint pass running, if any: passes run one at a time.
     checkpoint: Option<JoinHandle<()>>,
+    /// Chunk buffers, shared with the swarm's codec: chunks read from the store for
+    /// serving go into them, and received chunks give theirs back once stored.
+    pool: BufPool,
 }
 
 impl EventLoop {
@@ -104,6 +110,7 @@ impl EventLoop {
             next_gossip: 0,
             listen_addrs: Vec::new(),
             checkpoint: None,
+            pool: p.pool,
         }
     }
 

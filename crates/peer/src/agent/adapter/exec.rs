@@ -45,8 +45,9 @@ impl EventLoop {
                 range,
             } => {
                 let (store, tx) = (self.store.clone(), self.internal_tx.clone());
+                let pool = self.pool.clone();
                 tokio::task::spawn_blocking(move || {
-                    let bytes = store.read_range(&blob, range).ok();
+                    let bytes = store.read_range_with(&blob, range, |n| pool.take(n)).ok();
                     let _ = tx.blocking_send(Event::ChunkRead {
                         reply,
                         blob,
@@ -62,10 +63,13 @@ impl EventLoop {
                 payload,
             } => {
                 let (store, tx) = (self.store.clone(), self.internal_tx.clone());
+                let pool = self.pool.clone();
                 tokio::task::spawn_blocking(move || {
                     let outcome = ChunkOutcome::verify_then_store(&map, index, &payload, || {
                         store.write_chunk(&map, index, &payload)
                     });
+                    // Stored or refused, the bytes are done with: the buffer takes the next chunk.
+                    pool.put_bytes(payload);
                     let blob = map.blob();
                     let _ = tx.blocking_send(Event::ChunkDone { id, blob, outcome });
                 });
