@@ -1,11 +1,15 @@
 //! Micro-benchmarks of the per-chunk CPU paths: chunk hashing against plain `sha2` on the
-//! same buffer (the rate to stay close to), the wire codec on chunk messages, and one
-//! scheduler decision at 1,000 chunks × 32 neighbours.
+//! same buffer (the rate to stay close to), the wire codec on chunk messages, one
+//! scheduler decision at 1,000 chunks × 32 neighbours, and the ways a store could write
+//! a blob's chunks to disk.
 //!
 //! `cargo bench --bench micro` (add `-- hash` etc. to filter). Nothing here touches the
-//! network or the disk.
+//! network; `store_write` writes 64 MiB files under the temporary directory.
 
+use std::fs::OpenOptions;
 use std::hint::black_box;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blobswarm_core::node::{Action, ChunkOutcome, Config, Node, PeerKey, RequestId};
@@ -238,5 +242,112 @@ fn scheduler(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, hashing, codec_benches, scheduler);
+/// Chunks per written blob in `store_write`: 64 MiB, enough to leave the CPU caches.
+const BLOB_CHUNKS: u64 = 16;
+
+/// How `store_write` puts a blob's chunks on disk.
+#[derive(Clone, Copy)]
+enum WriteMode {
+    /// Today's `FsStore::write_chunk`: a sparse file (`set_len`), a `pwrite` per chunk
+    /// into fresh page-cache pages.
+    Sparse,
+    /// The blob's extents reserved up front with `fallocate`, then `pwrite` as today.
+    Fallocate,
+    /// `fallocate`, then `O_DIRECT` writes from a 4 KiB-aligned buffer: no page cache.
+    Direct,
+    /// `pwrite` over a file whose pages are already in the page cache (what reusing an
+    /// already-faulted region would cost).
+    Overwrite,
+}
+
+/// Writes one blob of `BLOB_CHUNKS` chunks as `mode` does, then `fsync`s it as
+/// `FsStore::finalize` does.
+fn write_blob(path: &Path, mode: WriteMode, chunk: &[u8]) {
+    let size = BLOB_CHUNKS * chunk.len() as u64;
+    let mut opts = OpenOptions::new();
+    opts.create(true).truncate(false).write(true);
+    if matches!(mode, WriteMode::Direct) {
+        opts.custom_flags(rustix::fs::OFlags::DIRECT.bits().cast_signed());
+    }
+    let file = opts.open(path).expect("open blob file");
+    match mode {
+        WriteMode::Sparse => file.set_len(size).expect("set_len"),
+        WriteMode::Fallocate | WriteMode::Direct => {
+            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, size)
+                .expect("fallocate");
+        }
+        WriteMode::Overwrite => {}
+    }
+    for i in 0..BLOB_CHUNKS {
+        file.write_all_at(black_box(chunk), i * chunk.len() as u64)
+            .expect("pwrite");
+    }
+    file.sync_all().expect("fsync");
+    if !matches!(mode, WriteMode::Overwrite) {
+        std::fs::remove_file(path).expect("remove blob file");
+    }
+}
+
+/// This thread's time on a CPU so far (`/proc/thread-self/schedstat`, first field).
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let ns = stat.split_whitespace().next().and_then(|n| n.parse().ok());
+    Duration::from_nanos(ns.expect("schedstat's first field"))
+}
+
+/// A chunk of bytes in a 4 KiB-aligned buffer, as `O_DIRECT` needs.
+fn aligned_chunk(backing: &mut Vec<u8>) -> &[u8] {
+    let len = DEFAULT_CHUNK_SIZE as usize;
+    *backing = vec![0u8; len + 4096];
+    let start = backing.as_ptr().align_offset(4096);
+    let chunk = &mut backing[start..start + len];
+    blobswarm_testkit::PseudoRandom::new(1).fill(chunk);
+    chunk
+}
+
+fn store_write(c: &mut Criterion) {
+    let dir = tempfile::Builder::new()
+        .prefix("bswb-micro-")
+        .tempdir()
+        .expect("tempdir");
+    let mut backing = Vec::new();
+    let chunk = aligned_chunk(&mut backing);
+    let reused = dir.path().join("reused");
+    write_blob(&reused, WriteMode::Overwrite, chunk);
+    let modes = [
+        ("pwrite_sparse", WriteMode::Sparse),
+        ("fallocate_pwrite", WriteMode::Fallocate),
+        ("fallocate_o_direct", WriteMode::Direct),
+        ("pwrite_overwrite_cached", WriteMode::Overwrite),
+    ];
+    // Wall time (the chunk's latency) and this thread's CPU time (what an agent pays).
+    for (clock, cpu) in [("wall", false), ("thread_cpu", true)] {
+        let mut g = c.benchmark_group(format!("store_write_64MiB_{clock}"));
+        g.throughput(Throughput::Bytes(BLOB_CHUNKS * DEFAULT_CHUNK_SIZE as u64));
+        g.sample_size(10);
+        for (name, mode) in modes {
+            let path = if matches!(mode, WriteMode::Overwrite) {
+                reused.clone()
+            } else {
+                dir.path().join(name)
+            };
+            g.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let (wall, cpu0) = (Instant::now(), thread_cpu());
+                    for _ in 0..iters {
+                        write_blob(&path, mode, chunk);
+                    }
+                    if cpu {
+                        thread_cpu() - cpu0
+                    } else {
+                        wall.elapsed()
+                    }
+                });
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, hashing, codec_benches, scheduler, store_write);
 criterion_main!(benches);
