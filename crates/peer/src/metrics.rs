@@ -2,20 +2,14 @@
 //! event loop carries no metric code: the core counts, this module turns the counts into
 //! exported counters, gauges and a histogram.
 
-use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
-use blobswarm_core::ReleaseId;
-use blobswarm_core::node::Stats;
-use blobswarm_core::wire::ProgressState;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::status::{AgentStatus, BanCounts};
 
 /// Labels of the ban counter, in the order of [`BanCounts`]' fields.
 const BAN_REASONS: [&str; 4] = ["bad_chunk", "bad_frame", "request_rate", "banned_address"];
@@ -47,21 +41,7 @@ struct StateLabel {
     state: String,
 }
 
-/// Import durations remembered so each release is observed once; bounded.
-const MAX_OBSERVED_IMPORTS: usize = 1024;
-
-#[derive(Default)]
-struct Last {
-    stats: Stats,
-    uploaded: u64,
-    chunks_verified: u64,
-    bans: BanCounts,
-    evicted: u64,
-    imports_seen: HashSet<ReleaseId>,
-    gossip_rejected: BTreeMap<(&'static str, &'static str), u64>,
-    serves_cut: u64,
-    connections_denied: BTreeMap<&'static str, u64>,
-}
+use observe::Last;
 
 /// The exported metrics; one per process, shared with the HTTP endpoint.
 pub struct Metrics {
@@ -423,175 +403,6 @@ impl Metrics {
         self.report_nodes_dropped.inc_by(n.saturating_sub(seen));
     }
 
-    /// Brings the metrics up to date with a status snapshot; counters advance by the
-    /// difference to the previous snapshot, so calling it often costs nothing extra.
-    pub fn observe(&self, s: &AgentStatus) {
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.observe_stats(&s.stats, &last.stats);
-        let d = |now: u64, before: u64| now.saturating_sub(before);
-        self.bytes_up.inc_by(d(s.uploaded_bytes, last.uploaded));
-        self.chunks_verified
-            .inc_by(d(s.chunks_verified, last.chunks_verified));
-        for (reason, now, before) in [
-            (BAN_REASONS[0], s.bans.bad_chunk, last.bans.bad_chunk),
-            (BAN_REASONS[1], s.bans.bad_frame, last.bans.bad_frame),
-            (BAN_REASONS[2], s.bans.request_rate, last.bans.request_rate),
-            (
-                BAN_REASONS[3],
-                s.bans.banned_address,
-                last.bans.banned_address,
-            ),
-        ] {
-            self.peers_banned
-                .get_or_create(&ReasonLabel {
-                    reason: reason.into(),
-                })
-                .inc_by(d(now, before));
-        }
-        self.peers_banned_now
-            .set(i64::try_from(s.bans.active).unwrap_or(i64::MAX));
-        last.bans = s.bans;
-        self.releases_evicted
-            .inc_by(d(s.releases_evicted, last.evicted));
-        last.evicted = s.releases_evicted;
-        last.stats = s.stats.clone();
-        last.uploaded = s.uploaded_bytes;
-        last.chunks_verified = s.chunks_verified;
-        self.observe_edge(s, &mut last);
-        self.observe_releases(s, &mut last);
-    }
-
-    /// The gauges of the store and of the releases carried, and the import durations.
-    fn observe_releases(&self, s: &AgentStatus, last: &mut Last) {
-        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        self.store_bytes.set(gauge(s.store_bytes));
-        self.store_max_bytes
-            .set(gauge(s.store_max_bytes.unwrap_or(0)));
-        let pending = s
-            .releases
-            .iter()
-            .filter(|r| !r.complete)
-            .map(|r| r.total_bytes.saturating_sub(r.have_bytes))
-            .sum();
-        self.pending_bytes.set(gauge(pending));
-        self.peers.set(i64::try_from(s.peers).unwrap_or(i64::MAX));
-        let (mut in_progress, mut complete, mut failed) = (0, 0, 0);
-        for r in &s.releases {
-            match r.state(s.import_target) {
-                ProgressState::Done => complete += 1,
-                ProgressState::Failed(_) => failed += 1,
-                _ => in_progress += 1,
-            }
-            if let Some(t) = r.import_time
-                && !last.imports_seen.contains(&r.id)
-            {
-                if last.imports_seen.len() >= MAX_OBSERVED_IMPORTS {
-                    last.imports_seen.clear();
-                }
-                last.imports_seen.insert(r.id);
-                self.import_seconds.observe(t.as_secs_f64());
-            }
-        }
-        for (state, n) in [
-            ("in_progress", in_progress),
-            ("complete", complete),
-            ("failed", failed),
-        ] {
-            self.releases
-                .get_or_create(&StateLabel {
-                    state: state.into(),
-                })
-                .set(n);
-        }
-    }
-
-    /// The counters kept in the node's [`Stats`]: advance each by what it grew since
-    /// `last`.
-    fn observe_stats(&self, s: &Stats, last: &Stats) {
-        let d = |now: u64, before: u64| now.saturating_sub(before);
-        self.down("peer", d(s.bytes_from_peers, last.bytes_from_peers));
-        self.down("seeder", d(s.bytes_from_seeders, last.bytes_from_seeders));
-        self.down(
-            "registry",
-            d(s.bytes_from_registry, last.bytes_from_registry),
-        );
-        for (counter, now, before) in [
-            (
-                &self.registry_fetches,
-                s.registry_fetches,
-                last.registry_fetches,
-            ),
-            (
-                &self.chunks_rejected,
-                s.chunks_rejected,
-                last.chunks_rejected,
-            ),
-            (
-                &self.requests_failed,
-                s.requests_failed,
-                last.requests_failed,
-            ),
-            (
-                &self.releases_rejected,
-                s.releases_rejected,
-                last.releases_rejected,
-            ),
-            (
-                &self.releases_replayed,
-                s.releases_replayed,
-                last.releases_replayed,
-            ),
-            (&self.haves_refused, s.haves_refused, last.haves_refused),
-        ] {
-            counter.inc_by(d(now, before));
-        }
-        for (why, now, before) in [
-            ("expired", s.herd_claims_expired, last.herd_claims_expired),
-            (
-                "overridden",
-                s.herd_claims_overridden,
-                last.herd_claims_overridden,
-            ),
-        ] {
-            self.herd_claims_void
-                .get_or_create(&reason(why))
-                .inc_by(d(now, before));
-        }
-    }
-
-    /// The network-edge counters: gossip rejected, serves cut, connections denied.
-    fn observe_edge(&self, s: &AgentStatus, last: &mut Last) {
-        for (&(topic, why), &n) in &s.gossip_rejected {
-            let before = last
-                .gossip_rejected
-                .get(&(topic, why))
-                .copied()
-                .unwrap_or(0);
-            let label = GossipLabel {
-                topic: topic.into(),
-                reason: why.into(),
-            };
-            self.gossip_rejected
-                .get_or_create(&label)
-                .inc_by(n.saturating_sub(before));
-        }
-        last.gossip_rejected.clone_from(&s.gossip_rejected);
-        self.serves_cut
-            .get_or_create(&reason("slow_reader"))
-            .inc_by(s.serves_cut.saturating_sub(last.serves_cut));
-        last.serves_cut = s.serves_cut;
-        for (&why, &n) in &s.connections_denied {
-            let before = last.connections_denied.get(why).copied().unwrap_or(0);
-            self.connections_denied
-                .get_or_create(&reason(why))
-                .inc_by(n.saturating_sub(before));
-        }
-        last.connections_denied.clone_from(&s.connections_denied);
-    }
-
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -601,87 +412,6 @@ impl Metrics {
     }
 }
 
+mod observe;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_follow_snapshots_by_difference() {
-        let m = Metrics::new();
-        let mut s = AgentStatus::default();
-        s.stats.bytes_from_peers = 100;
-        s.stats.bytes_from_seeders = 10;
-        s.uploaded_bytes = 7;
-        s.chunks_verified = 3;
-        s.peers = 2;
-        s.bans.request_rate = 1;
-        s.bans.active = 1;
-        m.observe(&s);
-        m.observe(&s);
-        s.stats.bytes_from_peers = 150;
-        m.observe(&s);
-        m.registry_blob_read(42);
-        let text = m.encode();
-        assert!(
-            text.contains("blobswarm_bytes_down_total{source=\"peer\"} 150"),
-            "{text}"
-        );
-        assert!(text.contains("blobswarm_bytes_down_total{source=\"seeder\"} 10"));
-        assert!(text.contains("blobswarm_bytes_down_total{source=\"registry\"} 42"));
-        assert!(text.contains("blobswarm_registry_fetches_total 1"));
-        assert!(text.contains("blobswarm_bytes_up_total 7"));
-        assert!(text.contains("blobswarm_chunks_verified_total 3"));
-        assert!(text.contains("blobswarm_peers_connected 2"));
-        assert!(text.contains("blobswarm_releases{state=\"failed\"} 0"));
-        assert!(text.contains("blobswarm_peers_banned_total{reason=\"request_rate\"} 1"));
-        assert!(text.contains("blobswarm_peers_banned_total{reason=\"bad_chunk\"} 0"));
-        assert!(text.contains("blobswarm_peers_banned_now 1"));
-        assert!(
-            text.contains(
-                "blobswarm_gossip_rejected_total{topic=\"notice\",reason=\"untrusted\"} 0"
-            )
-        );
-    }
-
-    /// A status with one complete and one half-fetched release, and a store cap.
-    fn store_status() -> AgentStatus {
-        let release = |n: u8, total_bytes, have_bytes| crate::status::ReleaseStatus {
-            id: blobswarm_core::Digest::of(&[n]),
-            reference: format!("img:{n}"),
-            total_bytes,
-            have_bytes,
-            complete: have_bytes == total_bytes,
-            imported: false,
-            import_error: None,
-            download_time: None,
-            import_time: None,
-        };
-        AgentStatus {
-            releases: vec![release(1, 100, 100), release(2, 1000, 250)],
-            store_bytes: 1100,
-            store_max_bytes: Some(4096),
-            ..AgentStatus::default()
-        }
-    }
-
-    #[test]
-    fn store_progress_and_published_bytes_are_exported() {
-        let m = Metrics::new();
-        let text = m.encode();
-        assert!(text.contains("blobswarm_store_max_bytes 0"), "{text}");
-        assert!(text.contains("blobswarm_published_bytes_total 0"), "{text}");
-        m.observe(&store_status());
-        m.release_published(1100);
-        m.release_published(100);
-        let text = m.encode();
-        for line in [
-            "blobswarm_store_bytes 1100",
-            "blobswarm_store_max_bytes 4096",
-            // Only the incomplete release counts: 1000 - 250.
-            "blobswarm_pending_bytes 750",
-            "blobswarm_published_bytes_total 1200",
-        ] {
-            assert!(text.contains(line), "no {line:?} in {text}");
-        }
-    }
-}
+mod tests;
